@@ -1,0 +1,28 @@
+# Two commands for a fresh machine (see README):
+#   make serve   set up and run the service on its embedded defaults
+#   make test    set up and run the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup serve test lint bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: anything installed after it must not pull an unpinned (CUDA) build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+serve: setup
+	$(BIN)/engine serve
+
+test: setup
+	$(BIN)/ruff check engine tests bench custom_nodes
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/executor_overhead.py

@@ -1,0 +1,1 @@
+"""Models: detection, loading, residency and sampling (torch, diffusers, transformers live here)."""

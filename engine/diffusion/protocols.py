@@ -1,0 +1,47 @@
+"""The contract between the samplers and the loaded diffusion models (the MODEL value of a graph)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from engine.diffusion.latent_formats import LatentFormat
+from engine.diffusion.sampling.model_sampling import FlowModelSampling
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What one forward of a diffusion model receives besides the latent and sigma, batched like x."""
+
+    context: torch.Tensor
+    """[B, T, D] text-token states (T5-XXL for Flux, Pile-T5-XL for AuraFlow)."""
+    pooled: torch.Tensor | None = None
+    """[B, P] pooled text vector (CLIP-L for Flux); None where the model takes none."""
+    guidance: torch.Tensor | None = None
+    """[B] distilled guidance strength (Flux dev); None means the model's default."""
+
+
+class DiffusionModel(Protocol):
+    """A loaded diffusion model as nodes pass it around (ComfyUI's MODEL).
+
+    Cloning is cheap and shares the weights; a clone may carry another `model_sampling`
+    (that is how ModelSamplingAuraFlow / ModelSamplingFlux change the shift).
+    """
+
+    model_sampling: FlowModelSampling
+    latent_format: LatentFormat
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def clone(self) -> DiffusionModel: ...
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
+        """The model's raw prediction (a flow velocity) for x [B,C,h,w] in model latent space at sigma [B].
+
+        Takes and returns float32 on `device`; computes in the model's own dtype; makes the weights
+        resident first (the model manager may have evicted them).
+        """
+        ...

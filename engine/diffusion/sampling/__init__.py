@@ -1,0 +1,1 @@
+"""Sampling with ComfyUI's semantics: model sampling (sigma tables), schedulers, samplers, guiders."""
