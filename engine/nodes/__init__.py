@@ -1,0 +1,23 @@
+"""The built-in nodes, and the registry that holds them with the packages in `custom_nodes/`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+
+from engine.graph.registry import NodeRegistry, PackageReport
+from engine.nodes import preview_any, primitives
+
+BUILTIN_MODULES: tuple[ModuleType, ...] = (primitives, preview_any)
+
+
+def create_registry(custom_node_dirs: Iterable[Path] = ()) -> tuple[NodeRegistry, list[PackageReport]]:
+    """Built-in nodes first (custom packages never replace them), then each custom node folder."""
+    registry = NodeRegistry()
+    for module in BUILTIN_MODULES:
+        registry.register(module.NODE_CLASS_MAPPINGS, module.NODE_DISPLAY_NAME_MAPPINGS)
+    reports: list[PackageReport] = []
+    for directory in custom_node_dirs:
+        reports.extend(registry.load_custom_nodes(directory))
+    return registry, reports
