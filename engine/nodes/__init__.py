@@ -7,9 +7,17 @@ from pathlib import Path
 from types import ModuleType
 
 from engine.graph.registry import NodeRegistry, PackageReport
-from engine.nodes import preview_any, primitives
+from engine.nodes import (
+    preview_any,
+    primitives,
+    sampling,
+)
 
-BUILTIN_MODULES: tuple[ModuleType, ...] = (primitives, preview_any)
+BUILTIN_MODULES: tuple[ModuleType, ...] = (
+    primitives,
+    preview_any,
+    sampling,
+)
 
 
 def create_registry(custom_node_dirs: Iterable[Path] = ()) -> tuple[NodeRegistry, list[PackageReport]]:

@@ -1,0 +1,276 @@
+"""DPM-Solver++ samplers (Lu et al. 2022): exponential integrators on the clean-latent prediction.
+
+The multistep SDE variants and dpmpp_sde draw their noise from a Brownian tree (see noise.py); the
+`_gpu` twins are the same samplers with the tree on x's device instead of the CPU.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+
+from engine.diffusion.sampling.noise import BrownianTreeNoiseSampler, NoiseSampler
+from engine.diffusion.sampling.samplers.common import (
+    Denoiser,
+    StepCallback,
+    ancestral_step,
+    flow_ancestral_step,
+    report,
+    seed_of,
+    snr_safe,
+    step_noise,
+    to_d,
+)
+from engine.diffusion.sampling.samplers.registry import register
+
+
+def _brownian_noise(
+    x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict[str, Any] | None, on_cpu: bool
+) -> BrownianTreeNoiseSampler:
+    """A tree spanning the run's sigmas, seeded with the run's seed."""
+    sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
+    return BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed_of(extra_args), on_cpu=on_cpu)
+
+
+def _flow_midpoint_sigma(sigma: torch.Tensor, sigma_down: torch.Tensor) -> torch.Tensor:
+    """The sigma halfway, in half-log-SNR, from sigma to sigma_down (0.9999 when starting at sigma 1)."""
+    if sigma == 1.0:
+        return sigma.new_tensor(0.9999)
+    lambda_from, lambda_down = ((1 - sigma) / sigma).log(), ((1 - sigma_down) / sigma_down).log()
+    return (lambda_from + (lambda_down - lambda_from) / 2).exp().add(1).reciprocal()
+
+
+@register("dpmpp_2s_ancestral")
+def sample_dpmpp_2s_ancestral(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: StepCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2S) to below the next sigma through a half-log-SNR midpoint, then noise back up."""
+    noise = step_noise(x, extra_args, noise_sampler)
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        sigma_down, rescale, renoise = flow_ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            sigma_s = _flow_midpoint_sigma(sigmas[i], sigma_down)
+            ratio_s = sigma_s / sigmas[i]
+            denoised_s = model(ratio_s * x + (1 - ratio_s) * denoised, sigma_s * s_in)
+            ratio_down = sigma_down / sigmas[i]
+            x = ratio_down * x + (1 - ratio_down) * denoised_s
+        if sigmas[i + 1] > 0 and eta > 0:
+            x = rescale * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
+@register("dpmpp_sde")
+def sample_dpmpp_sde(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: StepCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
+    r: float = 1 / 2,
+    tree_on_cpu: bool = True,
+) -> torch.Tensor:
+    """Stochastic DPM-Solver++ with one intermediate evaluation a fraction r into each step."""
+    if len(sigmas) <= 1:
+        return x
+    noise = noise_sampler or _brownian_noise(x, sigmas, extra_args, tree_on_cpu)
+    ms = model.model_sampling
+    sigmas = snr_safe(sigmas, ms)
+    s_in = x.new_ones([x.shape[0]])
+    fac = 1 / (2 * r)
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+            continue
+        lambda_s, lambda_t = ms.half_log_snr(sigmas[i]), ms.half_log_snr(sigmas[i + 1])
+        h = lambda_t - lambda_s
+        lambda_s1 = lambda_s + r * h
+        sigma_s1 = ms.sigma_at_half_log_snr(lambda_s1)
+        alpha_s = sigmas[i] * lambda_s.exp()
+        alpha_s1 = sigma_s1 * lambda_s1.exp()
+        alpha_t = sigmas[i + 1] * lambda_t.exp()
+
+        sd, su = ancestral_step(lambda_s.neg().exp(), lambda_s1.neg().exp(), eta)
+        h_ = sd.log().neg() - lambda_s
+        x_2 = (alpha_s1 / alpha_s) * (-h_).exp() * x - alpha_s1 * (-h_).expm1() * denoised
+        if eta > 0 and s_noise > 0:
+            x_2 = x_2 + alpha_s1 * noise(sigmas[i], sigma_s1) * s_noise * su
+        denoised_2 = model(x_2, sigma_s1 * s_in)
+
+        sd, su = ancestral_step(lambda_s.neg().exp(), lambda_t.neg().exp(), eta)
+        h_ = sd.log().neg() - lambda_s
+        denoised_d = (1 - fac) * denoised + fac * denoised_2
+        x = (alpha_t / alpha_s) * (-h_).exp() * x - alpha_t * (-h_).expm1() * denoised_d
+        if eta > 0 and s_noise > 0:
+            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * su
+    return x
+
+
+register("dpmpp_sde_gpu")(partial(sample_dpmpp_sde, tree_on_cpu=False))
+
+
+@register("dpmpp_2m")
+def sample_dpmpp_2m(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: StepCallback | None = None,
+    disable: bool | None = None,
+) -> torch.Tensor:
+    """DPM-Solver++(2M): second order from the previous step's x0, first order on the first and last steps."""
+    s_in = x.new_ones([x.shape[0]])
+    old_denoised = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        report(callback, i, x, sigmas[i], denoised)
+        t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
+        h = t_next - t
+        if old_denoised is None or sigmas[i + 1] == 0:
+            denoised_d = denoised
+        else:
+            r = (t - sigmas[i - 1].log().neg()) / h
+            denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+        x = (t_next.neg().exp() / t.neg().exp()) * x - (-h).expm1() * denoised_d
+        old_denoised = denoised
+    return x
+
+
+@register("dpmpp_2m_sde")
+def sample_dpmpp_2m_sde(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: StepCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
+    solver_type: str = "midpoint",
+    tree_on_cpu: bool = True,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE: the exact SDE step for a constant x0, plus a midpoint or Heun correction."""
+    if len(sigmas) <= 1:
+        return x
+    if solver_type not in {"heun", "midpoint"}:
+        raise ValueError("solver_type must be 'heun' or 'midpoint'")
+    noise = noise_sampler or _brownian_noise(x, sigmas, extra_args, tree_on_cpu)
+    ms = model.model_sampling
+    sigmas = snr_safe(sigmas, ms)
+    s_in = x.new_ones([x.shape[0]])
+    old_denoised = h = h_last = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            lambda_s, lambda_t = ms.half_log_snr(sigmas[i]), ms.half_log_snr(sigmas[i + 1])
+            h = lambda_t - lambda_s
+            h_eta = h * (eta + 1)
+            alpha_t = sigmas[i + 1] * lambda_t.exp()
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+            if old_denoised is not None:
+                r = h_last / h
+                if solver_type == "heun":
+                    x = x + alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (
+                        denoised - old_denoised
+                    )
+                else:
+                    x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
+            if eta > 0 and s_noise > 0:
+                x = (
+                    x
+                    + noise(sigmas[i], sigmas[i + 1])
+                    * sigmas[i + 1]
+                    * (-2 * h * eta).expm1().neg().sqrt()
+                    * s_noise
+                )
+        old_denoised = denoised
+        h_last = h
+    return x
+
+
+register("dpmpp_2m_sde_gpu")(partial(sample_dpmpp_2m_sde, tree_on_cpu=False))
+register("dpmpp_2m_sde_heun")(partial(sample_dpmpp_2m_sde, solver_type="heun"))
+register("dpmpp_2m_sde_heun_gpu")(partial(sample_dpmpp_2m_sde, solver_type="heun", tree_on_cpu=False))
+
+
+@register("dpmpp_3m_sde")
+def sample_dpmpp_3m_sde(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: StepCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: NoiseSampler | None = None,
+    tree_on_cpu: bool = True,
+) -> torch.Tensor:
+    """DPM-Solver++(3M) SDE: third order from the two previous x0 (second order on the second step)."""
+    if len(sigmas) <= 1:
+        return x
+    noise = noise_sampler or _brownian_noise(x, sigmas, extra_args, tree_on_cpu)
+    ms = model.model_sampling
+    sigmas = snr_safe(sigmas, ms)
+    s_in = x.new_ones([x.shape[0]])
+    denoised_1 = denoised_2 = h = h_1 = h_2 = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in)
+        report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            lambda_s, lambda_t = ms.half_log_snr(sigmas[i]), ms.half_log_snr(sigmas[i + 1])
+            h = lambda_t - lambda_s
+            h_eta = h * (eta + 1)
+            alpha_t = sigmas[i + 1] * lambda_t.exp()
+            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+            phi_2 = h_eta.neg().expm1() / h_eta + 1
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
+            elif h_1 is not None:
+                x = x + (alpha_t * phi_2) * ((denoised - denoised_1) / (h_1 / h))
+            if eta > 0 and s_noise > 0:
+                x = (
+                    x
+                    + noise(sigmas[i], sigmas[i + 1])
+                    * sigmas[i + 1]
+                    * (-2 * h * eta).expm1().neg().sqrt()
+                    * s_noise
+                )
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h, h_1
+    return x
+
+
+register("dpmpp_3m_sde_gpu")(partial(sample_dpmpp_3m_sde, tree_on_cpu=False))
