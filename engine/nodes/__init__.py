@@ -8,15 +8,25 @@ from types import ModuleType
 
 from engine.graph.registry import NodeRegistry, PackageReport
 from engine.nodes import (
+    conditioning,
+    image,
+    latent,
+    loaders,
     preview_any,
     primitives,
     sampling,
+    text_encoders,
 )
 
 BUILTIN_MODULES: tuple[ModuleType, ...] = (
     primitives,
     preview_any,
+    loaders,
+    text_encoders,
+    conditioning,
+    latent,
     sampling,
+    image,
 )
 
 

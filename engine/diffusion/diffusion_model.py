@@ -1,0 +1,121 @@
+"""The MODEL value of a graph: a diffusion transformer named by its file, run through the model manager.
+
+The object holds no weights. It knows where they are (file, tensor prefix), how to build the module
+from them (its architecture: `flux.FluxConfig` or `auraflow.AuraFlowConfig`) and asks the model manager
+for the module at each forward, so every graph naming the same file shares one resident copy and an
+evicted model is quietly loaded again.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from diffusers.models.modeling_utils import ModelMixin
+
+from engine.diffusion.latent_formats import LatentFormat
+from engine.diffusion.model_manager import ModelKey, ModelManager
+from engine.diffusion.protocols import ModelInputs
+from engine.diffusion.safetensors_file import load_tensors
+from engine.diffusion.sampling.model_sampling import FlowModelSampling
+from engine.diffusion.weights import instantiate
+
+
+class Architecture(Protocol):
+    """What a diffusion-transformer family provides (implemented by the family config dataclasses)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def latent_format(self) -> LatentFormat: ...
+
+    def default_model_sampling(self) -> FlowModelSampling: ...
+
+    def create_module(self) -> ModelMixin: ...
+
+    def to_diffusers(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
+    def predict(
+        self, module: ModelMixin, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs
+    ) -> torch.Tensor: ...
+
+
+class LoadedDiffusionModel:
+    """A diffusion model from a weights file, implementing `protocols.DiffusionModel`."""
+
+    def __init__(
+        self,
+        path: Path,
+        prefix: str,
+        architecture: Architecture,
+        manager: ModelManager,
+        storage_dtype: torch.dtype | None = None,
+        size_hint: int | None = None,
+    ) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.architecture = architecture
+        self.manager = manager
+        self.storage_dtype = storage_dtype
+        """Keep weights in this dtype (fp8) and compute in the manager's; None: keep them in the manager's."""
+        self.size_hint = size_hint
+        self.model_sampling = architecture.default_model_sampling()
+        self.key = ModelKey.for_file(
+            path, f"diffusion_model:{prefix}", dtype=str(manager.dtype), storage=str(storage_dtype)
+        )
+
+    @property
+    def latent_format(self) -> LatentFormat:
+        return self.architecture.latent_format
+
+    @property
+    def device(self) -> torch.device:
+        return self.manager.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.manager.dtype
+
+    def clone(self) -> LoadedDiffusionModel:
+        """A copy sharing the weights, whose model_sampling can be replaced without touching this one."""
+        return copy.copy(self)
+
+    def module(self) -> ModelMixin:
+        """The resident module, loading it first if it is not."""
+        return self.manager.load(self.key, self._build, self.size_hint)
+
+    def _build(self) -> ModelMixin:
+        tensors = load_tensors(self.path, self.prefix, self.manager.device)
+        return instantiate(
+            f"{self.path.name} ({self.architecture.name})",
+            self.architecture.create_module,
+            self.architecture.to_diffusers(tensors),
+            self.manager.dtype,
+            self.storage_dtype,
+        )
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
+        module = self.module()
+        device, dtype = self.device, self.dtype
+
+        model_inputs = ModelInputs(
+            context=inputs.context.to(device=device, dtype=dtype),
+            pooled=None if inputs.pooled is None else inputs.pooled.to(device=device, dtype=dtype),
+            guidance=None
+            if inputs.guidance is None
+            else inputs.guidance.to(device=device, dtype=torch.float32),
+        )
+        # The model is conditioned on the sampling's timestep, not on sigma itself: the two agree for
+        # AuraFlow's and Flux's own samplings, and differ (as in ComfyUI) under ModelSamplingSD3.
+        timestep = self.model_sampling.timestep(sigma)
+        with self.manager.out_of_memory_guard(f"running {self.architecture.name}"), torch.no_grad():
+            velocity = self.architecture.predict(
+                module,
+                x.to(device=device, dtype=dtype),
+                timestep.to(device=device, dtype=torch.float32),
+                model_inputs,
+            )
+        return velocity.float()

@@ -1,0 +1,294 @@
+"""Flux.1 (dev and schnell) in Black Forest Labs' file layout, run by diffusers' FluxTransformer2DModel.
+
+The config is read from tensor shapes, so the published 12B files and the engine's tiny test files load
+through the same code. Two things are not recorded in a file and follow BFL's choices: the RoPE split of
+each attention head over (time, row, column) is 1 : 3.5 : 3.5 (16, 56, 56 of 128), and theta is 10000.
+
+diffusers' own converter hard-codes the full-size width, so the key mapping lives here; it is checked
+against that converter on full-size layouts and against diffusers' loading path on tiny random weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from diffusers import FluxTransformer2DModel
+
+from engine.diffusion.latent_formats import FLUX, LatentFormat
+from engine.diffusion.patching import pad_to_patches
+from engine.diffusion.protocols import ModelInputs
+from engine.diffusion.safetensors_file import TensorInfo, WeightsFileError
+from engine.diffusion.sampling.model_sampling import DiscreteFlow, FlowModelSampling, FluxFlow
+from engine.diffusion.weights import count_blocks, split_rows, swap_halves
+
+PREFIXES = ("model.diffusion_model.", "")
+"""All-in-one checkpoints keep the diffusion model under the first; BFL's own files have no prefix."""
+
+DETECTION_KEY = "double_blocks.0.img_attn.norm.key_norm.scale"
+GUIDANCE_KEY = "guidance_in.in_layer.weight"
+TIMESTEP_FEATURES = 256
+PATCH = 2
+"""Latents are packed 2x2 into tokens before the transformer sees them."""
+
+DEFAULT_GUIDANCE = 3.5
+"""The distilled guidance strength dev runs at when a graph gives none (ComfyUI's FluxGuidance default)."""
+
+
+@dataclass(frozen=True)
+class FluxConfig:
+    """BFL's FluxParams, as far as the weights determine them."""
+
+    hidden_size: int = 3072
+    num_heads: int = 24
+    depth: int = 19
+    depth_single_blocks: int = 38
+    in_channels: int = 64
+    out_channels: int = 64
+    context_in_dim: int = 4096
+    vec_in_dim: int = 768
+    mlp_ratio: float = 4.0
+    guidance_embed: bool = False
+    axes_dim: tuple[int, int, int] = (16, 56, 56)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.hidden_size * self.mlp_ratio)
+
+    @property
+    def name(self) -> str:
+        return "Flux dev" if self.guidance_embed else "Flux schnell"
+
+    @property
+    def latent_format(self) -> LatentFormat:
+        return FLUX
+
+    def default_model_sampling(self) -> FlowModelSampling:
+        """Dev samples with its resolution-dependent shift (mu 1.15 until ModelSamplingFlux sets it); schnell
+        with none."""
+        return FluxFlow(1.15) if self.guidance_embed else DiscreteFlow(1.0)
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, TensorInfo]) -> FluxConfig:
+        """The config of a Flux diffusion model from its tensors (any prefix already removed)."""
+        hidden, in_channels = tensors["img_in.weight"].shape
+        head_dim = tensors[DETECTION_KEY].shape[0]
+        mlp_hidden = tensors["double_blocks.0.img_mlp.0.weight"].shape[0]
+        config = cls(
+            hidden_size=hidden,
+            num_heads=hidden // head_dim,
+            depth=count_blocks(tensors, "double_blocks."),
+            depth_single_blocks=count_blocks(tensors, "single_blocks."),
+            in_channels=in_channels,
+            out_channels=tensors["final_layer.linear.weight"].shape[0],
+            context_in_dim=tensors["txt_in.weight"].shape[1],
+            vec_in_dim=tensors["vector_in.in_layer.weight"].shape[1],
+            mlp_ratio=mlp_hidden / hidden,
+            guidance_embed=GUIDANCE_KEY in tensors,
+            axes_dim=rope_axes(head_dim),
+        )
+        if config.mlp_ratio != 4.0:
+            raise WeightsFileError(f"a Flux model with MLP ratio {config.mlp_ratio} (not 4) cannot be run")
+        return config
+
+    def diffusers_config(self) -> dict[str, object]:
+        return {
+            "patch_size": 1,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "num_layers": self.depth,
+            "num_single_layers": self.depth_single_blocks,
+            "attention_head_dim": self.head_dim,
+            "num_attention_heads": self.num_heads,
+            "joint_attention_dim": self.context_in_dim,
+            "pooled_projection_dim": self.vec_in_dim,
+            "guidance_embeds": self.guidance_embed,
+            "axes_dims_rope": self.axes_dim,
+        }
+
+    def create_module(self) -> FluxTransformer2DModel:
+        return FluxTransformer2DModel(**self.diffusers_config())
+
+    def to_diffusers(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return to_diffusers(tensors, self)
+
+    def predict(
+        self, module: FluxTransformer2DModel, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs
+    ) -> torch.Tensor:
+        return predict(module, self, x, sigma, inputs)
+
+
+def rope_axes(head_dim: int) -> tuple[int, int, int]:
+    """BFL's split of a head over the three position axes, scaled to the head width (128 -> 16, 56, 56)."""
+    first = head_dim // 8
+    rest = (head_dim - first) // 2
+    axes = (first, rest, rest)
+    if sum(axes) != head_dim or any(axis % 2 for axis in axes):
+        raise WeightsFileError(
+            f"a Flux model with {head_dim}-wide attention heads cannot be given rotary positions"
+        )
+    return axes
+
+
+def find(tensors: Mapping[str, TensorInfo]) -> tuple[str, FluxConfig] | None:
+    """(prefix, config) of the Flux diffusion model among a file's tensors, or None."""
+    for prefix in PREFIXES:
+        if prefix + DETECTION_KEY in tensors:
+            part = {name[len(prefix) :]: info for name, info in tensors.items() if name.startswith(prefix)}
+            return prefix, FluxConfig.from_tensors(part)
+    return None
+
+
+def _linear(shapes: dict[str, tuple[int, ...]], name: str, out_features: int, in_features: int) -> None:
+    shapes[f"{name}.weight"] = (out_features, in_features)
+    shapes[f"{name}.bias"] = (out_features,)
+
+
+def layout(config: FluxConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a Flux diffusion model in BFL's layout, with its shape."""
+    h, m, d = config.hidden_size, config.mlp_hidden, config.head_dim
+    shapes: dict[str, tuple[int, ...]] = {}
+    _linear(shapes, "img_in", h, config.in_channels)
+    _linear(shapes, "txt_in", h, config.context_in_dim)
+    embedders = {"time_in": TIMESTEP_FEATURES, "vector_in": config.vec_in_dim}
+    if config.guidance_embed:
+        embedders["guidance_in"] = TIMESTEP_FEATURES
+    for name, features in embedders.items():
+        _linear(shapes, f"{name}.in_layer", h, features)
+        _linear(shapes, f"{name}.out_layer", h, h)
+    for i in range(config.depth):
+        for stream in ("img", "txt"):
+            block = f"double_blocks.{i}.{stream}"
+            _linear(shapes, f"{block}_mod.lin", 6 * h, h)
+            _linear(shapes, f"{block}_attn.qkv", 3 * h, h)
+            shapes[f"{block}_attn.norm.query_norm.scale"] = (d,)
+            shapes[f"{block}_attn.norm.key_norm.scale"] = (d,)
+            _linear(shapes, f"{block}_attn.proj", h, h)
+            _linear(shapes, f"{block}_mlp.0", m, h)
+            _linear(shapes, f"{block}_mlp.2", h, m)
+    for i in range(config.depth_single_blocks):
+        block = f"single_blocks.{i}"
+        _linear(shapes, f"{block}.linear1", 3 * h + m, h)
+        _linear(shapes, f"{block}.linear2", h, h + m)
+        shapes[f"{block}.norm.query_norm.scale"] = (d,)
+        shapes[f"{block}.norm.key_norm.scale"] = (d,)
+        _linear(shapes, f"{block}.modulation.lin", 3 * h, h)
+    _linear(shapes, "final_layer.linear", config.out_channels, h)
+    _linear(shapes, "final_layer.adaLN_modulation.1", 2 * h, h)
+    return shapes
+
+
+def to_diffusers(tensors: Mapping[str, torch.Tensor], config: FluxConfig) -> dict[str, torch.Tensor]:
+    """BFL-layout tensors (prefix removed) under FluxTransformer2DModel's names.
+
+    Fused projections are cut apart (qkv; a single block's qkv + MLP input) and the final modulation's
+    (shift, scale) halves are swapped into diffusers' (scale, shift) order.
+    """
+    h, m = config.hidden_size, config.mlp_hidden
+    out: dict[str, torch.Tensor] = {}
+
+    def move(source: str, target: str) -> None:
+        out[f"{target}.weight"] = tensors[f"{source}.weight"]
+        out[f"{target}.bias"] = tensors[f"{source}.bias"]
+
+    def split(source: str, targets: list[str], sizes: list[int]) -> None:
+        for suffix in ("weight", "bias"):
+            for target, part in zip(targets, split_rows(tensors[f"{source}.{suffix}"], sizes), strict=True):
+                out[f"{target}.{suffix}"] = part
+
+    move("img_in", "x_embedder")
+    move("txt_in", "context_embedder")
+    embedders = {"time_in": "timestep_embedder", "vector_in": "text_embedder"}
+    if config.guidance_embed:
+        embedders["guidance_in"] = "guidance_embedder"
+    for source, target in embedders.items():
+        move(f"{source}.in_layer", f"time_text_embed.{target}.linear_1")
+        move(f"{source}.out_layer", f"time_text_embed.{target}.linear_2")
+    for i in range(config.depth):
+        src, dst = f"double_blocks.{i}.", f"transformer_blocks.{i}."
+        move(src + "img_mod.lin", dst + "norm1.linear")
+        move(src + "txt_mod.lin", dst + "norm1_context.linear")
+        split(src + "img_attn.qkv", [dst + "attn.to_q", dst + "attn.to_k", dst + "attn.to_v"], [h, h, h])
+        split(src + "txt_attn.qkv", [dst + f"attn.add_{p}_proj" for p in "qkv"], [h, h, h])
+        out[dst + "attn.norm_q.weight"] = tensors[src + "img_attn.norm.query_norm.scale"]
+        out[dst + "attn.norm_k.weight"] = tensors[src + "img_attn.norm.key_norm.scale"]
+        out[dst + "attn.norm_added_q.weight"] = tensors[src + "txt_attn.norm.query_norm.scale"]
+        out[dst + "attn.norm_added_k.weight"] = tensors[src + "txt_attn.norm.key_norm.scale"]
+        move(src + "img_attn.proj", dst + "attn.to_out.0")
+        move(src + "txt_attn.proj", dst + "attn.to_add_out")
+        move(src + "img_mlp.0", dst + "ff.net.0.proj")
+        move(src + "img_mlp.2", dst + "ff.net.2")
+        move(src + "txt_mlp.0", dst + "ff_context.net.0.proj")
+        move(src + "txt_mlp.2", dst + "ff_context.net.2")
+    for i in range(config.depth_single_blocks):
+        src, dst = f"single_blocks.{i}.", f"single_transformer_blocks.{i}."
+        targets = [dst + "attn.to_q", dst + "attn.to_k", dst + "attn.to_v", dst + "proj_mlp"]
+        split(src + "linear1", targets, [h, h, h, m])
+        move(src + "linear2", dst + "proj_out")
+        move(src + "modulation.lin", dst + "norm.linear")
+        out[dst + "attn.norm_q.weight"] = tensors[src + "norm.query_norm.scale"]
+        out[dst + "attn.norm_k.weight"] = tensors[src + "norm.key_norm.scale"]
+    move("final_layer.linear", "proj_out")
+    for suffix in ("weight", "bias"):
+        out[f"norm_out.linear.{suffix}"] = swap_halves(tensors[f"final_layer.adaLN_modulation.1.{suffix}"])
+    return out
+
+
+def pack(latent: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] (H, W even) -> [B, H/2 * W/2, C*4] tokens, each a 2x2 patch, row by row."""
+    b, c, h, w = latent.shape
+    patches = latent.reshape(b, c, h // PATCH, PATCH, w // PATCH, PATCH).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(b, (h // PATCH) * (w // PATCH), c * PATCH * PATCH)
+
+
+def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of `pack` for a latent of `height` x `width`."""
+    b, _, features = tokens.shape
+    c = features // (PATCH * PATCH)
+    patches = tokens.reshape(b, height // PATCH, width // PATCH, c, PATCH, PATCH).permute(0, 3, 1, 4, 2, 5)
+    return patches.reshape(b, c, height, width)
+
+
+def image_ids(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """[H*W, 3] positions (0, row, column) of the packed image tokens, as BFL numbers them."""
+    rows = torch.arange(height, device=device).repeat_interleave(width)
+    columns = torch.arange(width, device=device).repeat(height)
+    return torch.stack([torch.zeros_like(rows), rows, columns], dim=-1).float()
+
+
+def predict(
+    module: FluxTransformer2DModel,
+    config: FluxConfig,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    inputs: ModelInputs,
+) -> torch.Tensor:
+    """The velocity for latent x [B, 16, h, w] at sigma [B] (the transformer scales it by 1000 itself)."""
+    height, width = x.shape[-2:]
+    padded = pad_to_patches(x, PATCH)
+    tokens = pack(padded)
+    context = inputs.context
+    pooled = inputs.pooled
+    if pooled is None:
+        pooled = torch.zeros(x.shape[0], config.vec_in_dim, device=x.device, dtype=x.dtype)
+    guidance = None
+    if config.guidance_embed:
+        guidance = inputs.guidance
+        if guidance is None:
+            guidance = torch.full((x.shape[0],), DEFAULT_GUIDANCE, device=x.device, dtype=torch.float32)
+    velocity = module(
+        hidden_states=tokens,
+        encoder_hidden_states=context,
+        pooled_projections=pooled,
+        timestep=sigma,
+        img_ids=image_ids(padded.shape[-2] // PATCH, padded.shape[-1] // PATCH, x.device),
+        txt_ids=torch.zeros(context.shape[1], 3, device=x.device),
+        guidance=guidance,
+        return_dict=False,
+    )[0]
+    return unpack(velocity, padded.shape[-2], padded.shape[-1])[:, :, :height, :width]

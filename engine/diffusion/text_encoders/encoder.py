@@ -1,0 +1,95 @@
+"""One text transformer with its tokenizer, turning windows of weighted tokens into hidden states.
+
+How ComfyUI encodes, for each family: all windows go through the transformer as one batch. When any
+token carries an emphasis weight, an empty prompt (start, end, padding) is encoded in the same batch
+and each weighted token's state is pushed away from the empty prompt's state at the same position:
+`empty + (state - empty) * weight`. The windows' states are then laid end to end. Pile-T5 attends
+only up to its first EOS and its states past it are zeroed; CLIP-L and T5-XXL see the padding.
+CLIP-L's pooled vector is the first window's final-layer-normed state at its EOS token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from engine.diffusion.text_encoders.spec import TextEncoderFamily
+from engine.diffusion.text_encoders.tokenization import (
+    FAMILY_RULES,
+    TokenWeights,
+    tokenize_with_weights,
+)
+from engine.diffusion.text_encoders.tokenizer_files import SegmentTokenizer
+
+
+@dataclass(frozen=True)
+class EncoderTraits:
+    token_key: str
+    """The encoder's key in the token dict a CLIP's `tokenize` returns (ComfyUI's names)."""
+    masks_padding: bool
+    """Attends only up to the first EOS, and outputs zeros past it."""
+    pooled: bool
+
+
+FAMILY_TRAITS: dict[TextEncoderFamily, EncoderTraits] = {
+    "clip_l": EncoderTraits("l", masks_padding=False, pooled=True),
+    "t5xxl": EncoderTraits("t5xxl", masks_padding=False, pooled=False),
+    "pile_t5xl": EncoderTraits("pile_t5xl", masks_padding=True, pooled=False),
+}
+
+
+class TextEncoder:
+    """A text encoder of one family; `module` returns its transformer, resident on the compute device."""
+
+    def __init__(
+        self,
+        family: TextEncoderFamily,
+        tokenizer: SegmentTokenizer,
+        module: Callable[[], torch.nn.Module],
+    ) -> None:
+        self.family = family
+        self.rules = FAMILY_RULES[family]
+        self.traits = FAMILY_TRAITS[family]
+        self._tokenizer = tokenizer
+        self._module = module
+
+    def tokenize(self, text: str) -> list[TokenWeights]:
+        return tokenize_with_weights(text, self._tokenizer, self.rules)
+
+    def encode(self, windows: list[TokenWeights]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """States [1, tokens, width] of the windows laid end to end, and the pooled vector [1, width]
+        (None for T5 encoders); float32 on the CPU."""
+        rows = [[token for token, _ in window] for window in windows]
+        weights = torch.tensor([[weight for _, weight in window] for window in windows]).unsqueeze(-1)
+        emphasised = bool((weights != 1.0).any())
+        if emphasised or not rows:
+            # the empty prompt: the baseline weights scale from, and what encoding no window gives
+            rows.append(self.rules.empty(max((len(row) for row in rows), default=0)))
+        states, pooled = self._run(rows)
+        if not windows:
+            return states, pooled
+        empty, states = states[-1], states[: len(windows)]
+        if emphasised:
+            states = torch.where(weights != 1.0, empty + (states - empty) * weights, states)
+        return states.reshape(1, -1, states.shape[-1]), pooled
+
+    def _run(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        module = self._module()
+        device = next(module.parameters()).device
+        ids = torch.tensor(rows, device=device)
+        mask = self._up_to_first_end(ids) if self.traits.masks_padding else None
+        with torch.inference_mode():
+            output = module(input_ids=ids, attention_mask=mask)
+        states = output.last_hidden_state.float()
+        if mask is not None:
+            states = states * mask.unsqueeze(-1)
+        pooled = output.pooler_output[:1].float().cpu() if self.traits.pooled else None
+        return states.cpu(), pooled
+
+    def _up_to_first_end(self, ids: torch.Tensor) -> torch.Tensor:
+        """1 for each token up to and including a row's first EOS, 0 after it."""
+        is_end = (ids == self.rules.end).long()
+        ends_before = is_end.cumsum(dim=1) - is_end
+        return (ends_before == 0).long()

@@ -1,0 +1,96 @@
+"""The VAE value of a graph: turns images into VAE latents and back, one image of a batch at a time.
+
+Latents here are the VAE's own (what LATENT carries); scaling into a diffusion model's space is the
+model's business (`latent_formats`). Images are ComfyUI's IMAGE: float [B, H, W, C] in 0..1 on the CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from engine.diffusion.autoencoder import AutoencoderConfig
+from engine.diffusion.model_manager import ModelKey, ModelManager
+from engine.diffusion.safetensors_file import load_tensors
+from engine.diffusion.weights import instantiate
+from engine.graph.progress import ProgressBar, throw_if_interrupted
+
+
+class LatentShapeError(ValueError):
+    """A latent this VAE cannot decode (wrong channel count: a latent made for another model family)."""
+
+
+class VAE:
+    def __init__(self, path: Path, prefix: str, config: AutoencoderConfig, manager: ModelManager) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.config = config
+        self.manager = manager
+        self.key = ModelKey.for_file(path, f"vae:{prefix}", dtype=str(manager.dtype))
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @property
+    def downscale_ratio(self) -> int:
+        return self.config.downscale_ratio
+
+    def module(self) -> AutoencoderKL:
+        """The resident autoencoder, loading it first if it is not."""
+        return self.manager.load(self.key, self._build)
+
+    def _build(self) -> AutoencoderKL:
+        tensors = load_tensors(self.path, self.prefix, self.manager.device)
+        return instantiate(
+            f"{self.path.name} ({self.config.name})",
+            self.config.create_module,
+            self.config.to_diffusers(tensors),
+            self.manager.dtype,
+        )
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """VAE latents [B, C, h, w] -> IMAGE [B, h*8, w*8, 3], clamp((x + 1) / 2)."""
+        if latent.ndim != 4 or latent.shape[1] != self.latent_channels:
+            raise LatentShapeError(
+                f"this VAE decodes {self.latent_channels}-channel latents; got shape {tuple(latent.shape)} "
+                "(a latent made for another model family?)"
+            )
+        module = self.module()
+        images = []
+        progress = ProgressBar(latent.shape[0])
+        with self.manager.out_of_memory_guard("decoding with the VAE"), torch.no_grad():
+            for sample in latent.split(1):
+                throw_if_interrupted()
+                pixels = module.decode(sample.to(self.manager.device, self.manager.dtype), return_dict=False)[
+                    0
+                ]
+                images.append(((pixels.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).cpu())
+                progress.update(1)
+        return torch.cat(images)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """IMAGE [B, H, W, C] -> VAE latents [B, C', H/8, W/8] (the distribution's mean, as ComfyUI takes it).
+
+        An image whose sides are not multiples of 8 loses the remainder, half from each edge.
+        """
+        pixels = crop_to_multiple(pixels[..., :3], self.downscale_ratio)
+        module = self.module()
+        latents = []
+        progress = ProgressBar(pixels.shape[0])
+        with self.manager.out_of_memory_guard("encoding with the VAE"), torch.no_grad():
+            for image in pixels.split(1):
+                throw_if_interrupted()
+                x = image.movedim(-1, 1).to(self.manager.device, self.manager.dtype) * 2.0 - 1.0
+                latents.append(module.encode(x, return_dict=False)[0].mode().float().cpu())
+                progress.update(1)
+        return torch.cat(latents)
+
+
+def crop_to_multiple(pixels: torch.Tensor, multiple: int) -> torch.Tensor:
+    """The centred crop of IMAGE [B, H, W, C] whose sides are multiples of `multiple`."""
+    height, width = pixels.shape[1] // multiple * multiple, pixels.shape[2] // multiple * multiple
+    top, left = (pixels.shape[1] % multiple) // 2, (pixels.shape[2] % multiple) // 2
+    return pixels[:, top : top + height, left : left + width]
