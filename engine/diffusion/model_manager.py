@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -114,6 +115,14 @@ class ModelManager:
         self._resident: OrderedDict[ModelKey, _Resident] = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict[ModelKey, threading.Lock] = {}
+        self._load_listeners: list[Callable[[ModelKey, float], None]] = []
+
+    def add_load_listener(self, listener: Callable[[ModelKey, float], None]) -> None:
+        """Called with (key, seconds) after each model is built and moved to the device (for metrics)."""
+        self._load_listeners.append(listener)
+
+    def remove_load_listener(self, listener: Callable[[ModelKey, float], None]) -> None:
+        self._load_listeners.remove(listener)
 
     def load(
         self, key: ModelKey, build: Callable[[], torch.nn.Module], size_hint: int | None = None
@@ -142,6 +151,7 @@ class ModelManager:
                 return found
         if read_header(key.path).holds_random_test_weights:
             log.warning("%s holds random test weights: it makes noise, not a real model's output", key.name)
+        started = time.perf_counter()
         with self.out_of_memory_guard(f"loading {key.name}"):
             if size_hint:
                 self._make_room(size_hint)
@@ -151,7 +161,10 @@ class ModelManager:
             module = module.to(self.device).eval().requires_grad_(False)
         with self._lock:
             self._resident[key] = _Resident(module, nbytes)
-        log.info("loaded %s (%.1f MB) on %s", key.name, nbytes / 2**20, self.device)
+        seconds = time.perf_counter() - started
+        log.info("loaded %s (%.1f MB) on %s in %.2fs", key.name, nbytes / 2**20, self.device, seconds)
+        for listener in self._load_listeners:
+            listener(key, seconds)
         return module
 
     def _touch(self, key: ModelKey) -> torch.nn.Module | None:

@@ -15,6 +15,7 @@ from engine.nodes import (
     preview_any,
     primitives,
     sampling,
+    save_image_as,
     text_encoders,
 )
 
@@ -27,6 +28,7 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     latent,
     sampling,
     image,
+    save_image_as,
 )
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 from engine.diffusion.model_manager import ModelKey, ModelManager, get_manager
 from engine.diffusion.safetensors_file import TensorInfo, WeightsFileError, load_tensors, read_header
@@ -152,7 +154,20 @@ def build_module(source: TextEncoderSource, dtype: torch.dtype) -> torch.nn.Modu
         log.debug("%s: ignoring tensors with no place in %s: %s", source.path.name, source.spec.name, unused)
     weights = {name: state.pop(name).to(dtype) for name in expected}
     model_class, config = mapping.transformers_model(source.spec.config)
-    return model_class.from_pretrained(None, config=config, state_dict=weights, dtype=dtype)
+    with _no_progress_bar():
+        return model_class.from_pretrained(None, config=config, state_dict=weights, dtype=dtype)
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar on stderr: noise in a server's log."""
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def weight_bytes(spec: TextEncoderSpec, dtype: torch.dtype) -> int:

@@ -1,0 +1,36 @@
+"""The aiohttp application: middlewares, routes, and the service's start and stop."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.api import fal, meta, segmind
+from engine.api.auth import auth_middleware, notice_middleware
+from engine.api.context import RATE_LIMITER, SERVICE
+from engine.api.errors import error_middleware
+from engine.api.rate_limit import RateLimiter
+from engine.api.render import webhook_body
+from engine.service import Service
+
+
+def create_app(service: Service) -> web.Application:
+    app = web.Application(
+        middlewares=[notice_middleware, error_middleware, auth_middleware],
+        client_max_size=service.settings.max_body_bytes,
+    )
+    app[SERVICE] = service
+    service.render_webhook = webhook_body
+    app[RATE_LIMITER] = RateLimiter()
+    meta.add_routes(app)
+    segmind.add_routes(app)
+    fal.add_routes(app)
+
+    async def start(_: web.Application) -> None:
+        await service.start()
+
+    async def stop(_: web.Application) -> None:
+        await service.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    return app

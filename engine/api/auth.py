@@ -1,0 +1,86 @@
+"""Who is calling: API keys from `x-api-key` or `Authorization: Key ...`, per-key rate limits.
+
+With no keys configured the service is open, and `engine serve` then binds to localhost only.
+Routes are private unless their handler is marked `@public` (health, docs, output files, which are
+reached through unguessable URLs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+from engine.api.context import API_KEY, RATE_LIMITER, SERVICE
+from engine.api.errors import ApiError, Handler
+from engine.api.rate_limit import retry_after_header
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def public(handler: F) -> F:
+    """No API key needed for this route."""
+    handler.engine_public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def rate_limited(handler: F) -> F:
+    """Each call spends one of the key's per-minute requests (used on submissions, not on polling)."""
+    handler.engine_rate_limited = True  # type: ignore[attr-defined]
+    return handler
+
+
+def presented_secret(request: web.Request) -> str | None:
+    secret = request.headers.get("x-api-key")
+    if secret:
+        return secret.strip()
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() in ("key", "bearer") and value.strip():
+        return value.strip()
+    return None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route_handler = request.match_info.handler
+    service = request.app[SERVICE]
+    if getattr(route_handler, "engine_public", False) or service.open_access:
+        request[API_KEY] = None
+        return await handler(request)
+    secret = presented_secret(request)
+    if secret is None:
+        raise ApiError(
+            401, "an API key is required: send it in the x-api-key header (or Authorization: Key ...)"
+        )
+    key = service.store.authenticate(secret)
+    if key is None:
+        raise ApiError(401, "the API key is not valid (unknown or revoked)")
+    if getattr(route_handler, "engine_rate_limited", False):
+        wait = request.app[RATE_LIMITER].acquire(key.id, key.rate_per_minute)
+        if wait > 0:
+            raise ApiError(
+                429,
+                f"rate limit of {key.rate_per_minute} requests per minute exceeded; retry in {wait:.1f}s",
+                headers={"Retry-After": retry_after_header(wait)},
+                retry_after=round(wait, 3),
+            )
+    request[API_KEY] = key
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    current = service.store.key(key.id)
+    if current is not None and not response.prepared:
+        response.headers["x-remaining-credits"] = f"{current.available:g}"
+    return response
+
+
+@web.middleware
+async def notice_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every response says plainly when the images come from random test weights."""
+    response = await handler(request)
+    if request.app[SERVICE].test_weights and not response.prepared:
+        response.headers["x-engine-test-weights"] = "true"
+        response.headers["Warning"] = '199 engine "images are noise: the server runs random test weights"'
+    return response

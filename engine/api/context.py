@@ -1,0 +1,28 @@
+"""Typed keys for what the application and each request carry."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from engine.api.rate_limit import RateLimiter
+from engine.jobs.types import ApiKey
+from engine.service import Service
+
+SERVICE = web.AppKey("service", Service)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+API_KEY = web.RequestKey("api_key", ApiKey | None)  # type: ignore[arg-type]
+"""The authenticated key, or None in open (no keys) mode."""
+
+
+def api_key(request: web.Request) -> ApiKey | None:
+    return request.get(API_KEY)
+
+
+def service(request: web.Request) -> Service:
+    return request.app[SERVICE]
+
+
+def base_url(request: web.Request) -> str:
+    """Where clients reach us: the configured public URL, or the scheme and host they used."""
+    configured = request.app[SERVICE].settings.public_url
+    return (configured or f"{request.scheme}://{request.host}").rstrip("/")

@@ -1,0 +1,60 @@
+"""JSON errors: every failure, ours or aiohttp's (404, 405, 413), answers with a body saying what is wrong."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REASONS = {
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+}
+
+
+class ApiError(Exception):
+    """Raised by handlers; becomes `{"error": message, ...extra}` with the given status."""
+
+    def __init__(
+        self, status: int, message: str, /, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        return web.json_response(
+            {"error": self.message, **self.extra}, status=self.status, headers=self.headers
+        )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        message = REASONS.get(exc.status, exc.reason.lower())
+        if exc.status == 405:
+            allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+            return ApiError(
+                405, f"{request.method} is not allowed here; use {allowed}", headers={"Allow": allowed}
+            ).response()
+        if exc.status == 404:
+            message = f"no such route: {request.method} {request.path}"
+        return ApiError(exc.status, message).response()
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return ApiError(500, "internal server error; the server log has the details").response()

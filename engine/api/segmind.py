@@ -1,0 +1,124 @@
+"""Segmind-style routes: `POST /v1/{endpoint}` (image bytes), `POST /v2/{endpoint}` and its polling URLs.
+
+Clients written for Segmind (its Python SDK, its JS samples sending forms) work by changing the base
+URL: same paths, statuses, codes (FAILED served as 422), and field names.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from aiohttp import web
+
+from engine.api.auth import public, rate_limited
+from engine.api.context import service
+from engine.api.errors import ApiError
+from engine.api.render import segmind_result, segmind_status, segmind_submitted
+from engine.api.sse import stream_job
+from engine.api.submit import find_endpoint, job_headers, json_response, own_job, submit
+from engine.jobs.types import Job, JobStatus
+
+
+def _webhook(request: web.Request) -> str | None:
+    return request.query.get("webhook") or request.headers.get("x-webhook-url")
+
+
+@rate_limited
+async def run_sync(request: web.Request) -> web.StreamResponse:
+    """Blocks until the image is ready and answers with its bytes (JSON with base64 for several)."""
+    endpoint = find_endpoint(request, request.match_info["endpoint"], "segmind")
+    job, created = await submit(request, endpoint, _webhook(request))
+    timeout = service(request).settings.sync_timeout_seconds
+    finished = await service(request).wait(job.id, timeout)
+    assert finished is not None
+    headers = job_headers(finished, created)
+    if not finished.status.terminal:
+        raise ApiError(
+            504,
+            f"the image was not ready within {timeout:g}s; the request continues: poll its status_url",
+            headers=headers,
+            request_id=job.id,
+            status_url=f"{job.base_url}/v2/requests/{job.id}/status",
+        )
+    if finished.status != JobStatus.COMPLETED:
+        raise ApiError(500, finished.error or "the request failed", headers=headers, request_id=job.id)
+    headers["x-seed"] = str(finished.params.get("seed"))
+    headers["x-inference-time"] = f"{finished.metrics.get('inference_time', 0):g}"
+    headers["x-queue-time"] = f"{finished.metrics.get('queue_time', 0):g}"
+    return _image_response(request, finished, headers)
+
+
+def _image_response(request: web.Request, job: Job, headers: dict[str, str]) -> web.Response:
+    paths = [service(request).output_path(output.relative_path) for output in job.outputs]
+    if len(paths) == 1:
+        return web.Response(
+            body=paths[0].read_bytes(), content_type=job.outputs[0].content_type, headers=headers
+        )
+    images = [
+        {
+            "content_type": output.content_type,
+            "width": output.width,
+            "height": output.height,
+            "data": base64.b64encode(path.read_bytes()).decode(),
+        }
+        for output, path in zip(job.outputs, paths, strict=True)
+    ]
+    return json_response({"images": images, "seed": job.params.get("seed")}, headers=headers)
+
+
+@rate_limited
+async def submit_async(request: web.Request) -> web.Response:
+    endpoint = find_endpoint(request, request.match_info["endpoint"], "segmind")
+    job, created = await submit(request, endpoint, _webhook(request))
+    position = service(request).store.queue_position(job)
+    return json_response(segmind_submitted(job, position), headers=job_headers(job, created))
+
+
+async def request_status(request: web.Request) -> web.Response:
+    job = own_job(request, request.match_info["request_id"])
+    body, status = segmind_status(job, service(request).store.queue_position(job))
+    return json_response(body, status, headers=job_headers(job))
+
+
+async def request_result(request: web.Request) -> web.Response:
+    job = own_job(request, request.match_info["request_id"])
+    body, status = segmind_result(job)
+    return json_response(body, status, headers=job_headers(job))
+
+
+async def request_cancel(request: web.Request) -> web.Response:
+    job = own_job(request, request.match_info["request_id"])
+    if job.status.terminal:
+        raise ApiError(409, f"request '{job.id}' already finished ({job.status})", status=job.status)
+    cancelled = service(request).cancel(job.id) or job
+    return json_response({"request_id": job.id, "status": cancelled.status, "cancel_requested": True})
+
+
+async def request_events(request: web.Request) -> web.StreamResponse:
+    job = own_job(request, request.match_info["request_id"])
+    return await stream_job(request, job, lambda current: segmind_status(current, None)[0])
+
+
+@public
+async def output_file(request: web.Request) -> web.StreamResponse:
+    """Images by URL: the unguessable request id is the credential, and the file goes when the job expires."""
+    job = service(request).store.get(request.match_info["request_id"])
+    try:
+        index = int(request.match_info["index"])
+        output = job.outputs[index] if job is not None else None
+    except (ValueError, IndexError):
+        output = None
+    if job is None or output is None:
+        raise ApiError(404, "no such file (unknown request, or expired after the retention period)")
+    headers = {"Content-Type": output.content_type, "Cache-Control": "private, max-age=3600"}
+    return web.FileResponse(service(request).output_path(output.relative_path), headers=headers)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/{endpoint}", run_sync)
+    app.router.add_post("/v2/{endpoint}", submit_async)
+    app.router.add_get("/v2/requests/{request_id}/status", request_status)
+    app.router.add_get("/v2/requests/{request_id}/events", request_events)
+    app.router.add_post("/v2/requests/{request_id}/cancel", request_cancel)
+    app.router.add_get("/v2/requests/{request_id}", request_result)
+    app.router.add_get("/files/{request_id}/{index}", output_file)

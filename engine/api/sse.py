@@ -1,0 +1,48 @@
+"""Server-sent events: a request's status, logs, step progress and previews, pushed as they happen."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from engine.api.context import service
+from engine.jobs.types import Job
+
+KEEPALIVE_SECONDS = 15.0
+
+
+async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
+    await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+
+
+async def stream_job(
+    request: web.Request, job: Job, render_status: Callable[[Job], dict[str, Any]]
+) -> web.StreamResponse:
+    """Streams until the job finishes; first and last events are its status as the polling URL shows it."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    engine = service(request)
+    assert engine.broadcast is not None
+    with engine.broadcast.listen(job.id) as updates:
+        current = engine.store.get(job.id) or job
+        await _send(response, "status", render_status(current))
+        while not current.status.terminal:
+            try:
+                update = await asyncio.wait_for(updates.get(), KEEPALIVE_SECONDS)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                current = engine.store.get(job.id) or current
+                continue
+            if update.kind == "status":
+                current = engine.store.get(job.id) or current
+                await _send(response, "status", render_status(current))
+            else:
+                await _send(response, update.kind, update.data)
+    await response.write_eof()
+    return response

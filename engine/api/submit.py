@@ -1,0 +1,80 @@
+"""Turning an HTTP request into a queued job: find the endpoint, parse its fields, submit, and the
+lookups that follow (a job is visible only to the key that created it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from engine.api.bodies import read_fields
+from engine.api.context import api_key, base_url, service
+from engine.api.errors import ApiError
+from engine.endpoints import Endpoint, RequestError
+from engine.jobs.types import InsufficientCredits, Job
+from engine.jobs.webhooks import WebhookTargetError
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def find_endpoint(request: web.Request, endpoint_id: str, api: str) -> Endpoint:
+    endpoint = service(request).endpoints.get(endpoint_id)
+    if endpoint is None or endpoint.api != api:
+        raise ApiError(404, f"no endpoint named '{endpoint_id}'", endpoint=endpoint_id)
+    if endpoint.unavailable is not None:
+        raise ApiError(
+            503, f"endpoint '{endpoint_id}' is unavailable: {endpoint.unavailable}", endpoint=endpoint_id
+        )
+    return endpoint
+
+
+async def submit(request: web.Request, endpoint: Endpoint, webhook_url: str | None) -> tuple[Job, bool]:
+    """Parse the body against the endpoint and queue a job; (job, created)."""
+    values, strings = await read_fields(request)
+    try:
+        params = endpoint.parse(values, strings=strings)
+    except RequestError as exc:
+        if endpoint.api == "fal":  # fal's clients expect FastAPI-style 422 validation errors
+            raise ApiError(422, str(exc), **exc.fal_body()) from exc
+        raise ApiError(400, str(exc), errors=exc.body()["errors"]) from exc
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(
+            400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", field="Idempotency-Key"
+        )
+    try:
+        return service(request).submit(
+            endpoint,
+            params,
+            api=endpoint.api,
+            key=api_key(request),
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
+            base_url=base_url(request),
+        )
+    except InsufficientCredits as exc:
+        raise ApiError(406, str(exc), required=exc.needed, available=exc.available) from exc
+    except WebhookTargetError as exc:
+        raise ApiError(400, str(exc), field="webhook") from exc
+
+
+def own_job(request: web.Request, job_id: str) -> Job:
+    """The job, if the caller may see it; others' jobs are indistinguishable from missing ones."""
+    job = service(request).store.get(job_id)
+    key = api_key(request)
+    if job is None or (key is not None and job.key_id != key.id):
+        raise ApiError(404, f"no request '{job_id}' (unknown, or expired after the retention period)")
+    return job
+
+
+def job_headers(job: Job, created: bool = True) -> dict[str, str]:
+    headers = {"x-request-id": job.id, "x-request-cost": f"{job.cost:g}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
+
+
+def json_response(
+    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)

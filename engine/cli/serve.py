@@ -1,0 +1,70 @@
+"""`engine serve`: the HTTP service on its embedded defaults (SQLite, local files, one in-process worker)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from aiohttp import web
+
+from engine.api.app import create_app
+from engine.cli.settings_args import add_service_arguments, settings_from
+from engine.service import Service
+from engine.settings import LOCALHOST
+
+log = logging.getLogger("engine.serve")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    service = Service(settings)
+    host = settings.host
+    if service.open_access:
+        if host != LOCALHOST:
+            log.warning("no API keys exist, so the server binds to %s only (not %s)", LOCALHOST, host)
+        host = LOCALHOST
+        log.warning(
+            "OPEN ACCESS: no API keys are configured; anyone on this machine can call the API. "
+            "Create one with `engine keys add NAME` to require keys and allow remote clients."
+        )
+    requeued, failed = service.recovered
+    if requeued or failed:
+        log.info("recovered from an earlier stop: %d jobs queued again, %d failed", requeued, failed)
+    for report in service.package_reports:
+        if not report.ok:
+            log.error("custom node package %s was skipped (it failed to load)", report.name)
+    available = [name for name, endpoint in service.endpoints.items() if endpoint.unavailable is None]
+    log.info("endpoints: %s", ", ".join(available) or "none")
+    for name, endpoint in service.endpoints.items():
+        if endpoint.unavailable is not None:
+            log.warning("endpoint %s is unavailable: %s", name, endpoint.unavailable)
+    log.info("webhooks are signed with the secret in %s", settings.data_path / "webhook_secret")
+    web.run_app(create_app(service), host=host, port=settings.port, print=lambda _: None)
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the HTTP service")
+    add_service_arguments(serve)
+    serve.add_argument(
+        "--test-models",
+        dest="test_models",
+        action="store_true",
+        default=None,
+        help="serve tiny random test models even if real weights exist",
+    )
+    serve.add_argument(
+        "--no-test-models", dest="test_models", action="store_false", help="never write or serve test models"
+    )
+    serve.add_argument(
+        "--warmup",
+        nargs="*",
+        metavar="ENDPOINT",
+        help="endpoints run once before /ready turns true (default: all available)",
+    )
+    serve.add_argument(
+        "--allow-private-webhooks",
+        action="store_true",
+        help="let webhooks reach private and loopback addresses (development only)",
+    )
+    serve.set_defaults(handler=cmd_serve)

@@ -1,0 +1,153 @@
+"""A single HTML page describing every endpoint, generated from the templates.
+
+Everything that comes from a template (titles, descriptions, enum values, examples) is HTML-escaped:
+templates are files an operator may have taken from elsewhere, and the page is served to browsers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from html import escape
+from typing import Any
+
+from engine.endpoints.fields import Field, format_number, table_key
+from engine.endpoints.spec import Endpoint
+
+EXAMPLE_PROMPT = "a lighthouse on a cliff at sunset, oil painting"
+
+_STYLE = """
+body { font: 15px/1.5 system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; }
+h2 { margin-top: 2.5rem; border-bottom: 1px solid #ddd; }
+code, pre { font: 13px ui-monospace, monospace; background: #f4f4f4; }
+pre { padding: .75rem; overflow-x: auto; white-space: pre-wrap; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; vertical-align: top; padding: .35rem .5rem; border-bottom: 1px solid #eee; }
+.unavailable { color: #a00; }
+.price { color: #555; }
+"""
+
+
+def _type(field: Field) -> str:
+    if field.enum is not None:
+        return f"enum ({field.type})"
+    return field.type
+
+
+def _bounds(field: Field) -> str:
+    parts = []
+    if field.minimum is not None and field.maximum is not None:
+        parts.append(f"{format_number(field.minimum)} to {format_number(field.maximum)}")
+    elif field.minimum is not None:
+        parts.append(f"at least {format_number(field.minimum)}")
+    elif field.maximum is not None:
+        parts.append(f"at most {format_number(field.maximum)}")
+    if field.multiple_of:
+        parts.append(f"multiple of {field.multiple_of}")
+    if field.enum is not None:
+        parts.append("one of " + ", ".join(table_key(v) for v in field.enum))
+    if field.type == "string" and field.max_length is not None and field.enum is None:
+        parts.append(f"up to {field.max_length} characters")
+    return "; ".join(parts)
+
+
+def _default(field: Field) -> str:
+    if field.required:
+        return "required"
+    if field.random:
+        return "random"
+    if field.has_default:
+        return json.dumps(field.default)
+    return ""
+
+
+def _field_row(field: Field) -> str:
+    notes = []
+    if field.affects_price:
+        notes.append("affects price")
+    if field.accepted_only:
+        notes.append("accepted, changes nothing in the image")
+    cells = [
+        f"<code>{escape(field.name)}</code>",
+        escape(_type(field)),
+        escape(_default(field)),
+        escape(_bounds(field)),
+        escape(field.description) + (f" <em>({escape(', '.join(notes))})</em>" if notes else ""),
+    ]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def example_body(endpoint: Endpoint) -> dict[str, Any]:
+    """A small request: the required fields, from their examples (or a stock prompt)."""
+    body: dict[str, Any] = {}
+    for name, field in endpoint.fields.items():
+        if field.example is not None:
+            body[name] = field.example
+        elif field.required:
+            body[name] = EXAMPLE_PROMPT if field.type == "string" else field.minimum
+    return body
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def curl_example(endpoint: Endpoint, server_url: str) -> str:
+    body = _shell_quote(json.dumps(example_body(endpoint)))
+    if endpoint.api == "fal":
+        return (
+            f"curl -X POST {_shell_quote(f'{server_url}/{endpoint.id}')} \\\n"
+            '  -H "Authorization: Key $API_KEY" -H "Content-Type: application/json" \\\n'
+            f"  -d {body}"
+        )
+    extension = endpoint.output_format(endpoint.defaults()).format
+    return (
+        f"curl -X POST {_shell_quote(f'{server_url}/v1/{endpoint.id}')} \\\n"
+        '  -H "x-api-key: $API_KEY" -H "Content-Type: application/json" \\\n'
+        f"  -d {body} \\\n"
+        f"  --output image.{extension}"
+    )
+
+
+def _section(endpoint: Endpoint, server_url: str) -> str:
+    route = (
+        f"POST /{endpoint.id}" if endpoint.api == "fal" else f"POST /v1/{endpoint.id}, POST /v2/{endpoint.id}"
+    )
+    parts = [
+        f'<h2 id="{escape(endpoint.id)}">{escape(endpoint.title)} <code>{escape(endpoint.id)}</code></h2>',
+        f"<p><code>{escape(route)}</code> ({escape(endpoint.api)} style)</p>",
+    ]
+    if endpoint.unavailable:
+        parts.append(
+            f'<p class="unavailable">Not available on this server: {escape(endpoint.unavailable)}</p>'
+        )
+    if endpoint.description:
+        parts.append(f"<p>{escape(endpoint.description)}</p>")
+    parts.append(f'<p class="price">Cost in credits: {escape(endpoint.pricing.describe())}</p>')
+    parts.append(
+        "<table><thead><tr><th>Field</th><th>Type</th><th>Default</th><th>Range</th><th>Description</th>"
+        "</tr></thead><tbody>"
+        + "".join(_field_row(field) for field in endpoint.fields.values())
+        + "</tbody></table>"
+    )
+    parts.append(f"<pre>{escape(curl_example(endpoint, server_url))}</pre>")
+    return "\n".join(parts)
+
+
+def render_docs_page(endpoints: Mapping[str, Endpoint], *, server_url: str = "http://localhost:8000") -> str:
+    """The whole page; `server_url` is what the curl examples call."""
+    toc = "".join(
+        f'<li><a href="#{escape(e.id)}">{escape(e.title)}</a> <code>{escape(e.id)}</code></li>'
+        for e in endpoints.values()
+    )
+    sections = "\n".join(_section(endpoint, server_url) for endpoint in endpoints.values())
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>API endpoints</title>"
+        f"<style>{_STYLE}</style></head><body>\n"
+        "<h1>API endpoints</h1>\n"
+        "<p>Segmind-style endpoints take JSON (typed values) or a form (text values) with the "
+        "<code>x-api-key</code> header; fal-style apps take JSON with <code>Authorization: Key …</code>. "
+        "Unknown fields are ignored.</p>\n"
+        f"<ul>{toc}</ul>\n{sections}\n</body></html>\n"
+    )

@@ -1,0 +1,102 @@
+"""Loading the endpoint templates in `graphs/` at start-up.
+
+A template's URL name is its path below the folder without `.json`: `graphs/aura-flow.json` serves
+`aura-flow`, `graphs/fal-ai/aura-flow.json` serves `fal-ai/aura-flow`, so a file's place tells where it
+is served and nothing can disagree with it. Each file is read, its bindings checked against the node
+definitions, and its graph, built with default values, checked by `validate_prompt` as a request would
+be. Any problem stops start-up with an EndpointError naming the file, except a missing model file: that
+marks the endpoint unavailable (a server with one model installed still serves that model).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from engine.endpoints.bindings import check_bindings
+from engine.endpoints.declaration import read_endpoint
+from engine.endpoints.errors import EndpointError
+from engine.endpoints.spec import Endpoint
+from engine.folders import MODEL_EXTENSIONS
+from engine.graph.registry import NodeRegistry
+from engine.graph.validate import ValidationError, validate_prompt
+
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SEGMENTS_BY_API = {"segmind": 1, "fal": 2}
+"""Segmind serves /v1/<name>; fal serves /<owner>/<app>."""
+
+RESERVED = {"segmind": frozenset({"requests"}), "fal": frozenset({"v1", "v2", "api", "extensions", "docs"})}
+"""First path segments other routes use: Segmind's /v2/requests/{id}, and the /v1, /v2 and ComfyUI
+(/api, /extensions, /docs) route families a fal app's /<owner>/<app> would shadow."""
+
+CHECK_PREFIX = "api/template-check"
+"""The output prefix the load-time check builds with (nothing runs, so nothing is written)."""
+
+
+def load_endpoints(directory: Path, registry: NodeRegistry) -> dict[str, Endpoint]:
+    """Every `*.json` below `directory` (hidden files and folders aside), by id, in path order."""
+    if not directory.is_dir():
+        raise EndpointError(f"{directory}: the endpoint templates folder does not exist")
+    endpoints: dict[str, Endpoint] = {}
+    for path in sorted(directory.rglob("*.json")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        endpoint_id = relative.with_suffix("").as_posix()
+        endpoints[endpoint_id] = load_endpoint(path, endpoint_id, registry)
+    return endpoints
+
+
+def load_endpoint(path: Path, endpoint_id: str, registry: NodeRegistry) -> Endpoint:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EndpointError(f"{path}: cannot be read ({exc.strerror})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EndpointError(f"{path}: not a JSON file ({exc})") from exc
+    endpoint = read_endpoint(endpoint_id, path, data)
+    segments = endpoint_id.split("/")
+    if len(segments) != SEGMENTS_BY_API[endpoint.api] or not all(_SEGMENT.fullmatch(s) for s in segments):
+        shape = "a name" if endpoint.api == "segmind" else "owner/app"
+        raise EndpointError(
+            f"{path}: a {endpoint.api} endpoint's path below the graphs folder must be {shape} "
+            f"(letters, digits, '.', '_', '-'), not {endpoint_id!r}"
+        )
+    if segments[0] in RESERVED[endpoint.api]:
+        raise EndpointError(
+            f"{path}: {segments[0]!r} cannot start a {endpoint.api} endpoint's path: other routes use it"
+        )
+    check_bindings(endpoint, registry)
+    return replace(endpoint, unavailable=_missing_models(endpoint, registry))
+
+
+def _is_missing_model(error: ValidationError) -> bool:
+    received = error.extra_info.get("received_value")
+    return (
+        error.type == "value_not_in_list"
+        and isinstance(received, str)
+        and received.lower().endswith(MODEL_EXTENSIONS)
+    )
+
+
+def _missing_models(endpoint: Endpoint, registry: NodeRegistry) -> str | None:
+    """Validate the default request's graph; a model file not in its loader's list makes the endpoint
+    unavailable (the reason names the files), any other error is the template's and stops start-up."""
+    prompt = endpoint.build(endpoint.defaults(), output_prefix=CHECK_PREFIX)
+    result = validate_prompt(registry, prompt)
+    if result.error is not None and not result.node_errors:
+        raise EndpointError(f"{endpoint.source}: the graph does not validate: {result.error.message}")
+    missing: list[str] = []
+    for node_id, node_errors in result.node_errors.items():
+        for error in node_errors.errors:
+            if _is_missing_model(error):
+                name = error.extra_info.get("input_name")
+                missing.append(f"{error.extra_info['received_value']} ({node_errors.class_type}.{name})")
+            else:
+                raise EndpointError(
+                    f"{endpoint.source}: the graph with default values fails validation at node {node_id} "
+                    f"({node_errors.class_type}): {error.message}: {error.details}"
+                )
+    return f"missing model file(s): {', '.join(missing)}" if missing else None

@@ -1,0 +1,66 @@
+"""The service's Prometheus metrics: queue depth and wait, inference time, model load time, memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+
+from engine.jobs.types import Job
+
+SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    def __init__(self, queue_depth: Callable[[], int], memory: Callable[[], Mapping[str, float]]) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        Gauge("engine_queue_depth", "Jobs waiting to run", registry=self.registry).set_function(queue_depth)
+        self._memory = memory
+        self.memory = Gauge(
+            "engine_memory_bytes",
+            "Memory in use by kind (model weights, device allocations)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.jobs = Counter(
+            "engine_jobs_finished",
+            "Jobs that reached a final state",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "engine_queue_wait_seconds",
+            "Time from submission to the start of running",
+            ["endpoint"],
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference = Histogram(
+            "engine_inference_seconds",
+            "Time running a job's graph",
+            ["endpoint"],
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_load = Histogram(
+            "engine_model_load_seconds",
+            "Time loading a model from its file",
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_job(self, job: Job) -> None:
+        self.jobs.labels(job.endpoint, job.status).inc()
+        if "queue_time" in job.metrics:
+            self.queue_wait.labels(job.endpoint).observe(job.metrics["queue_time"])
+        if "inference_time" in job.metrics:
+            self.inference.labels(job.endpoint).observe(job.metrics["inference_time"])
+
+    def observe_model_load(self, seconds: float) -> None:
+        self.model_load.observe(seconds)
+
+    def render(self) -> bytes:
+        for kind, value in self._memory().items():
+            self.memory.labels(kind).set(value)
+        return generate_latest(self.registry)

@@ -1,0 +1,229 @@
+"""The running service: node registry, endpoints, job store, worker, webhooks, wired once at start-up.
+
+The HTTP layer talks to this object only (submit, look up, wait, cancel); it never touches the
+executor or tensors. Everything here runs in one process: the API on the event loop, the GPU work
+on the worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine import folders
+from engine.diffusion.model_manager import get_manager
+from engine.endpoints import Endpoint, Params, load_endpoints
+from engine.graph.cache import OutputCache
+from engine.graph.execute import Executor
+from engine.graph.registry import NodeRegistry
+from engine.jobs.broadcast import JobBroadcast, JobUpdate
+from engine.jobs.sqlite_store import SqliteStore
+from engine.jobs.types import ApiKey, Job, NewJob
+from engine.jobs.webhooks import WebhookSender, check_url, load_or_create_secret
+from engine.jobs.worker import Worker
+from engine.metrics import Metrics
+from engine.nodes import create_registry
+from engine.settings import Settings
+from engine.test_weights import prepare_models
+
+log = logging.getLogger(__name__)
+
+
+def memory_in_use() -> dict[str, float]:
+    manager = get_manager()
+    memory = {"model_weights": float(manager.used_bytes)}
+    if torch.cuda.is_available():
+        memory["cuda_allocated"] = float(torch.cuda.memory_allocated())
+        memory["cuda_reserved"] = float(torch.cuda.memory_reserved())
+    return memory
+
+
+EXPIRY_INTERVAL_SECONDS = 60.0
+WAIT_POLL_SECONDS = 1.0
+OUTPUT_SUBFOLDER = "api"
+WARMUP_SUBFOLDER = "warm-up"
+
+
+@dataclass
+class Readiness:
+    ready: bool = False
+    reason: str = "starting"
+    warmup_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        self.test_weights = prepare_models(settings)
+        self.registry: NodeRegistry
+        self.registry, self.package_reports = create_registry(settings.custom_nodes_dirs)
+        self.endpoints: dict[str, Endpoint] = load_endpoints(settings.graphs_dir, self.registry)
+        self.store = SqliteStore(settings.database_path)
+        self.recovered = self.store.recover()
+        self.executor = Executor(self.registry, OutputCache(settings.cache_bytes))
+        self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
+        self.readiness = Readiness()
+        self.metrics = Metrics(self.store.queue_depth, memory_in_use)
+        get_manager().add_load_listener(self._model_loaded)
+        self.worker: Worker | None = None
+        self.broadcast: JobBroadcast | None = None
+        self.webhooks: WebhookSender | None = None
+        self.render_webhook: Callable[[Job], dict[str, Any]] = lambda job: {"request_id": job.id}
+        """How a finished job is shown to its webhook; the HTTP layer installs its API's shape."""
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    @property
+    def open_access(self) -> bool:
+        """No API keys exist: anyone who can connect may call, so the server binds to localhost only."""
+        return not self.store.has_keys()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.broadcast = JobBroadcast(loop)
+        self.webhooks = WebhookSender(
+            self.store,
+            lambda job: self.render_webhook(job),  # looked up late: the app installs it after construction
+            self.webhook_secret,
+            allow_private=self.settings.allow_private_webhooks,
+            delays=self.settings.webhook_delays,
+        )
+        self.worker = Worker(
+            self.store,
+            self.executor,
+            self.broadcast,
+            on_finished=lambda job: loop.call_soon_threadsafe(self._finished, job),
+        )
+        self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
+        self._tasks.append(asyncio.create_task(self._expire_forever(), name="expiry"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop)
+        if self.webhooks is not None:
+            await self.webhooks.close()
+        get_manager().remove_load_listener(self._model_loaded)
+        self.store.close()
+
+    def _model_loaded(self, _: object, seconds: float) -> None:
+        self.metrics.observe_model_load(seconds)
+
+    def _finished(self, job: Job) -> None:
+        self.metrics.observe_job(job)
+        if self.webhooks is not None and job.webhook_url:
+            self.webhooks.schedule(job)
+
+    async def _warm_up_then_work(self) -> None:
+        """Run each warm-up endpoint once (models load, kernels compile) before taking jobs."""
+        assert self.worker is not None
+        names = self.settings.warmup_endpoints
+        if names is None:
+            names = tuple(name for name, endpoint in self.endpoints.items() if endpoint.unavailable is None)
+        for name in names:
+            endpoint = self.endpoints.get(name)
+            if endpoint is None or endpoint.unavailable is not None:
+                continue
+            self.readiness.reason = f"warming up {name}"
+            started = time.perf_counter()
+            prompt = endpoint.build(endpoint.defaults(), output_prefix=f"{WARMUP_SUBFOLDER}/{name}")
+            failure = await asyncio.to_thread(self.worker.warm_up, prompt)
+            self.readiness.warmup_seconds[name] = round(time.perf_counter() - started, 3)
+            if failure is not None:
+                log.error("warm-up of %s failed: %s", name, failure)
+        shutil.rmtree(folders.get_output_directory() / WARMUP_SUBFOLDER, ignore_errors=True)
+        self.worker.start()
+        self.readiness.ready = True
+        self.readiness.reason = "ready"
+        log.info("ready: warm-up took %s", self.readiness.warmup_seconds or "no time (nothing to warm up)")
+
+    async def _expire_forever(self) -> None:
+        while True:
+            self.expire()
+            await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
+
+    def expire(self) -> int:
+        """Forget jobs finished longer ago than the retention period, and delete their files."""
+        expired = self.store.expire(time.time() - self.settings.retention_seconds)
+        for job in expired:
+            for output in job.outputs:
+                self.output_path(output.relative_path).unlink(missing_ok=True)
+        return len(expired)
+
+    # -- what the API calls ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        endpoint: Endpoint,
+        params: Params,
+        *,
+        api: str,
+        key: ApiKey | None,
+        base_url: str,
+        idempotency_key: str | None = None,
+        webhook_url: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Store and queue a request; (job, created). Raises InsufficientCredits, WebhookTargetError."""
+        if webhook_url is not None:
+            check_url(webhook_url)
+        job_id = str(uuid.uuid4())
+        new = NewJob(
+            id=job_id,
+            endpoint=endpoint.id,
+            api=api,
+            params={**params.values, "seed": params.seed},
+            prompt=endpoint.build(params, output_prefix=f"{OUTPUT_SUBFOLDER}/{job_id}"),
+            output_node=endpoint.output.node,
+            cost=endpoint.cost(params),
+            key_id=key.id if key is not None else None,
+            idempotency_key=idempotency_key,
+            webhook_url=webhook_url,
+            base_url=base_url,
+        )
+        job, created = self.store.submit(new)
+        if created and self.worker is not None:
+            self.worker.wake()
+        return job, created
+
+    def cancel(self, job_id: str) -> Job | None:
+        job = self.store.cancel(job_id)
+        if job is not None and self.worker is not None:
+            self.worker.cancel(job_id)
+            if job.status.terminal and self.broadcast is not None:
+                self.broadcast.publish(
+                    JobUpdate(job.id, "status", {"status": job.status, "error": job.error})
+                )
+        return job
+
+    async def wait(self, job_id: str, timeout: float) -> Job | None:
+        """The job once it is finished, or as it is when `timeout` runs out (None if it is unknown)."""
+        assert self.broadcast is not None
+        deadline = time.monotonic() + timeout
+        with self.broadcast.listen(job_id) as updates:
+            while True:
+                job = self.store.get(job_id)
+                remaining = deadline - time.monotonic()
+                if job is None or job.status.terminal or remaining <= 0:
+                    return job
+                with contextlib.suppress(TimeoutError):  # re-read the store at least every poll interval
+                    await asyncio.wait_for(updates.get(), min(remaining, WAIT_POLL_SECONDS))
+
+    def output_path(self, relative_path: str) -> Path:
+        return folders.resolve_in(folders.get_output_directory(), relative_path)
+
+    def key_for(self, key_id: str | None) -> ApiKey | None:
+        return self.store.key(key_id) if key_id is not None else None

@@ -1,0 +1,42 @@
+"""Service settings: every knob in one typed place, filled from the command line and ENGINE_* variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOCALHOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_dir: Path = field(default_factory=Path.cwd)
+    """Holds models/, input/, output/, temp/ and data/ unless they are set one by one."""
+    host: str = LOCALHOST
+    port: int = 8188
+    models_dir: Path | None = None
+    extra_model_paths: tuple[Path, ...] = ()
+    output_dir: Path | None = None
+    data_dir: Path | None = None
+    graphs_dir: Path = Path("graphs")
+    custom_nodes_dirs: tuple[Path, ...] = (Path("custom_nodes"),)
+    public_url: str | None = None
+    """Base of the absolute URLs in responses (status_url, image URLs) when behind a proxy."""
+    retention_seconds: float = 3600.0
+    sync_timeout_seconds: float = 600.0
+    cache_bytes: int = 4 * 1024**3
+    max_body_bytes: int = 1024 * 1024
+    allow_private_webhooks: bool = False
+    webhook_delays: tuple[float, ...] = (0.0, 5.0, 30.0, 120.0, 600.0)
+    warmup_endpoints: tuple[str, ...] | None = None
+    """Endpoints run once at start-up before /ready turns true; None means every available one."""
+    test_models: bool | None = None
+    """Write and serve tiny random-weight models: None decides by whether models/ holds real weights."""
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir or self.base_dir / "data"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_path / "engine.sqlite3"

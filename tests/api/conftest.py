@@ -1,0 +1,109 @@
+"""A real server on a free port, with the repository's endpoints plus two test-only ones (slow, broken)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from engine import folders
+from engine.api.app import create_app
+from engine.diffusion.test_models import write_test_models
+from engine.service import Service
+from engine.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).parent
+
+
+class LiveServer:
+    """The service in a background thread, serving HTTP on 127.0.0.1 at a free port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.previous_folders = folders.current()
+        self.service: Service
+        self.url = ""
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        self.service = Service(self.settings)
+        self.url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
+        deadline = time.monotonic() + 300
+        while not self.service.readiness.ready:
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.05)
+        return self
+
+    async def _start(self) -> str:
+        self.runner = web.AppRunner(create_app(self.service))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *_: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+        folders.use(self.previous_folders)
+
+    def client(self, key: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"x-api-key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def test_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("test-models")
+    write_test_models(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def graphs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("graphs")
+    shutil.copytree(REPO / "graphs", directory, dirs_exist_ok=True)
+    shutil.copytree(HERE / "graphs", directory, dirs_exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def settings(tmp_path: Path, test_models: Path, graphs_dir: Path) -> Settings:
+    return Settings(
+        base_dir=tmp_path,
+        models_dir=test_models,
+        graphs_dir=graphs_dir,
+        custom_nodes_dirs=(HERE / "custom_nodes",),
+        test_models=False,
+        warmup_endpoints=(),
+        allow_private_webhooks=True,
+        webhook_delays=(0.0, 0.2, 0.2),
+        sync_timeout_seconds=120,
+    )
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(settings) as live:
+        yield live
+
+
+@pytest.fixture
+def keyed_server(settings: Settings) -> Iterator[tuple[LiveServer, str]]:
+    """A server that requires keys, and the secret of one with 10 credits and 600 requests/minute."""
+    with LiveServer(replace(settings)) as live:
+        _, secret = live.service.store.add_key("tester", credits=10, rate_per_minute=600)
+        yield live, secret

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import folders
+from engine.endpoints import Endpoint, load_endpoints
+from engine.graph.registry import NodeRegistry
+from engine.nodes import create_registry
+
+REPO = Path(__file__).resolve().parents[2]
+GRAPHS = REPO / "graphs"
+
+MODEL_FILES = {
+    "checkpoints": ["aura_flow_0.3.safetensors"],
+    "diffusion_models": ["flux1-schnell.safetensors", "flux1-dev.safetensors"],
+    "text_encoders": ["t5xxl_fp16.safetensors", "clip_l.safetensors"],
+    "vae": ["ae.safetensors"],
+}
+"""The files the shipped templates name, in the model folders their loaders list."""
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[folders.FolderSettings]:
+    """Model, input and output folders under a fresh temporary directory, restored afterwards."""
+    previous = folders.current()
+    yield folders.configure(base_dir=tmp_path)
+    folders.use(previous)
+
+
+@pytest.fixture
+def models(workdir: folders.FolderSettings) -> Path:
+    """Empty files with the model names the templates use: loaders list them, nothing reads them."""
+    for folder, names in MODEL_FILES.items():
+        directory = workdir.models_dir / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (directory / name).write_bytes(b"")
+    return workdir.models_dir
+
+
+@pytest.fixture
+def registry() -> NodeRegistry:
+    return create_registry()[0]
+
+
+@pytest.fixture
+def endpoints(registry: NodeRegistry, models: Path) -> dict[str, Endpoint]:
+    return load_endpoints(GRAPHS, registry)

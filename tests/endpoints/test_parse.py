@@ -1,0 +1,245 @@
+"""Requests as clients send them: the seeds' samples as JSON and as forms, defaults, the random seed, and
+an error for every bad field that names the field and the bound it broke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.endpoints import Endpoint, RequestError
+from tests.endpoints.samples import AURA_SAMPLE, FLUX_PRO_SAMPLE, FLUX_SCHNELL_SAMPLE
+
+SAMPLES = {"aura-flow": AURA_SAMPLE, "flux-pro": FLUX_PRO_SAMPLE, "flux-schnell": FLUX_SCHNELL_SAMPLE}
+
+
+def as_form(values: dict[str, Any]) -> dict[str, str]:
+    """What JavaScript's FormData.append makes of each value: String(value)."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    return {name: text(value) for name, value in values.items()}
+
+
+def errors_of(endpoint: Endpoint, values: dict[str, Any], *, strings: bool = False) -> list[dict[str, Any]]:
+    with pytest.raises(RequestError) as raised:
+        endpoint.parse(values, strings=strings)
+    return [dict(error) for error in raised.value.errors]
+
+
+def only_error(endpoint: Endpoint, values: dict[str, Any], *, strings: bool = False) -> dict[str, Any]:
+    errors = errors_of(endpoint, values, strings=strings)
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+@pytest.mark.parametrize("endpoint_id", sorted(SAMPLES))
+def test_seed_samples_parse_the_same_as_json_and_as_form(
+    endpoints: dict[str, Endpoint], endpoint_id: str
+) -> None:
+    endpoint, sample = endpoints[endpoint_id], SAMPLES[endpoint_id]
+    from_json = endpoint.parse(sample, strings=False)
+    from_form = endpoint.parse(as_form(sample), strings=True)
+    assert from_json == from_form
+    assert {name: from_json[name] for name in sample} == sample
+    assert all(type(from_json[name]) is type(from_form[name]) for name in from_json.values)
+    assert from_json.seed == sample["seed"] and from_json.ignored == ()
+
+
+def test_numbers_are_typed_by_field_not_by_how_they_were_sent(endpoints: dict[str, Endpoint]) -> None:
+    aura = endpoints["aura-flow"]
+    params = aura.parse({"cfg": 5, "steps": 25.0}, strings=False)
+    assert params["cfg"] == 5.0 and isinstance(params["cfg"], float)
+    assert params["steps"] == 25 and isinstance(params["steps"], int)
+    assert aura.parse({"steps": "25.0", "cfg": " 7 "}, strings=True).values["steps"] == 25
+
+
+def test_defaults_are_applied_and_the_seed_is_random_when_absent(endpoints: dict[str, Endpoint]) -> None:
+    pro = endpoints["flux-pro"]
+    first = pro.parse({"prompt": "a fox"}, strings=False)
+    second = pro.parse({"prompt": "a fox"}, strings=False)
+    assert {name: first[name] for name in ("guidance", "steps", "interval", "safety_tolerance")} == {
+        "guidance": 3,
+        "steps": 25,
+        "interval": 2,
+        "safety_tolerance": 2,
+    }
+    assert (first["aspect_ratio"], first["output_format"], first["output_quality"]) == ("1:1", "webp", 80)
+    assert first.seed == first["seed"] and isinstance(first.seed, int)
+    assert 0 <= first.seed < 2**53
+    assert first.seed != second.seed
+
+
+def test_json_null_and_an_empty_form_value_mean_not_sent(endpoints: dict[str, Endpoint]) -> None:
+    aura = endpoints["aura-flow"]
+    assert aura.parse({"steps": None}, strings=False)["steps"] == 25
+    from_form = aura.parse({"steps": "", "seed": "", "negative_prompt": ""}, strings=True)
+    assert from_form["steps"] == 25 and isinstance(from_form.seed, int)
+    assert from_form["negative_prompt"] == ""
+
+
+@pytest.mark.parametrize(
+    ("endpoint_id", "field", "value", "message", "bound"),
+    [
+        ("aura-flow", "steps", 0, "steps must be between 1 and 100", {"minimum": 1, "maximum": 100}),
+        ("aura-flow", "cfg", 20.5, "cfg must be between 0 and 20", {"minimum": 0, "maximum": 20}),
+        ("aura-flow", "shift", -0.1, "shift must be between 0 and 10", {"minimum": 0, "maximum": 10}),
+        ("aura-flow", "width", 4096, "width must be between 512 and 2048", {"minimum": 512, "maximum": 2048}),
+        ("aura-flow", "number_of_images", 11, "between 1 and 10", {"minimum": 1, "maximum": 10}),
+        ("aura-flow", "output_quality", 101, "between 0 and 100", {"minimum": 0, "maximum": 100}),
+        ("aura-flow", "seed", -1, "seed must be between 0 and 18446744073709551615", {"minimum": 0}),
+        ("flux-pro", "guidance", 6, "guidance must be between 2 and 5", {"minimum": 2, "maximum": 5}),
+        ("flux-pro", "interval", 0, "interval must be between 1 and 4", {"minimum": 1, "maximum": 4}),
+        ("flux-pro", "safety_tolerance", 9, "between 1 and 5", {"minimum": 1, "maximum": 5}),
+        ("flux-schnell", "steps", 9, "steps must be between 1 and 8", {"minimum": 1, "maximum": 8}),
+        ("flux-schnell", "denoise", 1.5, "denoise must be between 0 and 1", {"minimum": 0, "maximum": 1}),
+        ("flux-schnell", "width", 1001, "width must be a multiple of 8", {"multiple_of": 8}),
+        ("fal-ai/aura-flow", "num_images", 5, "num_images must be between 1 and 4", {"maximum": 4}),
+    ],
+)
+def test_a_value_out_of_range_names_the_field_and_the_bound(
+    endpoints: dict[str, Endpoint],
+    endpoint_id: str,
+    field: str,
+    value: Any,
+    message: str,
+    bound: dict[str, Any],
+) -> None:
+    endpoint = endpoints[endpoint_id]
+    required = (
+        {"prompt": "a fox"} if endpoint.fields.get("prompt") and endpoint.fields["prompt"].required else {}
+    )
+    for values, strings in (({**required, field: value}, False), (as_form({**required, field: value}), True)):
+        error = only_error(endpoint, values, strings=strings)
+        assert error["field"] == field and message in error["message"]
+        assert error["code"] == ("multiple_of" if "multiple_of" in bound else "range")
+        assert error["received"] == value
+        assert bound.items() <= error.items()
+
+
+@pytest.mark.parametrize(
+    ("endpoint_id", "field", "value"),
+    [
+        ("aura-flow", "sampler", "warp_drive"),
+        ("aura-flow", "scheduler", "beta"),
+        ("aura-flow", "output_format", "gif"),
+        ("flux-pro", "aspect_ratio", "7:3"),
+    ],
+)
+def test_a_value_outside_an_enumeration_lists_the_allowed_values(
+    endpoints: dict[str, Endpoint], endpoint_id: str, field: str, value: str
+) -> None:
+    endpoint = endpoints[endpoint_id]
+    error = only_error(endpoint, {"prompt": "a fox", field: value})
+    assert (error["field"], error["code"], error["received"]) == (field, "enum", value)
+    assert error["allowed"] == list(endpoint.fields[field].enum or ())
+    assert all(str(allowed) in error["message"] for allowed in error["allowed"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("steps", "25", "integer"),
+        ("steps", 2.5, "integer"),
+        ("steps", True, "integer"),
+        ("cfg", "5", "number"),
+        ("cfg", [5], "number"),
+        ("prompt", 42, "string"),
+        ("negative_prompt", {"text": "blur"}, "string"),
+    ],
+)
+def test_json_values_must_have_the_fields_json_type(
+    endpoints: dict[str, Endpoint], field: str, value: Any, expected: str
+) -> None:
+    error = only_error(endpoints["aura-flow"], {field: value})
+    assert (error["field"], error["code"], error["expected"]) == (field, "type", expected)
+    assert error["message"].startswith(f"{field} must be")
+
+
+@pytest.mark.parametrize(
+    ("endpoint_id", "field", "text", "expected"),
+    [
+        ("aura-flow", "steps", "twenty", "integer"),
+        ("aura-flow", "steps", "2.5", "integer"),
+        ("aura-flow", "cfg", "1,5", "number"),
+        ("aura-flow", "cfg", "nan", "number"),
+        ("fal-ai/aura-flow", "expand_prompt", "maybe", "boolean"),
+    ],
+)
+def test_form_text_that_is_not_the_fields_type_is_refused(
+    endpoints: dict[str, Endpoint], endpoint_id: str, field: str, text: str, expected: str
+) -> None:
+    error = only_error(endpoints[endpoint_id], {"prompt": "a fox", field: text}, strings=True)
+    assert error["field"] == field and error["expected"] == expected and error["received"] == text
+
+
+def test_form_booleans_are_text_but_json_booleans_are_not(endpoints: dict[str, Endpoint]) -> None:
+    fal = endpoints["fal-ai/aura-flow"]
+    assert fal.parse({"prompt": "a", "expand_prompt": "false"}, strings=True)["expand_prompt"] is False
+    assert fal.parse({"prompt": "a", "expand_prompt": "1"}, strings=True)["expand_prompt"] is True
+    assert fal.parse({"prompt": "a", "expand_prompt": False}, strings=False)["expand_prompt"] is False
+    assert only_error(fal, {"prompt": "a", "expand_prompt": "false"})["expected"] == "boolean"
+
+
+def test_the_largest_seed_comes_through_a_form_exactly(endpoints: dict[str, Endpoint]) -> None:
+    params = endpoints["aura-flow"].parse({"seed": str(2**64 - 1)}, strings=True)
+    assert params.seed == 2**64 - 1
+
+
+def test_a_required_prompt_must_be_sent_and_not_empty(endpoints: dict[str, Endpoint]) -> None:
+    pro = endpoints["flux-pro"]
+    assert only_error(pro, {}) == {"field": "prompt", "code": "required", "message": "prompt is required"}
+    assert only_error(pro, {"prompt": ""}, strings=True)["field"] == "prompt"
+
+
+def test_strings_have_a_length_bound(endpoints: dict[str, Endpoint]) -> None:
+    pro = endpoints["flux-pro"]
+    limit = pro.fields["prompt"].max_length
+    assert limit is not None and pro.parse({"prompt": "x" * limit}, strings=False)["prompt"] == "x" * limit
+    error = only_error(pro, {"prompt": "x" * (limit + 1)})
+    assert (
+        error["field"] == "prompt" and error["max_length"] == limit and error["received_length"] == limit + 1
+    )
+    assert "received" not in error
+
+
+def test_every_bad_field_is_reported_at_once(endpoints: dict[str, Endpoint]) -> None:
+    with pytest.raises(RequestError) as raised:
+        endpoints["aura-flow"].parse({"steps": 0, "cfg": "high", "sampler": "warp"}, strings=False)
+    assert [error["field"] for error in raised.value.errors] == ["cfg", "steps", "sampler"]
+    body = raised.value.body()
+    assert body["errors"] == [dict(error) for error in raised.value.errors]
+    assert all(error["message"] in body["error"] for error in raised.value.errors)
+
+
+def test_fal_apps_get_the_errors_in_the_shape_fal_clients_parse(endpoints: dict[str, Endpoint]) -> None:
+    with pytest.raises(RequestError) as raised:
+        endpoints["fal-ai/aura-flow"].parse({"num_images": 9, "guidance_scale": "high"}, strings=False)
+    assert raised.value.fal_body() == {
+        "detail": [
+            {"loc": ["body", "prompt"], "msg": "prompt is required", "type": "missing", "ctx": {}},
+            {
+                "loc": ["body", "num_images"],
+                "msg": "num_images must be between 1 and 4",
+                "type": "value_error",
+                "ctx": {"received": 9, "minimum": 1, "maximum": 4},
+            },
+            {
+                "loc": ["body", "guidance_scale"],
+                "msg": 'guidance_scale must be a number (got the string "high")',
+                "type": "type_error",
+                "ctx": {"expected": "number", "received": "high"},
+            },
+        ]
+    }
+
+
+def test_unknown_fields_are_ignored_and_listed(endpoints: dict[str, Endpoint]) -> None:
+    params = endpoints["flux-schnell"].parse({"prompt": "a", "base64": False, "stepz": 4}, strings=False)
+    assert params.ignored == ("base64", "stepz")
+    assert "base64" not in params and params["steps"] == 4

@@ -1,0 +1,48 @@
+"""`engine keys` and `engine make-test-models` as an operator uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.diffusion.safetensors_file import read_header
+from engine.jobs.sqlite_store import SqliteStore
+
+
+def engine(tmp_path: Path, *args: str) -> int:
+    return main(["--base-dir", str(tmp_path), *args])
+
+
+def test_add_list_credit_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert engine(tmp_path, "keys", "add", "acme", "--credits", "5", "--rate", "30") == 0
+    printed = capsys.readouterr().out.splitlines()
+    secret = printed[-1]
+    store = SqliteStore(tmp_path / "data" / "engine.sqlite3")
+    key = store.authenticate(secret)
+    assert key is not None and (key.name, key.balance, key.rate_per_minute) == ("acme", 5, 30)
+
+    assert engine(tmp_path, "keys", "credit", key.id, "2.5") == 0
+    assert store.key(key.id).balance == 7.5
+    assert engine(tmp_path, "keys", "list") == 0
+    listing = capsys.readouterr().out
+    assert key.id in listing and "acme" in listing and secret not in listing
+
+    assert engine(tmp_path, "keys", "revoke", key.id) == 0
+    assert store.authenticate(secret) is None
+    assert engine(tmp_path, "keys", "revoke", key.id) == 1
+
+
+def test_make_test_models_writes_marked_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert engine(tmp_path, "make-test-models", str(tmp_path / "models")) == 0
+    assert "RANDOM test weights" in capsys.readouterr().out
+    for relative in (
+        "checkpoints/aura_flow_0.3.safetensors",
+        "diffusion_models/flux1-schnell.safetensors",
+        "diffusion_models/flux1-dev.safetensors",
+        "text_encoders/clip_l.safetensors",
+        "text_encoders/t5xxl_fp16.safetensors",
+        "vae/ae.safetensors",
+    ):
+        assert read_header(tmp_path / "models" / relative).holds_random_test_weights, relative

@@ -1,0 +1,119 @@
+"""Webhooks are signed (Standard Webhooks), retried with backoff, logged,, never sent to private addresses."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from engine.jobs.sqlite_store import SqliteStore
+from engine.jobs.types import NewJob
+from engine.jobs.webhooks import WebhookSender, WebhookTargetError, check_url, new_secret
+
+
+def verify(secret: str, headers: Any, body: bytes) -> bool:
+    """What a receiver does (written from the Standard Webhooks spec, independently of the sender)."""
+    key = base64.b64decode(secret.split("_", 1)[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(part.split(",", 1)[1] == expected for part in headers["webhook-signature"].split())
+
+
+class Receiver:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[tuple[Any, bytes]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls.append((request.headers, await request.read()))
+        if len(self.calls) <= self.failures:
+            return web.Response(status=503)
+        return web.Response(status=204)
+
+
+async def serve(receiver: Receiver) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/hook"
+
+
+def finished_job(store: SqliteStore, url: str):
+    job, _ = store.submit(
+        NewJob(str(uuid.uuid4()), "e", "segmind", {}, {}, "1", 0.0, webhook_url=url, base_url="http://x")
+    )
+    store.claim()
+    return store.complete(job.id, [], {})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "s.sqlite3")
+
+
+def test_signed_delivery_retried_until_accepted(store: SqliteStore) -> None:
+    async def scenario() -> None:
+        receiver = Receiver(failures=2)
+        runner, url = await serve(receiver)
+        secret = new_secret()
+        sender = WebhookSender(
+            store,
+            lambda job: {"id": job.id, "status": job.status},
+            secret,
+            allow_private=True,
+            delays=(0, 0.05, 0.05, 0.05),
+        )
+        job = finished_job(store, url)
+        assert await sender.deliver(job)
+        await sender.close()
+        await runner.cleanup()
+        assert len(receiver.calls) == 3
+        headers, body = receiver.calls[-1]
+        assert json.loads(body) == {"id": job.id, "status": "COMPLETED"}
+        assert verify(secret, headers, body)
+        assert not verify(new_secret(), headers, body)
+        log = store.deliveries(job.id)
+        assert [(d["attempt"], d["status_code"]) for d in log] == [(1, 503), (2, 503), (3, 204)]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/x",
+        "http://169.254.169.254/latest/meta-data",
+    ],
+)
+def test_private_targets_are_refused(store: SqliteStore, target: str) -> None:
+    async def scenario() -> None:
+        sender = WebhookSender(store, lambda job: {}, new_secret(), delays=(0, 0))
+        job = finished_job(store, target)
+        assert not await sender.deliver(job)
+        await sender.close()
+        log = store.deliveries(job.id)
+        assert len(log) == 1 and log[0]["error"].startswith("refused:")  # not retried
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "not a url", "http:///nohost", "http://x/" + "a" * 3000]
+)
+def test_malformed_urls_are_refused_at_submit(url: str) -> None:
+    with pytest.raises(WebhookTargetError):
+        check_url(url)
