@@ -119,3 +119,31 @@ def test_the_example_graph_runs_end_to_end(
         assert json.loads(png.text["prompt"]) == prompt
         assert json.loads(png.text["workflow"]) == workflow
         assert len(png.getcolors(maxcolors=2**24) or range(2**24)) > 1000, "the image should not be flat"
+
+
+def _run_pixels(registry: NodeRegistry, prompt: dict[str, Any], output_dir: Path) -> bytes:
+    """The saved image's pixels after a run with a fresh executor (and so an empty cache)."""
+    validation = validate_prompt(registry, prompt)
+    assert validation.validated is not None
+    result = Executor(registry).run(validation.validated, prompt_id="determinism")
+    assert result.status == "success", result.failure
+    ((_, output),) = result.outputs.items()
+    (saved,) = output["images"]
+    with Image.open(output_dir / saved["subfolder"] / saved["filename"]) as png:
+        return png.tobytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXAMPLE_NAMES)
+def test_the_same_seed_gives_the_same_image_and_another_seed_another(
+    name: str, registry: NodeRegistry, dirs: folders.FolderSettings
+) -> None:
+    prompt = example(name)
+    first = _run_pixels(registry, prompt, dirs.output_dir)
+    assert _run_pixels(registry, prompt, dirs.output_dir) == first
+    reseeded = json.loads(json.dumps(prompt))
+    for node in reseeded.values():
+        for seed_input in ("seed", "noise_seed"):
+            if seed_input in node["inputs"]:
+                node["inputs"][seed_input] += 1
+    assert _run_pixels(registry, reseeded, dirs.output_dir) != first
