@@ -224,6 +224,3 @@ class Service:
 
     def output_path(self, relative_path: str) -> Path:
         return folders.resolve_in(folders.get_output_directory(), relative_path)
-
-    def key_for(self, key_id: str | None) -> ApiKey | None:
-        return self.store.key(key_id) if key_id is not None else None

@@ -77,10 +77,6 @@ class NodeDefinition:
     """Parameter names of VALIDATE_INPUTS (None when the class has none); "*" stands for **kwargs."""
 
     @property
-    def required(self) -> list[InputSpec]:
-        return [spec for spec in self.inputs.values() if spec.section == "required"]
-
-    @property
     def widgets(self) -> list[InputSpec]:
         return [spec for spec in self.inputs.values() if spec.is_widget]
 

@@ -57,7 +57,6 @@ class Worker:
         self.broadcast = broadcast
         self.on_finished = on_finished
         self.current: Job | None = None
-        self.jobs_run = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._interrupt = threading.Event()
@@ -96,10 +95,6 @@ class Worker:
             return _describe_failure(result.failure)
         return None
 
-    @property
-    def busy(self) -> bool:
-        return self.current is not None
-
     # -- the loop, on the worker thread ------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -124,7 +119,6 @@ class Worker:
             self._execute(job)
         finally:
             self.current = None
-            self.jobs_run += 1
 
     def _execute(self, job: Job) -> None:
         queue_time = (job.started_at or time.time()) - job.created_at
