@@ -15,7 +15,7 @@ from engine.api.context import service
 from engine.api.errors import ApiError
 from engine.api.render import segmind_result, segmind_status, segmind_submitted
 from engine.api.sse import stream_job
-from engine.api.submit import find_endpoint, job_headers, json_response, own_job, submit
+from engine.api.submit import find_endpoint, job_headers, own_job, submit
 from engine.jobs.types import Job, JobStatus
 
 
@@ -63,7 +63,7 @@ def _image_response(request: web.Request, job: Job, headers: dict[str, str]) -> 
         }
         for output, path in zip(job.outputs, paths, strict=True)
     ]
-    return json_response({"images": images, "seed": job.params.get("seed")}, headers=headers)
+    return web.json_response({"images": images, "seed": job.params.get("seed")}, headers=headers)
 
 
 @rate_limited
@@ -71,19 +71,19 @@ async def submit_async(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, request.match_info["endpoint"], "segmind")
     job, created = await submit(request, endpoint, _webhook(request))
     position = service(request).store.queue_position(job)
-    return json_response(segmind_submitted(job, position), headers=job_headers(job, created))
+    return web.json_response(segmind_submitted(job, position), headers=job_headers(job, created))
 
 
 async def request_status(request: web.Request) -> web.Response:
     job = own_job(request, request.match_info["request_id"])
     body, status = segmind_status(job, service(request).store.queue_position(job))
-    return json_response(body, status, headers=job_headers(job))
+    return web.json_response(body, status=status, headers=job_headers(job))
 
 
 async def request_result(request: web.Request) -> web.Response:
     job = own_job(request, request.match_info["request_id"])
     body, status = segmind_result(job)
-    return json_response(body, status, headers=job_headers(job))
+    return web.json_response(body, status=status, headers=job_headers(job))
 
 
 async def request_cancel(request: web.Request) -> web.Response:
@@ -91,7 +91,7 @@ async def request_cancel(request: web.Request) -> web.Response:
     if job.status.terminal:
         raise ApiError(409, f"request '{job.id}' already finished ({job.status})", status=job.status)
     cancelled = service(request).cancel(job.id) or job
-    return json_response({"request_id": job.id, "status": cancelled.status, "cancel_requested": True})
+    return web.json_response({"request_id": job.id, "status": cancelled.status, "cancel_requested": True})
 
 
 async def request_events(request: web.Request) -> web.StreamResponse:

@@ -3,8 +3,6 @@ lookups that follow (a job is visible only to the key that created it)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from engine.api.bodies import read_fields
@@ -72,9 +70,3 @@ def job_headers(job: Job, created: bool = True) -> dict[str, str]:
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return headers
-
-
-def json_response(
-    body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(body, status=status, headers=headers)

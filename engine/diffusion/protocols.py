@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
 from engine.diffusion.latent_formats import LatentFormat
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
+
+Conditioning = list[list[Any]]
+"""ComfyUI's CONDITIONING: a list of [tensor [B, T, D], {"pooled_output": ..., "guidance": ..., ...}]."""
 
 
 @dataclass(frozen=True)

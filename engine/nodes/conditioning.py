@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from engine.diffusion.text_encoders import CLIP, Conditioning
+from engine.diffusion.protocols import Conditioning
+from engine.diffusion.text_encoders import CLIP
 
 
 class CLIPTextEncode:

@@ -18,8 +18,8 @@ from engine.diffusion.sampling.sample import Guider, Latent, NoiseSource, ksampl
 from engine.diffusion.sampling.sampler import Sampler, sampler_object
 from engine.diffusion.sampling.samplers import SAMPLER_NAMES
 from engine.diffusion.sampling.schedulers import SCHEDULER_NAMES, denoised_sigmas
+from engine.nodes.latent import MAX_RESOLUTION
 
-MAX_RESOLUTION = 16384
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 SEED = ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True})

@@ -16,14 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from engine.diffusion.protocols import ModelInputs
+from engine.diffusion.protocols import Conditioning, ModelInputs
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
 
-Conditioning = Sequence[Sequence[Any]]
 """ComfyUI's CONDITIONING: [[tokens [b, T, D], {"pooled_output": [b, P], "guidance": float, ...}], ...]."""
 
 UNSUPPORTED_KEYS = ("area", "mask", "control", "gligen", "hooks")

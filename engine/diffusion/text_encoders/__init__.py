@@ -5,7 +5,7 @@ encoders in ComfyUI-layout files, mapping their keys, and tokenizing and weighti
 ComfyUI does, so the same graph gives the same conditioning.
 """
 
-from engine.diffusion.text_encoders.clip import CLIP, Conditioning, Tokens
+from engine.diffusion.text_encoders.clip import CLIP, Tokens
 from engine.diffusion.text_encoders.detect import detect_text_encoder, text_encoder_layout
 from engine.diffusion.text_encoders.loading import (
     CHECKPOINT_PREFIXES,
@@ -20,7 +20,6 @@ from engine.diffusion.text_encoders.tokenizer_files import TokenizerMismatchErro
 __all__ = [
     "CHECKPOINT_PREFIXES",
     "CLIP",
-    "Conditioning",
     "TextEncoderFamily",
     "TextEncoderSource",
     "TextEncoderSpec",

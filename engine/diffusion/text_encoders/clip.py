@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 
+from engine.diffusion.protocols import Conditioning
 from engine.diffusion.text_encoders.encoder import TextEncoder
 from engine.diffusion.text_encoders.tokenization import TokenWeights
 
 Tokens = dict[str, list[TokenWeights]]
 """Per encoder (ComfyUI's keys: "l", "t5xxl", "pile_t5xl"), the prompt's windows."""
 
-Conditioning = list[list[Any]]
 """ComfyUI's CONDITIONING: `[[cond [1, tokens, width], {"pooled_output": [1, width] or None, ...}], ...]`."""
 
 
