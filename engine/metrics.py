@@ -12,10 +12,10 @@ SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300,
 
 
 class Metrics:
-    def __init__(self, queue_depth: Callable[[], int], memory: Callable[[], Mapping[str, float]]) -> None:
+    def __init__(self, memory: Callable[[], Mapping[str, float]]) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        Gauge("engine_queue_depth", "Jobs waiting to run", registry=self.registry).set_function(queue_depth)
+        self.queue_depth = Gauge("engine_queue_depth", "Jobs waiting to run", registry=self.registry)
         self._memory = memory
         self.memory = Gauge(
             "engine_memory_bytes",
@@ -60,7 +60,9 @@ class Metrics:
     def observe_model_load(self, seconds: float) -> None:
         self.model_load.observe(seconds)
 
-    def render(self) -> bytes:
+    def render(self, queue_depth: int) -> bytes:
+        """The exposition text; the queue depth is read by the caller, which can await the store."""
+        self.queue_depth.set(queue_depth)
         for kind, value in self._memory().items():
             self.memory.labels(kind).set(value)
         return generate_latest(self.registry)

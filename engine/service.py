@@ -1,8 +1,8 @@
 """The running service: node registry, endpoints, job store, worker, webhooks, wired once at start-up.
 
 The HTTP layer talks to this object only (submit, look up, wait, cancel); it never touches the
-executor or tensors. Everything here runs in one process: the API on the event loop, the GPU work
-on the worker thread.
+executor or tensors. Everything here runs in one process: the API, the worker's loop and the webhook
+sender on the event loop, the graphs on a worker thread, the SQLite statements on a thread of their own.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from engine.graph.cache import OutputCache
 from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
+from engine.jobs.outputs import JobOutputs
+from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
-from engine.jobs.types import ApiKey, Job, NewJob
+from engine.jobs.store import JobStore, StoreUnavailable
+from engine.jobs.types import ApiKey, Job, JobStatus, NewJob
 from engine.jobs.webhooks import WebhookSender, check_url, load_or_create_secret
-from engine.jobs.worker import Worker
+from engine.jobs.worker import Worker, WorkerHealth
 from engine.metrics import Metrics
 from engine.nodes import create_registry
 from engine.settings import Settings
@@ -50,7 +53,6 @@ def memory_in_use() -> dict[str, float]:
 
 EXPIRY_INTERVAL_SECONDS = 60.0
 WAIT_POLL_SECONDS = 1.0
-OUTPUT_SUBFOLDER = "api"
 WARMUP_SUBFOLDER = "warm-up"
 
 
@@ -69,12 +71,14 @@ class Service:
         self.registry: NodeRegistry
         self.registry, self.package_reports = create_registry(settings.custom_nodes_dirs)
         self.endpoints: dict[str, Endpoint] = load_endpoints(settings.graphs_dir, self.registry)
-        self.store = SqliteStore(settings.database_path)
-        self.recovered = self.store.recover()
+        self.database = SqliteStore(settings.database_path)
+        self.recovered = self.database.recover()
+        self.store: JobStore = AsyncSqliteStore(self.database)
+        self.outputs = JobOutputs(folders.get_output_directory())
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes))
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
-        self.metrics = Metrics(self.store.queue_depth, memory_in_use)
+        self.metrics = Metrics(memory_in_use)
         get_manager().add_load_listener(self._model_loaded)
         self.worker: Worker | None = None
         self.broadcast: JobBroadcast | None = None
@@ -86,7 +90,7 @@ class Service:
     @property
     def open_access(self) -> bool:
         """No API keys exist: anyone who can connect may call, so the server binds to localhost only."""
-        return not self.store.has_keys()
+        return not self.database.has_keys()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -101,24 +105,23 @@ class Service:
             delays=self.settings.webhook_delays,
         )
         self.worker = Worker(
-            self.store,
-            self.executor,
-            self.broadcast,
-            on_finished=lambda job: loop.call_soon_threadsafe(self._finished, job),
+            self.store, self.executor, self.broadcast, self.outputs, on_finished=self._finished
         )
+        await self._sweep_outputs(strays=True)
         self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
         self._tasks.append(asyncio.create_task(self._expire_forever(), name="expiry"))
+        self._tasks.append(asyncio.create_task(self.webhooks.run_forever(), name="webhooks"))
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.worker is not None:
-            await asyncio.to_thread(self.worker.stop)
+            await self.worker.stop()
         if self.webhooks is not None:
             await self.webhooks.close()
         get_manager().remove_load_listener(self._model_loaded)
-        self.store.close()
+        await self.store.close()
 
     def _model_loaded(self, _: object, seconds: float) -> None:
         self.metrics.observe_model_load(seconds)
@@ -126,7 +129,11 @@ class Service:
     def _finished(self, job: Job) -> None:
         self.metrics.observe_job(job)
         if self.webhooks is not None and job.webhook_url:
-            self.webhooks.schedule(job)
+            self.webhooks.wake()
+
+    def health(self) -> WorkerHealth | None:
+        """The worker's state once it exists; None while the service is starting."""
+        return self.worker.health() if self.worker is not None else None
 
     async def _warm_up_then_work(self) -> None:
         """Run each warm-up endpoint once (models load, kernels compile) before taking jobs."""
@@ -141,7 +148,7 @@ class Service:
             self.readiness.reason = f"warming up {name}"
             started = time.perf_counter()
             prompt = endpoint.build(endpoint.defaults(), output_prefix=f"{WARMUP_SUBFOLDER}/{name}")
-            failure = await asyncio.to_thread(self.worker.warm_up, prompt)
+            failure = await self.worker.warm_up(prompt)
             self.readiness.warmup_seconds[name] = round(time.perf_counter() - started, 3)
             if failure is not None:
                 log.error("warm-up of %s failed: %s", name, failure)
@@ -153,20 +160,32 @@ class Service:
 
     async def _expire_forever(self) -> None:
         while True:
-            self.expire()
+            try:
+                await self.expire()
+            except StoreUnavailable as exc:
+                log.warning("expiry skipped: %s", exc)
             await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
 
-    def expire(self) -> int:
-        """Forget jobs finished longer ago than the retention period, and delete their files."""
-        expired = self.store.expire(time.time() - self.settings.retention_seconds)
-        for job in expired:
-            for output in job.outputs:
-                self.output_path(output.relative_path).unlink(missing_ok=True)
+    async def expire(self) -> int:
+        """Forget jobs finished longer ago than the retention period, and delete their files and any
+        other job's files that no completed job owns."""
+        expired = await self.store.expire(time.time() - self.settings.retention_seconds)
+        await self._sweep_outputs(strays=False)
         return len(expired)
+
+    async def _sweep_outputs(self, *, strays: bool) -> None:
+        owners = sorted(self.outputs.owners())
+        statuses = await self.store.statuses(owners)
+        keep = {
+            job_id
+            for job_id, status in statuses.items()
+            if status != JobStatus.FAILED and status != JobStatus.CANCELLED
+        }
+        self.outputs.sweep(keep, strays=strays)
 
     # -- what the API calls ------------------------------------------------------------------------------
 
-    def submit(
+    async def submit(
         self,
         endpoint: Endpoint,
         params: Params,
@@ -186,7 +205,7 @@ class Service:
             endpoint=endpoint.id,
             api=api,
             params={**params.values, "seed": params.seed},
-            prompt=endpoint.build(params, output_prefix=f"{OUTPUT_SUBFOLDER}/{job_id}"),
+            prompt=endpoint.build(params, output_prefix=self.outputs.prefix(job_id)),
             output_node=endpoint.output.node,
             cost=endpoint.cost(params),
             key_id=key.id if key is not None else None,
@@ -194,13 +213,13 @@ class Service:
             webhook_url=webhook_url,
             base_url=base_url,
         )
-        job, created = self.store.submit(new)
+        job, created = await self.store.submit(new)
         if created and self.worker is not None:
             self.worker.wake()
         return job, created
 
-    def cancel(self, job_id: str) -> Job | None:
-        job = self.store.cancel(job_id)
+    async def cancel(self, job_id: str) -> Job | None:
+        job = await self.store.cancel(job_id)
         if job is not None and self.worker is not None:
             self.worker.cancel(job_id)
             if job.status.terminal and self.broadcast is not None:
@@ -215,7 +234,7 @@ class Service:
         deadline = time.monotonic() + timeout
         with self.broadcast.listen(job_id) as updates:
             while True:
-                job = self.store.get(job_id)
+                job = await self.store.get(job_id)
                 remaining = deadline - time.monotonic()
                 if job is None or job.status.terminal or remaining <= 0:
                     return job

@@ -53,7 +53,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(
             401, "an API key is required: send it in the x-api-key header (or Authorization: Key ...)"
         )
-    key = service.store.authenticate(secret)
+    key = await service.store.authenticate(secret)
     if key is None:
         raise ApiError(401, "the API key is not valid (unknown or revoked)")
     if getattr(route_handler, "engine_rate_limited", False):
@@ -70,7 +70,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
-    current = service.store.key(key.id)
+    current = await service.store.key(key.id)
     if current is not None and not response.prepared:
         response.headers["x-remaining-credits"] = f"{current.available:g}"
     return response

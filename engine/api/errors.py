@@ -8,9 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.jobs.store import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STORE_RETRY_AFTER_SECONDS = 30
 
 REASONS = {
     404: "not found",
@@ -43,6 +47,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except StoreUnavailable as exc:
+        log.error("%s %s: %s", request.method, request.path, exc)
+        reason = "the server's storage is full" if exc.full else "the server's storage is failing"
+        return ApiError(
+            503,
+            f"{reason}; retry later",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
+        ).response()
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise

@@ -6,6 +6,8 @@ queue position and logs) work by pointing their queue host at this server.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from engine.api.auth import rate_limited
@@ -20,10 +22,10 @@ def _app_id(request: web.Request) -> str:
     return f"{request.match_info['owner']}/{request.match_info['app']}"
 
 
-def _job(request: web.Request) -> Job:
-    job = own_job(request, request.match_info["request_id"])
+async def _job(request: web.Request) -> Job:
+    job = await own_job(request, request.match_info["request_id"])
     if job.endpoint != _app_id(request):
-        return own_job(request, "")  # a request of another app is not found under this one
+        return await own_job(request, "")  # a request of another app is not found under this one
     return job
 
 
@@ -31,36 +33,39 @@ def _job(request: web.Request) -> Job:
 async def submit_request(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, _app_id(request), "fal")
     job, created = await submit(request, endpoint, request.query.get("fal_webhook"))
-    position = service(request).store.queue_position(job)
+    position = await service(request).store.queue_position(job)
     return web.json_response(fal_submitted(job, position), headers=job_headers(job, created))
 
 
 async def request_status(request: web.Request) -> web.Response:
-    job = _job(request)
-    logs = service(request).store.logs(job.id) if request.query.get("logs") in ("1", "true") else None
-    body = fal_status(job, service(request).store.queue_position(job), logs)
+    job = await _job(request)
+    store = service(request).store
+    logs = await store.logs(job.id) if request.query.get("logs") in ("1", "true") else None
+    body = fal_status(job, await store.queue_position(job), logs)
     return web.json_response(body, status=200 if job.status.terminal else 202, headers=job_headers(job))
 
 
 async def request_status_stream(request: web.Request) -> web.StreamResponse:
-    job = _job(request)
+    job = await _job(request)
     store = service(request).store
-    return await stream_job(
-        request, job, lambda current: fal_status(current, store.queue_position(current), None)
-    )
+
+    async def render(current: Job) -> dict[str, Any]:
+        return fal_status(current, await store.queue_position(current), None)
+
+    return await stream_job(request, job, render)
 
 
 async def request_result(request: web.Request) -> web.Response:
-    job = _job(request)
+    job = await _job(request)
     body, status = fal_result(job)
     return web.json_response(body, status=status, headers=job_headers(job))
 
 
 async def request_cancel(request: web.Request) -> web.Response:
-    job = _job(request)
+    job = await _job(request)
     if job.status.terminal:
         return web.json_response({"status": "ALREADY_COMPLETED"}, status=400)
-    service(request).cancel(job.id)
+    await service(request).cancel(job.id)
     return web.json_response({"status": "CANCELLATION_REQUESTED"}, status=202)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -10,30 +11,53 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from engine.api.auth import public
 from engine.api.context import base_url, service
 from engine.endpoints import build_openapi, render_docs_page
+from engine.jobs.worker import WorkerHealth
+
+
+def _worker(health: WorkerHealth | None) -> dict[str, Any]:
+    if health is None:
+        return {"state": "starting"}
+    if not health.alive:
+        return {"state": "dead", "error": health.crashed}
+    if health.store_error is not None:
+        return {"state": "store failing", "error": health.store_error, "since": health.store_failing_since}
+    return {"state": "running" if health.running else "idle", "job": health.running}
 
 
 @public
 async def health(request: web.Request) -> web.Response:
+    """200 while the service can take and finish jobs; 503 when the worker has died or the store
+    refuses its writes (a full disk), so a load balancer or supervisor stops sending it work."""
     engine = service(request)
-    return web.json_response(
-        {
-            "status": "ok",
-            "uptime_seconds": round(time.time() - engine.started_at, 3),
-            "test_weights": engine.test_weights,
-        }
-    )
+    worker = engine.health()
+    ok = worker is None or worker.ok
+    body = {
+        "status": "ok" if ok else "unhealthy",
+        "uptime_seconds": round(time.time() - engine.started_at, 3),
+        "test_weights": engine.test_weights,
+        "worker": _worker(worker),
+    }
+    return web.json_response(body, status=200 if ok else 503)
 
 
 @public
 async def ready(request: web.Request) -> web.Response:
-    readiness = service(request).readiness
-    body = {"ready": readiness.ready, "reason": readiness.reason, "warmup_seconds": readiness.warmup_seconds}
-    return web.json_response(body, status=200 if readiness.ready else 503)
+    engine = service(request)
+    readiness = engine.readiness
+    worker = engine.health()
+    ok = readiness.ready and worker is not None and worker.ok
+    body = {
+        "ready": ok,
+        "reason": readiness.reason if worker is None or worker.ok else f"worker {_worker(worker)['state']}",
+        "warmup_seconds": readiness.warmup_seconds,
+    }
+    return web.json_response(body, status=200 if ok else 503)
 
 
 @public
 async def metrics(request: web.Request) -> web.Response:
-    body = service(request).metrics.render()
+    engine = service(request)
+    body = engine.metrics.render(await engine.store.queue_depth())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

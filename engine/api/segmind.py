@@ -7,6 +7,7 @@ URL: same paths, statuses, codes (FAILED served as 422), and field names.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from aiohttp import web
 
@@ -70,39 +71,43 @@ def _image_response(request: web.Request, job: Job, headers: dict[str, str]) -> 
 async def submit_async(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, request.match_info["endpoint"], "segmind")
     job, created = await submit(request, endpoint, _webhook(request))
-    position = service(request).store.queue_position(job)
+    position = await service(request).store.queue_position(job)
     return web.json_response(segmind_submitted(job, position), headers=job_headers(job, created))
 
 
 async def request_status(request: web.Request) -> web.Response:
-    job = own_job(request, request.match_info["request_id"])
-    body, status = segmind_status(job, service(request).store.queue_position(job))
+    job = await own_job(request, request.match_info["request_id"])
+    body, status = segmind_status(job, await service(request).store.queue_position(job))
     return web.json_response(body, status=status, headers=job_headers(job))
 
 
 async def request_result(request: web.Request) -> web.Response:
-    job = own_job(request, request.match_info["request_id"])
+    job = await own_job(request, request.match_info["request_id"])
     body, status = segmind_result(job)
     return web.json_response(body, status=status, headers=job_headers(job))
 
 
 async def request_cancel(request: web.Request) -> web.Response:
-    job = own_job(request, request.match_info["request_id"])
+    job = await own_job(request, request.match_info["request_id"])
     if job.status.terminal:
         raise ApiError(409, f"request '{job.id}' already finished ({job.status})", status=job.status)
-    cancelled = service(request).cancel(job.id) or job
+    cancelled = await service(request).cancel(job.id) or job
     return web.json_response({"request_id": job.id, "status": cancelled.status, "cancel_requested": True})
 
 
 async def request_events(request: web.Request) -> web.StreamResponse:
-    job = own_job(request, request.match_info["request_id"])
-    return await stream_job(request, job, lambda current: segmind_status(current, None)[0])
+    job = await own_job(request, request.match_info["request_id"])
+
+    async def render(current: Job) -> dict[str, Any]:
+        return segmind_status(current, None)[0]
+
+    return await stream_job(request, job, render)
 
 
 @public
 async def output_file(request: web.Request) -> web.StreamResponse:
     """Images by URL: the unguessable request id is the credential, and the file goes when the job expires."""
-    job = service(request).store.get(request.match_info["request_id"])
+    job = await service(request).store.get(request.match_info["request_id"])
     try:
         index = int(request.match_info["index"])
         output = job.outputs[index] if job is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +20,7 @@ async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
 
 
 async def stream_job(
-    request: web.Request, job: Job, render_status: Callable[[Job], dict[str, Any]]
+    request: web.Request, job: Job, render_status: Callable[[Job], Awaitable[dict[str, Any]]]
 ) -> web.StreamResponse:
     """Streams until the job finishes; first and last events are its status as the polling URL shows it."""
     response = web.StreamResponse(
@@ -30,18 +30,18 @@ async def stream_job(
     engine = service(request)
     assert engine.broadcast is not None
     with engine.broadcast.listen(job.id) as updates:
-        current = engine.store.get(job.id) or job
-        await _send(response, "status", render_status(current))
+        current = await engine.store.get(job.id) or job
+        await _send(response, "status", await render_status(current))
         while not current.status.terminal:
             try:
                 update = await asyncio.wait_for(updates.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
-                current = engine.store.get(job.id) or current
+                current = await engine.store.get(job.id) or current
                 continue
             if update.kind == "status":
-                current = engine.store.get(job.id) or current
-                await _send(response, "status", render_status(current))
+                current = await engine.store.get(job.id) or current
+                await _send(response, "status", await render_status(current))
             else:
                 await _send(response, update.kind, update.data)
     await response.write_eof()

@@ -41,7 +41,7 @@ async def submit(request: web.Request, endpoint: Endpoint, webhook_url: str | No
             400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", field="Idempotency-Key"
         )
     try:
-        return service(request).submit(
+        return await service(request).submit(
             endpoint,
             params,
             api=endpoint.api,
@@ -56,9 +56,9 @@ async def submit(request: web.Request, endpoint: Endpoint, webhook_url: str | No
         raise ApiError(400, str(exc), field="webhook") from exc
 
 
-def own_job(request: web.Request, job_id: str) -> Job:
+async def own_job(request: web.Request, job_id: str) -> Job:
     """The job, if the caller may see it; others' jobs are indistinguishable from missing ones."""
-    job = service(request).store.get(job_id)
+    job = await service(request).store.get(job_id)
     key = api_key(request)
     if job is None or (key is not None and job.key_id != key.id):
         raise ApiError(404, f"no request '{job_id}' (unknown, or expired after the retention period)")

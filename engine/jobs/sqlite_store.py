@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.jobs.keys import hash_secret, new_key_id, new_secret
+from engine.jobs.store import Delivery, WebhookDue
 from engine.jobs.types import ApiKey, InsufficientCredits, Job, JobStatus, LogLine, NewJob, OutputFile
 
 MICROS = 1_000_000
@@ -84,6 +85,13 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     status_code INTEGER,
     error TEXT
 );
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    job_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (due_at);
 """
 
 
@@ -215,6 +223,16 @@ class SqliteStore:
         rows = self._query("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return _job(rows[0]) if rows else None
 
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """The status of each of these jobs that the store knows."""
+        found: dict[str, JobStatus] = {}
+        for start in range(0, len(job_ids), 500):  # stay under SQLite's limit on bound parameters
+            chunk = job_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self._query(f"SELECT id, status FROM jobs WHERE id IN ({marks})", tuple(chunk)):
+                found[row["id"]] = JobStatus(row["status"])
+        return found
+
     def queue_position(self, job: Job) -> int | None:
         """How many queued jobs are ahead of this one (0: it runs next); None once it has left the queue."""
         if job.status != JobStatus.QUEUED:
@@ -329,6 +347,11 @@ class SqliteStore:
         ).fetchone()
         if row is None:
             return None
+        if row["webhook_url"] is not None:  # queued for delivery in the same commit: never lost
+            db.execute(
+                "INSERT OR IGNORE INTO webhook_outbox (job_id, url, due_at) VALUES (?, ?, ?)",
+                (job_id, row["webhook_url"], time.time()),
+            )
         if row["key_id"] is not None and row["cost_micros"]:
             charge = row["cost_micros"] if status == JobStatus.COMPLETED else 0
             db.execute(
@@ -359,23 +382,47 @@ class SqliteStore:
             for row in rows:
                 db.execute("DELETE FROM job_logs WHERE job_id = ?", (row["id"],))
                 db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (row["id"],))
+                db.execute("DELETE FROM webhook_outbox WHERE job_id = ?", (row["id"],))
         return [_job(row) for row in rows]
 
     # -- webhook deliveries ------------------------------------------------------------------------------
 
-    def record_delivery(
-        self, job_id: str, attempt: int, url: str, status_code: int | None, error: str | None
+    def claim_webhook(self, now: float, lease_seconds: float) -> WebhookDue | None:
+        """The most overdue webhook, leased for `lease_seconds`: if the sender dies mid-attempt, the
+        lease runs out and the attempt is made again (receivers dedupe on `webhook-id`)."""
+        with self._transaction() as db:
+            row = db.execute(
+                """UPDATE webhook_outbox SET attempts = attempts + 1, due_at = ?
+                   WHERE job_id = (SELECT job_id FROM webhook_outbox WHERE due_at <= ?
+                                   ORDER BY due_at LIMIT 1) RETURNING *""",
+                (now + lease_seconds, now),
+            ).fetchone()
+        return WebhookDue(row["job_id"], row["url"], row["attempts"]) if row is not None else None
+
+    def webhook_attempted(
+        self, due: WebhookDue, status_code: int | None, error: str | None, retry_at: float | None
     ) -> None:
-        with self._lock:
-            self._db.execute(
+        """Log the attempt; then retry at `retry_at`, or leave the outbox (delivered or given up)."""
+        with self._transaction() as db:
+            db.execute(
                 """INSERT INTO webhook_deliveries (job_id, attempt, at, url, status_code, error)
                    VALUES (?, ?, ?, ?, ?, ?)""",
-                (job_id, attempt, time.time(), url, status_code, error),
+                (due.job_id, due.attempt, time.time(), due.url, status_code, error),
             )
+            if retry_at is None:
+                db.execute("DELETE FROM webhook_outbox WHERE job_id = ?", (due.job_id,))
+            else:
+                db.execute("UPDATE webhook_outbox SET due_at = ? WHERE job_id = ?", (retry_at, due.job_id))
 
-    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+    def next_webhook_at(self) -> float | None:
+        return self._query("SELECT MIN(due_at) FROM webhook_outbox")[0][0]
+
+    def deliveries(self, job_id: str) -> list[Delivery]:
         rows = self._query("SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY rowid", (job_id,))
-        return [dict(row) for row in rows]
+        return [
+            Delivery(row["job_id"], row["attempt"], row["at"], row["url"], row["status_code"], row["error"])
+            for row in rows
+        ]
 
     # -- API keys ------------------------------------------------------------------------------------------
 

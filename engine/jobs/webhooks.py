@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -30,7 +31,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from engine.jobs.sqlite_store import SqliteStore
+from engine.jobs.store import JobStore, StoreUnavailable, WebhookDue
 from engine.jobs.types import Job
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ SECRET_PREFIX = "whsec_"
 MAX_URL_LENGTH = 2048
 DEFAULT_DELAYS = (0.0, 5.0, 30.0, 120.0, 600.0)
 """Seconds to wait before each attempt: five tries over about 13 minutes."""
+IDLE_POLL_SECONDS = 5.0
+"""How often the outbox is looked at with nothing due (finishing jobs wake the sender at once)."""
+LEASE_MARGIN_SECONDS = 5.0
 
 
 class WebhookTargetError(ValueError):
@@ -107,9 +111,13 @@ class _PublicOnlyResolver(AbstractResolver):
 
 
 class WebhookSender:
+    """Delivers the webhook outbox: the store queues a job's webhook in the same commit that finishes
+    the job, and this loop attempts each due one, logs the attempt and schedules the next. Pending
+    retries live in the store, so a restart (even SIGKILL) resumes them where they were."""
+
     def __init__(
         self,
-        store: SqliteStore,
+        store: JobStore,
         render: Callable[[Job], dict[str, Any]],
         secret: str,
         *,
@@ -123,7 +131,7 @@ class WebhookSender:
         self.allow_private = allow_private
         self.delays = tuple(delays)
         self.timeout = timeout
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -134,30 +142,54 @@ class WebhookSender:
             )
         return self._session
 
-    def schedule(self, job: Job) -> None:
-        """Start delivering a finished job's result (call on the event loop)."""
-        if job.webhook_url is None:
-            return
-        task = asyncio.create_task(self.deliver(job), name=f"webhook-{job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def wake(self) -> None:
+        """A job finished: look at the outbox now instead of at its next due time."""
+        self._wake.set()
 
-    async def deliver(self, job: Job) -> bool:
-        assert job.webhook_url is not None
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                delivered_any = await self.deliver_due()
+                wait = IDLE_POLL_SECONDS
+                if not delivered_any:
+                    next_at = await self.store.next_webhook_at()
+                    if next_at is not None:
+                        wait = min(wait, max(0.0, next_at - time.time()))
+            except StoreUnavailable as exc:
+                log.warning("webhook outbox unavailable, retrying: %s", exc)
+                wait = IDLE_POLL_SECONDS
+            self._wake.clear()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def deliver_due(self) -> bool:
+        """Attempt every webhook due now; True if there was any."""
+        attempted = False
+        while (
+            due := await self.store.claim_webhook(time.time(), self.timeout + LEASE_MARGIN_SECONDS)
+        ) is not None:
+            attempted = True
+            await self._attempt(due)
+        return attempted
+
+    async def _attempt(self, due: WebhookDue) -> None:
+        job = await self.store.get(due.job_id)
+        if job is None:  # expired before it could be delivered
+            await self.store.webhook_attempted(due, None, "the job expired before delivery", None)
+            return
         body = json.dumps(self.render(job)).encode()
-        message_id = f"msg_{job.id}"
-        for attempt, delay in enumerate(self.delays, start=1):
-            if delay:
-                await asyncio.sleep(delay)
-            status, error = await self._post(job.webhook_url, message_id, body)
-            self.store.record_delivery(job.id, attempt, job.webhook_url, status, error)
-            if status is not None and 200 <= status < 300:
-                return True
-            if isinstance(error, str) and error.startswith("refused:"):
-                break  # a forbidden target stays forbidden
-            log.info("webhook for job %s, attempt %d: %s", job.id, attempt, error or f"HTTP {status}")
-        log.warning("webhook for job %s was not delivered", job.id)
-        return False
+        status, error = await self._post(due.url, f"msg_{job.id}", body)
+        delivered = status is not None and 200 <= status < 300
+        refused = isinstance(error, str) and error.startswith("refused:")  # a forbidden target stays so
+        retry_at = None
+        if not delivered and not refused and due.attempt < len(self.delays):
+            retry_at = time.time() + self.delays[due.attempt]
+        await self.store.webhook_attempted(due, status, error, retry_at)
+        if not delivered:
+            log.info("webhook for job %s, attempt %d: %s", job.id, due.attempt, error or f"HTTP {status}")
+            if retry_at is None:
+                log.warning("webhook for job %s was not delivered", job.id)
 
     async def _post(self, url: str, message_id: str, body: bytes) -> tuple[int | None, str | None]:
         timestamp = int(time.time())
@@ -184,8 +216,5 @@ class WebhookSender:
             return None, f"{type(exc).__name__}: {exc}"
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()

@@ -1,31 +1,63 @@
-"""The worker: one thread that owns the GPU, taking queued jobs one at a time and running their graphs.
+"""The worker: takes queued jobs one at a time and runs their graphs on the thread that owns the GPU.
 
 It knows jobs and the graph executor, not HTTP: what it learns while a job runs (node started,
 sampler step, preview) goes to the store (logs, progress) and to the broadcast (live listeners).
+
+The loop is a task on the event loop and the graph runs on a thread, so every store call is a plain
+`await` on the same `JobStore` the routes use. The loop survives anything: a job that raises is
+failed; a store that cannot write (a full disk) is retried with backoff while the worker keeps the
+result it holds, and `health` says so until the store accepts it. Nothing accepted is lost: a job
+whose result could not be recorded stays PROCESSING and is queued again after a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import io
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 from engine.graph.events import Event, ExecutionFailed, NodeProgress, NodeStarted
 from engine.graph.execute import Executor
 from engine.graph.validate import validate_prompt
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
-from engine.jobs.sqlite_store import SqliteStore
+from engine.jobs.outputs import JobOutputs
+from engine.jobs.store import JobStore, StoreUnavailable
 from engine.jobs.types import Job, JobStatus, OutputFile
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 IDLE_POLL_SECONDS = 1.0
 PROGRESS_INTERVAL_SECONDS = 0.2
 PREVIEW_MAX_SIZE = 256
+STORE_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+"""Waits between attempts at a store that refused a write; the last repeats until it recovers."""
+INTERNAL_ERROR = "internal error while running the job"
+
+
+@dataclass(frozen=True)
+class WorkerHealth:
+    alive: bool
+    running: str | None
+    """The id of the job being run, if any."""
+    store_error: str | None
+    """Why the store refused the worker's last attempt, while it keeps refusing."""
+    store_failing_since: float | None
+    crashed: str | None
+    """Why the worker's loop ended, if it did."""
+
+    @property
+    def ok(self) -> bool:
+        return self.alive and self.store_error is None
 
 
 def _preview_data_url(image: Any) -> str | None:
@@ -44,37 +76,57 @@ def _describe_failure(failure: ExecutionFailed) -> str:
     return f"{node} failed: {failure.exception_type}: {failure.exception_message}"
 
 
+def _output_file(entry: dict[str, Any]) -> OutputFile:
+    return OutputFile(
+        filename=entry["filename"],
+        subfolder=entry.get("subfolder", ""),
+        content_type=entry.get("content_type", "image/png"),
+        width=int(entry.get("width", 0)),
+        height=int(entry.get("height", 0)),
+        size=int(entry.get("size", 0)),
+    )
+
+
 class Worker:
     def __init__(
         self,
-        store: SqliteStore,
+        store: JobStore,
         executor: Executor,
         broadcast: JobBroadcast,
+        outputs: JobOutputs,
         on_finished: Callable[[Job], None] = lambda _: None,
     ) -> None:
         self.store = store
         self.executor = executor
         self.broadcast = broadcast
+        self.outputs = outputs
         self.on_finished = on_finished
+        """Called on the event loop once a job's final state is stored, before listeners hear of it."""
         self.current: Job | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._wake = asyncio.Event()
+        self._stopping = False
         self._interrupt = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._store_error: str | None = None
+        self._store_failing_since: float | None = None
 
-    # -- control, from any thread -------------------------------------------------------------------
+    # -- control, on the event loop -----------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="engine-worker", daemon=True)
-        self._thread.start()
+        self._task = asyncio.create_task(self._loop(), name="engine-worker")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop after interrupting the running job, which goes back to the queue for the next start."""
-        self._stop.set()
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Interrupt the running job, which goes back to the queue for the next start, and end the loop."""
+        self._stopping = True
         self._interrupt.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+            except Exception:  # a crash was already logged and reported by `health`
+                pass
 
     def wake(self) -> None:
         """A job was queued: look now instead of at the next poll."""
@@ -85,42 +137,85 @@ class Worker:
         if current is not None and current.id == job_id:
             self._interrupt.set()
 
-    def warm_up(self, prompt: dict[str, Any]) -> str | None:
+    def health(self) -> WorkerHealth:
+        crashed = None
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            exc = self._task.exception()
+            crashed = f"{type(exc).__name__}: {exc}" if exc is not None else "stopped"
+        return WorkerHealth(
+            alive=self._task is not None and not self._task.done(),
+            running=self.current.id if self.current is not None else None,
+            store_error=self._store_error,
+            store_failing_since=self._store_failing_since,
+            crashed=crashed,
+        )
+
+    async def warm_up(self, prompt: dict[str, Any]) -> str | None:
         """Run a graph once outside the queue (before `start`); returns why it failed, or None."""
         validation = validate_prompt(self.executor.registry, prompt)
         if validation.validated is None:
             return "the warm-up graph is invalid"
-        result = self.executor.run(validation.validated, prompt_id=f"warm-up-{time.time_ns()}")
+        result = await asyncio.to_thread(
+            self.executor.run, validation.validated, prompt_id=f"warm-up-{time.time_ns()}"
+        )
         if isinstance(result.failure, ExecutionFailed):
             return _describe_failure(result.failure)
         return None
 
-    # -- the loop, on the worker thread ------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            job = self.store.claim()
+    async def _loop(self) -> None:
+        while not self._stopping:
+            job = await self._stored(self.store.claim)
             if job is None:
-                self._wake.wait(IDLE_POLL_SECONDS)
                 self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
                 continue
             try:
-                self.run(job)
+                await self.run(job)
             except Exception:  # the loop must survive anything a job does
-                log.exception("job %s crashed the worker loop", job.id)
-                self._finished(self.store.fail(job.id, "internal error while running the job"))
+                log.exception("job %s crashed while running", job.id)
+                await self._finished(await self._stored(partial(self.store.fail, job.id, INTERNAL_ERROR)))
 
-    def run(self, job: Job) -> None:
+    async def _stored(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A store call that must happen: retried with backoff while the store refuses it."""
+        failures = 0
+        while True:
+            try:
+                result = await call()
+            except StoreUnavailable as exc:
+                if self._store_failing_since is None:
+                    self._store_failing_since = time.time()
+                    log.error("the job store refused a write; retrying until it accepts: %s", exc)
+                self._store_error = str(exc)
+                await asyncio.sleep(STORE_RETRY_SECONDS[min(failures, len(STORE_RETRY_SECONDS) - 1)])
+                failures += 1
+                continue
+            if self._store_failing_since is not None:
+                log.info("the job store accepts writes again")
+            self._store_error = self._store_failing_since = None
+            return result
+
+    async def _noted(self, call: Awaitable[None]) -> None:
+        """A store call that may be lost (a log line, a progress figure): never worth failing a job."""
+        try:
+            await call
+        except StoreUnavailable as exc:
+            log.warning("a log or progress update was not stored: %s", exc)
+
+    async def run(self, job: Job) -> None:
         self.current = job
         self._interrupt.clear()
-        self.broadcast.publish(JobUpdate(job.id, "status", {"status": JobStatus.PROCESSING}))
-        self.store.add_log(job.id, "started")
         try:
-            self._execute(job)
+            self.broadcast.publish(JobUpdate(job.id, "status", {"status": JobStatus.PROCESSING}))
+            await self._noted(self.store.add_log(job.id, "started"))
+            self.outputs.clear(job.id)
+            await self._execute(job)
         finally:
             self.current = None
 
-    def _execute(self, job: Job) -> None:
+    async def _execute(self, job: Job) -> None:
         queue_time = (job.started_at or time.time()) - job.created_at
         validation = validate_prompt(self.executor.registry, job.prompt)
         if validation.validated is None:
@@ -132,14 +227,19 @@ class Worker:
             reason = "; ".join(messages) or (
                 validation.error.message if validation.error else "invalid graph"
             )
-            self._finished(
-                self.store.fail(job.id, f"the graph is invalid: {reason}", {"queue_time": queue_time})
+            error = f"the graph is invalid: {reason}"
+            await self._finished(
+                await self._stored(lambda: self.store.fail(job.id, error, {"queue_time": queue_time}))
             )
             return
 
         started = time.perf_counter()
-        result = self.executor.run(
-            validation.validated, prompt_id=job.id, on_event=self._listener(job), interrupt=self._interrupt
+        result = await asyncio.to_thread(
+            self.executor.run,
+            validation.validated,
+            prompt_id=job.id,
+            on_event=self._listener(job, asyncio.get_running_loop()),
+            interrupt=self._interrupt,
         )
         metrics = {
             "inference_time": round(time.perf_counter() - started, 4),
@@ -149,33 +249,41 @@ class Worker:
         if result.status == "success":
             images = (result.outputs.get(job.output_node) or {}).get("images", [])
             outputs = [_output_file(entry) for entry in images]
-            self.store.add_log(job.id, f"completed in {metrics['inference_time']:.2f}s")
-            self._finished(self.store.complete(job.id, outputs, metrics))
+            await self._noted(self.store.add_log(job.id, f"completed in {metrics['inference_time']:.2f}s"))
+            await self._finished(await self._stored(lambda: self.store.complete(job.id, outputs, metrics)))
         elif result.status == "interrupted":
-            if self._stop.is_set():
-                self.store.requeue(job.id)
+            if self._stopping:
+                await self._stored(lambda: self.store.requeue(job.id))
             else:
-                self._finished(self.store.mark_cancelled(job.id))
+                await self._finished(await self._stored(lambda: self.store.mark_cancelled(job.id)))
         else:
             assert isinstance(result.failure, ExecutionFailed)
             message = _describe_failure(result.failure)
-            self.store.add_log(job.id, message)
-            self._finished(self.store.fail(job.id, message, metrics))
+            await self._noted(self.store.add_log(job.id, message))
+            await self._finished(await self._stored(lambda: self.store.fail(job.id, message, metrics)))
 
-    def _finished(self, job: Job | None) -> None:
+    async def _finished(self, job: Job | None) -> None:
+        """Record (metrics, webhook wake-up) before publishing, so whoever sees the final status also
+        sees everything that follows from it."""
         if job is None:
             return
-        self.broadcast.publish(JobUpdate(job.id, "status", {"status": job.status, "error": job.error}))
+        if job.status != JobStatus.COMPLETED:
+            self.outputs.clear(job.id)
         self.on_finished(job)
+        self.broadcast.publish(JobUpdate(job.id, "status", {"status": job.status, "error": job.error}))
 
-    def _listener(self, job: Job) -> Callable[[Event], None]:
+    def _listener(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[[Event], None]:
+        """Events arrive on the executor's thread; store writes are handed to the loop in order."""
         last_progress = 0.0
+
+        def note(call: Awaitable[None]) -> None:
+            asyncio.run_coroutine_threadsafe(self._noted(call), loop)
 
         def listen(event: Event) -> None:
             nonlocal last_progress
             if isinstance(event, NodeStarted):
                 message = f"running {event.class_type} (node {event.display_node})"
-                self.store.add_log(job.id, message)
+                note(self.store.add_log(job.id, message))
                 self.broadcast.publish(
                     JobUpdate(job.id, "log", {"message": message, "timestamp": time.time()})
                 )
@@ -184,7 +292,7 @@ class Worker:
                 if event.value < event.total and now - last_progress < PROGRESS_INTERVAL_SECONDS:
                     return
                 last_progress = now
-                self.store.set_progress(job.id, event.value, event.total)
+                note(self.store.set_progress(job.id, event.value, event.total))
                 data = {"node": event.node_id, "value": event.value, "max": event.total}
                 self.broadcast.publish(JobUpdate(job.id, "progress", data))
                 preview = _preview_data_url(event.preview) if event.preview is not None else None
@@ -192,14 +300,3 @@ class Worker:
                     self.broadcast.publish(JobUpdate(job.id, "preview", {"image": preview}))
 
         return listen
-
-
-def _output_file(entry: dict[str, Any]) -> OutputFile:
-    return OutputFile(
-        filename=entry["filename"],
-        subfolder=entry.get("subfolder", ""),
-        content_type=entry.get("content_type", "image/png"),
-        width=int(entry.get("width", 0)),
-        height=int(entry.get("height", 0)),
-        size=int(entry.get("size", 0)),
-    )

@@ -6,9 +6,10 @@ import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from engine.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent
+T = TypeVar("T")
 
 
 class LiveServer:
@@ -60,9 +62,13 @@ class LiveServer:
         self.loop.close()
         folders.use(self.previous_folders)
 
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run one of the service's coroutines (a store query) on the server's loop, from the test."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
+
     def client(self, key: str | None = None, **kwargs: object) -> httpx.Client:
         headers = {"x-api-key": key} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=120, **kwargs)
+        return httpx.Client(base_url=self.url, headers=headers, **{"timeout": 120, **kwargs})
 
 
 @pytest.fixture(scope="session")
@@ -105,5 +111,5 @@ def server(settings: Settings) -> Iterator[LiveServer]:
 def keyed_server(settings: Settings) -> Iterator[tuple[LiveServer, str]]:
     """A server that requires keys, and the secret of one with 10 credits and 600 requests/minute."""
     with LiveServer(replace(settings)) as live:
-        _, secret = live.service.store.add_key("tester", credits=10, rate_per_minute=600)
+        _, secret = live.service.database.add_key("tester", credits=10, rate_per_minute=600)
         yield live, secret

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
 from engine.jobs.types import NewJob
 from engine.jobs.webhooks import WebhookSender, WebhookTargetError, check_url, new_secret
@@ -58,6 +59,18 @@ def finished_job(store: SqliteStore, url: str):
     return store.complete(job.id, [], {})
 
 
+async def deliver_outbox(sender: WebhookSender) -> None:
+    """Run the sender until its outbox is empty."""
+    task = asyncio.create_task(sender.run_forever())
+    try:
+        while await sender.store.next_webhook_at() is not None:
+            assert not task.done(), task
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await sender.close()
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> SqliteStore:
     return SqliteStore(tmp_path / "s.sqlite3")
@@ -69,15 +82,14 @@ def test_signed_delivery_retried_until_accepted(store: SqliteStore) -> None:
         runner, url = await serve(receiver)
         secret = new_secret()
         sender = WebhookSender(
-            store,
+            AsyncSqliteStore(store),
             lambda job: {"id": job.id, "status": job.status},
             secret,
             allow_private=True,
             delays=(0, 0.05, 0.05, 0.05),
         )
         job = finished_job(store, url)
-        assert await sender.deliver(job)
-        await sender.close()
+        await deliver_outbox(sender)
         await runner.cleanup()
         assert len(receiver.calls) == 3
         headers, body = receiver.calls[-1]
@@ -85,7 +97,7 @@ def test_signed_delivery_retried_until_accepted(store: SqliteStore) -> None:
         assert verify(secret, headers, body)
         assert not verify(new_secret(), headers, body)
         log = store.deliveries(job.id)
-        assert [(d["attempt"], d["status_code"]) for d in log] == [(1, 503), (2, 503), (3, 204)]
+        assert [(d.attempt, d.status_code) for d in log] == [(1, 503), (2, 503), (3, 204)]
 
     asyncio.run(scenario())
 
@@ -101,12 +113,13 @@ def test_signed_delivery_retried_until_accepted(store: SqliteStore) -> None:
 )
 def test_private_targets_are_refused(store: SqliteStore, target: str) -> None:
     async def scenario() -> None:
-        sender = WebhookSender(store, lambda job: {}, new_secret(), delays=(0, 0))
+        sender = WebhookSender(AsyncSqliteStore(store), lambda job: {}, new_secret(), delays=(0, 0))
         job = finished_job(store, target)
-        assert not await sender.deliver(job)
-        await sender.close()
+        await deliver_outbox(sender)
         log = store.deliveries(job.id)
-        assert len(log) == 1 and log[0]["error"].startswith("refused:")  # not retried
+        assert (
+            len(log) == 1 and log[0].error is not None and log[0].error.startswith("refused:")
+        )  # not retried
 
     asyncio.run(scenario())
 

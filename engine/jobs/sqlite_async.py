@@ -1,0 +1,136 @@
+"""The embedded store behind the `JobStore` interface: SQLite statements on one thread of their own.
+
+SQLite's Python driver blocks, so a statement run on the event loop stalls every request while it
+waits for the file lock or the disk; under a burst of submitters that made `/health` take a second.
+Here every call is handed to a single dedicated thread: the loop only awaits, statements keep their
+order (a job's logs stay in sequence), and SQLite, which serialises writers anyway, loses nothing.
+
+Errors of the environment (a full disk, an I/O error, a database locked past its timeout) become
+`StoreUnavailable`; anything else is a bug and propagates as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from engine.jobs.sqlite_store import SqliteStore
+from engine.jobs.store import Delivery, StoreUnavailable, WebhookDue
+from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
+
+T = TypeVar("T")
+
+SQLITE_FULL = 13
+ENVIRONMENT_ERRORS = {
+    5: "the database is busy",  # SQLITE_BUSY
+    6: "the database is locked",  # SQLITE_LOCKED
+    7: "out of memory",  # SQLITE_NOMEM
+    8: "the database is read-only",  # SQLITE_READONLY
+    10: "a disk I/O error",  # SQLITE_IOERR
+    SQLITE_FULL: "the disk is full",
+    14: "the database file cannot be opened",  # SQLITE_CANTOPEN
+}
+"""Primary SQLite result codes that say the storage, not the statement, is at fault."""
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or (code & 0xFF) not in ENVIRONMENT_ERRORS:
+        return None
+    primary = code & 0xFF
+    return StoreUnavailable(
+        f"storage failed: {ENVIRONMENT_ERRORS[primary]} ({exc})", full=primary == SQLITE_FULL
+    )
+
+
+class AsyncSqliteStore:
+    def __init__(self, database: SqliteStore) -> None:
+        self.database = database
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+        except sqlite3.Error as exc:
+            unavailable = _unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+
+    async def close(self) -> None:
+        await self._run(self.database.close)
+        self._thread.shutdown()
+
+    # -- jobs ------------------------------------------------------------------------------------------
+
+    async def submit(self, new: NewJob) -> tuple[Job, bool]:
+        return await self._run(lambda: self.database.submit(new))
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._run(lambda: self.database.get(job_id))
+
+    async def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        return await self._run(lambda: self.database.statuses(job_ids))
+
+    async def queue_position(self, job: Job) -> int | None:
+        return await self._run(lambda: self.database.queue_position(job))
+
+    async def queue_depth(self) -> int:
+        return await self._run(self.database.queue_depth)
+
+    async def claim(self) -> Job | None:
+        return await self._run(self.database.claim)
+
+    async def set_progress(self, job_id: str, value: float, total: float) -> None:
+        await self._run(lambda: self.database.set_progress(job_id, value, total))
+
+    async def complete(self, job_id: str, outputs: list[OutputFile], metrics: dict[str, float]) -> Job | None:
+        return await self._run(lambda: self.database.complete(job_id, outputs, metrics))
+
+    async def fail(self, job_id: str, error: str, metrics: dict[str, float] | None = None) -> Job | None:
+        return await self._run(lambda: self.database.fail(job_id, error, metrics))
+
+    async def cancel(self, job_id: str) -> Job | None:
+        return await self._run(lambda: self.database.cancel(job_id))
+
+    async def requeue(self, job_id: str) -> None:
+        await self._run(lambda: self.database.requeue(job_id))
+
+    async def mark_cancelled(self, job_id: str) -> Job | None:
+        return await self._run(lambda: self.database.mark_cancelled(job_id))
+
+    async def add_log(self, job_id: str, message: str) -> None:
+        await self._run(lambda: self.database.add_log(job_id, message))
+
+    async def logs(self, job_id: str) -> list[LogLine]:
+        return await self._run(lambda: self.database.logs(job_id))
+
+    async def expire(self, finished_before: float) -> list[Job]:
+        return await self._run(lambda: self.database.expire(finished_before))
+
+    # -- webhooks --------------------------------------------------------------------------------------
+
+    async def claim_webhook(self, now: float, lease_seconds: float) -> WebhookDue | None:
+        return await self._run(lambda: self.database.claim_webhook(now, lease_seconds))
+
+    async def webhook_attempted(
+        self, due: WebhookDue, status_code: int | None, error: str | None, retry_at: float | None
+    ) -> None:
+        await self._run(lambda: self.database.webhook_attempted(due, status_code, error, retry_at))
+
+    async def next_webhook_at(self) -> float | None:
+        return await self._run(self.database.next_webhook_at)
+
+    async def deliveries(self, job_id: str) -> list[Delivery]:
+        return await self._run(lambda: self.database.deliveries(job_id))
+
+    # -- keys ------------------------------------------------------------------------------------------
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        return await self._run(lambda: self.database.authenticate(secret))
+
+    async def key(self, key_id: str) -> ApiKey | None:
+        return await self._run(lambda: self.database.key(key_id))

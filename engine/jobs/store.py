@@ -1,0 +1,80 @@
+"""The job store interface: what the API routes, the worker and the webhook sender may ask of storage.
+
+Every method is a coroutine, so no route ever blocks the event loop on storage: the embedded SQLite
+store runs its statements on a thread of its own (`AsyncSqliteStore`); a networked store (Redis, for a
+fleet) implements the same protocol natively.
+
+A store that cannot write (a full disk, an I/O error, a lock held too long) raises `StoreUnavailable`:
+the API answers 503 with Retry-After, and the worker keeps the result it holds and retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
+
+
+class StoreUnavailable(Exception):
+    """Storage refused a read or write for a reason outside the request (full disk, I/O error)."""
+
+    def __init__(self, message: str, *, full: bool = False) -> None:
+        super().__init__(message)
+        self.full = full
+
+
+@dataclass(frozen=True)
+class WebhookDue:
+    """A finished job's webhook that is due for an attempt (`attempt` counts from 1)."""
+
+    job_id: str
+    url: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One recorded webhook attempt."""
+
+    job_id: str
+    attempt: int
+    at: float
+    url: str
+    status_code: int | None
+    error: str | None
+
+
+class JobStore(Protocol):
+    # -- jobs ------------------------------------------------------------------------------------------
+    async def submit(self, new: NewJob) -> tuple[Job, bool]: ...
+    async def get(self, job_id: str) -> Job | None: ...
+    async def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]: ...
+    async def queue_position(self, job: Job) -> int | None: ...
+    async def queue_depth(self) -> int: ...
+    async def claim(self) -> Job | None: ...
+    async def set_progress(self, job_id: str, value: float, total: float) -> None: ...
+    async def complete(
+        self, job_id: str, outputs: list[OutputFile], metrics: dict[str, float]
+    ) -> Job | None: ...
+    async def fail(self, job_id: str, error: str, metrics: dict[str, float] | None = None) -> Job | None: ...
+    async def cancel(self, job_id: str) -> Job | None: ...
+    async def requeue(self, job_id: str) -> None: ...
+    async def mark_cancelled(self, job_id: str) -> Job | None: ...
+    async def add_log(self, job_id: str, message: str) -> None: ...
+    async def logs(self, job_id: str) -> list[LogLine]: ...
+    async def expire(self, finished_before: float) -> list[Job]: ...
+
+    # -- webhooks --------------------------------------------------------------------------------------
+    async def claim_webhook(self, now: float, lease_seconds: float) -> WebhookDue | None: ...
+    async def webhook_attempted(
+        self, due: WebhookDue, status_code: int | None, error: str | None, retry_at: float | None
+    ) -> None: ...
+    async def next_webhook_at(self) -> float | None: ...
+    async def deliveries(self, job_id: str) -> list[Delivery]: ...
+
+    # -- keys ------------------------------------------------------------------------------------------
+    async def authenticate(self, secret: str) -> ApiKey | None: ...
+    async def key(self, key_id: str) -> ApiKey | None: ...
+
+    async def close(self) -> None: ...
