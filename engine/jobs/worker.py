@@ -143,7 +143,7 @@ class Worker:
             exc = self._task.exception()
             crashed = f"{type(exc).__name__}: {exc}" if exc is not None else "stopped"
         return WorkerHealth(
-            alive=self._task is not None and not self._task.done(),
+            alive=self._task is None or not self._task.done(),  # not started yet (warming up) is not dead
             running=self.current.id if self.current is not None else None,
             store_error=self._store_error,
             store_failing_since=self._store_failing_since,
@@ -179,16 +179,22 @@ class Worker:
                 await self._finished(await self._stored(partial(self.store.fail, job.id, INTERNAL_ERROR)))
 
     async def _stored(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A store call that must happen: retried with backoff while the store refuses it."""
+        """A store call that must happen: retried with backoff while the store refuses it, whatever
+        the reason (an unexpected error too: the worker must outlive it)."""
         failures = 0
         while True:
             try:
                 result = await call()
-            except StoreUnavailable as exc:
+            except Exception as exc:
                 if self._store_failing_since is None:
                     self._store_failing_since = time.time()
-                    log.error("the job store refused a write; retrying until it accepts: %s", exc)
-                self._store_error = str(exc)
+                    log.error(
+                        "the job store refused a call; retrying until it accepts",
+                        exc_info=not isinstance(exc, StoreUnavailable),
+                    )
+                self._store_error = (
+                    str(exc) if isinstance(exc, StoreUnavailable) else f"{type(exc).__name__}: {exc}"
+                )
                 await asyncio.sleep(STORE_RETRY_SECONDS[min(failures, len(STORE_RETRY_SECONDS) - 1)])
                 failures += 1
                 continue

@@ -120,3 +120,26 @@ def test_storage_waits_happen_off_the_event_loop(settings: Settings) -> None:
                 blocker.close()
                 submitting.join(60)
         assert submitted and submitted[0].status_code == 200
+
+
+def test_the_worker_outlives_a_broken_store(server: LiveServer) -> None:
+    """A store that fails in a way nobody planned for: the worker reports it through /health and
+    /ready (so a supervisor can act) and carries on once the store works again."""
+
+    def broken_claim() -> None:
+        raise RuntimeError("the store's driver broke")
+
+    database = server.service.database
+    working_claim = database.claim
+    with server.client() as client:
+        assert client.get("/health").status_code == 200
+        database.claim = broken_claim  # type: ignore[method-assign]
+        server.loop.call_soon_threadsafe(server.service.worker.wake)  # type: ignore[union-attr]
+        wait_until(lambda: client.get("/health").status_code == 503, 10)
+        worker = client.get("/health").json()["worker"]
+        assert worker["state"] == "store failing" and "driver broke" in worker["error"]
+        assert client.get("/ready").status_code == 503
+        database.claim = working_claim  # type: ignore[method-assign]
+        job_id = client.post("/v2/solid-color", json={}).json()["request_id"]
+        wait_until(lambda: status(client, job_id) == "COMPLETED", 30)
+        assert client.get("/health").status_code == 200
