@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from engine.jobs.sqlite_connection import SchemaTooNew
 from engine.jobs.sqlite_store import MAX_ATTEMPTS, SqliteStore
 from engine.jobs.types import InsufficientCredits, JobStatus, NewJob, OutputFile
 
@@ -150,3 +153,53 @@ def test_keys_are_stored_hashed_and_revocable(store: SqliteStore, tmp_path: Path
     assert store.authenticate(secret + "x") is None
     assert store.revoke_key(key.id) and store.authenticate(secret) is None
     assert not store.has_keys()
+
+
+# A database as the first release wrote it (before schema versioning: user_version 0, no outbox).
+FIRST_RELEASE_SCHEMA = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, endpoint TEXT NOT NULL,
+    api TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL, prompt TEXT NOT NULL,
+    output_node TEXT NOT NULL, cost_micros INTEGER NOT NULL, key_id TEXT, idempotency_key TEXT,
+    webhook_url TEXT, base_url TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, started_at REAL,
+    finished_at REAL, outputs TEXT, error TEXT, metrics TEXT, progress_value REAL, progress_total REAL,
+    attempts INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE job_logs (job_id TEXT NOT NULL, at REAL NOT NULL, message TEXT NOT NULL);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_hash TEXT NOT NULL UNIQUE,
+    balance_micros INTEGER NOT NULL, reserved_micros INTEGER NOT NULL DEFAULT 0,
+    rate_per_minute INTEGER NOT NULL, created_at REAL NOT NULL, revoked_at REAL
+);
+CREATE TABLE webhook_deliveries (
+    job_id TEXT NOT NULL, attempt INTEGER NOT NULL, at REAL NOT NULL, url TEXT NOT NULL,
+    status_code INTEGER, error TEXT
+);
+INSERT INTO jobs (id, endpoint, api, status, params, prompt, output_node, cost_micros, webhook_url,
+                  created_at, started_at, attempts)
+VALUES ('00000000-0000-4000-8000-000000000001', 'solid-color', 'segmind', 'PROCESSING', '{}', '{}',
+        '1', 0, 'https://example.com/hook', 1.0, 2.0, 1);
+"""
+
+
+def test_a_first_release_database_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(FIRST_RELEASE_SCHEMA)
+    store = SqliteStore(path)
+    assert store._query("PRAGMA user_version")[0][0] == 2
+    job_id = "00000000-0000-4000-8000-000000000001"
+    assert store.recover() == (1, 0) and store.get(job_id).status == JobStatus.QUEUED
+    store.claim()
+    store.complete(job_id, [], {})  # finishing it queues its webhook in the table version 2 added
+    assert store.claim_webhook(now=time.time() + 1, lease_seconds=10).job_id == job_id
+    store.close()
+    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == 2  # reopening changes nothing
+
+
+def test_a_database_from_a_newer_engine_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite3"
+    with sqlite3.connect(path) as newer:
+        newer.execute("PRAGMA user_version = 99")
+    with pytest.raises(SchemaTooNew, match="schema version 99"):
+        SqliteStore(path)

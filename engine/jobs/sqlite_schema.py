@@ -1,0 +1,82 @@
+"""The store's schema as a list of migrations, applied in order and counted in `PRAGMA user_version`.
+
+A database records how many migrations it has had, so a newer engine upgrades an older file in
+place, in one transaction per step, and an older engine refuses a file it does not understand
+instead of misreading it. Migrations are only ever appended: an edit to one that has shipped would
+leave existing databases on a schema no code describes.
+"""
+
+from __future__ import annotations
+
+INITIAL = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    api TEXT NOT NULL,
+    status TEXT NOT NULL,
+    params TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    output_node TEXT NOT NULL,
+    cost_micros INTEGER NOT NULL,
+    key_id TEXT,
+    idempotency_key TEXT,
+    webhook_url TEXT,
+    base_url TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    outputs TEXT,
+    error TEXT,
+    metrics TEXT,
+    progress_value REAL,
+    progress_total REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+    ON jobs (COALESCE(key_id, ''), idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
+CREATE TABLE IF NOT EXISTS job_logs (
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs (job_id);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE,
+    balance_micros INTEGER NOT NULL,
+    reserved_micros INTEGER NOT NULL DEFAULT 0,
+    rate_per_minute INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at REAL NOT NULL,
+    url TEXT NOT NULL,
+    status_code INTEGER,
+    error TEXT
+);
+"""
+
+
+"""Version 1: jobs, their logs, API keys and the webhook delivery log, as first shipped (with IF NOT
+EXISTS, so files created before schema versioning, at user_version 0, pass through it unchanged)."""
+
+WEBHOOK_OUTBOX = """
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    job_id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (due_at);
+"""
+"""Version 2: webhooks waiting for delivery live in the store, so retries survive a restart."""
+
+MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX)
