@@ -21,7 +21,8 @@ class Settings:
     graphs_dir: Path = Path("graphs")
     custom_nodes_dirs: tuple[Path, ...] = (Path("custom_nodes"),)
     public_url: str | None = None
-    """Base of the absolute URLs in responses (status_url, image URLs) when behind a proxy."""
+    """Base of the absolute URLs in responses (status_url, image URLs, OpenAPI servers); without it they use
+    the address the server listens on, never the client's Host header."""
     retention_seconds: float = 3600.0
     sync_timeout_seconds: float = 600.0
     cache_bytes: int = 4 * 1024**3

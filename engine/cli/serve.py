@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from engine.api.app import create_app
+from engine.api.listen import bind, is_wildcard, socket_url
 from engine.cli.settings_args import add_service_arguments, settings_from
 from engine.service import Service
 from engine.settings import LOCALHOST
@@ -39,7 +40,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if endpoint.unavailable is not None:
             log.warning("endpoint %s is unavailable: %s", name, endpoint.unavailable)
     log.info("webhooks are signed with the secret in %s", settings.data_path / "webhook_secret")
-    web.run_app(create_app(service), host=host, port=settings.port, print=lambda _: None)
+    try:
+        sock = bind(host, settings.port)
+    except OSError as exc:
+        raise SystemExit(f"cannot listen on {host}:{settings.port}: {exc.strerror or exc}") from None
+    listen_url = socket_url(sock)
+    if settings.public_url is None and is_wildcard(sock):
+        log.warning(
+            "listening on every interface without --public-url: response URLs will say %s, which remote "
+            "clients cannot reach; pass --public-url with the address clients use",
+            listen_url,
+        )
+    log.info("listening on %s; response URLs start with %s", listen_url, settings.public_url or listen_url)
+    web.run_app(create_app(service, listen_url), sock=sock, print=lambda _: None)
     return 0
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from engine import folders
 from engine.api.app import create_app
+from engine.api.listen import bind, socket_url
 from engine.diffusion.test_models import write_test_models
 from engine.service import Service
 from engine.settings import Settings
@@ -46,12 +47,12 @@ class LiveServer:
         return self
 
     async def _start(self) -> str:
-        self.runner = web.AppRunner(create_app(self.service))
+        sock = bind("127.0.0.1", 0)
+        url = socket_url(sock)
+        self.runner = web.AppRunner(create_app(self.service, url))
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
+        await web.SockSite(self.runner, sock).start()
+        return url
 
     def __exit__(self, *_: object) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
