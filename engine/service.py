@@ -83,11 +83,6 @@ class Service:
         """How a finished job is shown to its webhook; the HTTP layer installs its API's shape."""
         self._tasks: list[asyncio.Task[Any]] = []
 
-    @property
-    def open_access(self) -> bool:
-        """No API keys exist: anyone who can connect may call, so the server binds to localhost only."""
-        return not self.store.has_keys()
-
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -13,6 +13,9 @@ class Settings:
     base_dir: Path = field(default_factory=Path.cwd)
     """Holds models/, input/, output/, temp/ and data/ unless they are set one by one."""
     host: str = LOCALHOST
+    open_access: bool = False
+    """Serve without API keys (bound to localhost only). Only the operator's flag turns it on, never the
+    absence of keys: revoking the last key must not open the API."""
     port: int = 8188
     models_dir: Path | None = None
     extra_model_paths: tuple[Path, ...] = ()

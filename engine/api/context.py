@@ -13,7 +13,7 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 BASE_URL = web.AppKey("base_url", str)
 """Base of the absolute URLs in responses, fixed at start-up (see engine.api.listen)."""
 API_KEY = web.RequestKey("api_key", ApiKey | None)  # type: ignore[arg-type]
-"""The authenticated key, or None in open (no keys) mode."""
+"""The authenticated key, or None when the server runs with --open-access (and on public routes)."""
 
 
 def api_key(request: web.Request) -> ApiKey | None:

@@ -20,14 +20,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     service = Service(settings)
     host = settings.host
-    if service.open_access:
+    if settings.open_access:
         if host != LOCALHOST:
-            log.warning("no API keys exist, so the server binds to %s only (not %s)", LOCALHOST, host)
+            log.warning("--open-access: binding to %s only (not %s)", LOCALHOST, host)
         host = LOCALHOST
         log.warning(
-            "OPEN ACCESS: no API keys are configured; anyone on this machine can call the API. "
-            "Create one with `engine keys add NAME` to require keys and allow remote clients."
+            "OPEN ACCESS (--open-access): no API key is asked for; anyone on this machine can call the "
+            "API and read every job. Restart without it, after `engine keys add NAME`, to require keys."
         )
+    elif not service.store.has_keys():
+        log.warning(
+            "no API keys exist: every request will be refused (401) until one is created with "
+            "`engine keys add NAME` (or restart with --open-access for local use without keys)"
+        )
+    else:
+        log.info("API keys are required")
     requeued, failed = service.recovered
     if requeued or failed:
         log.info("recovered from an earlier stop: %d jobs queued again, %d failed", requeued, failed)
@@ -74,6 +81,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="ENDPOINT",
         help="endpoints run once before /ready turns true (default: all available)",
+    )
+    serve.add_argument(
+        "--open-access",
+        action="store_true",
+        default=None,
+        help="serve without API keys, on localhost only (development; also ENGINE_OPEN_ACCESS=1)",
     )
     serve.add_argument(
         "--allow-private-webhooks",

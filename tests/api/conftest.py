@@ -98,13 +98,14 @@ def settings(tmp_path: Path, test_models: Path, graphs_dir: Path) -> Settings:
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[LiveServer]:
-    with LiveServer(settings) as live:
+    """A server started with --open-access: no key needed."""
+    with LiveServer(replace(settings, open_access=True)) as live:
         yield live
 
 
 @pytest.fixture
 def keyed_server(settings: Settings) -> Iterator[tuple[LiveServer, str]]:
     """A server that requires keys, and the secret of one with 10 credits and 600 requests/minute."""
-    with LiveServer(replace(settings)) as live:
+    with LiveServer(settings) as live:
         _, secret = live.service.store.add_key("tester", credits=10, rate_per_minute=600)
         yield live, secret

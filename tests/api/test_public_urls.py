@@ -32,7 +32,7 @@ def test_urls_use_the_bound_address_whatever_the_host_header(server: LiveServer)
 
 
 def test_urls_use_the_configured_public_url(settings: Settings) -> None:
-    public = replace(settings, public_url="https://images.example.com/api/")
+    public = replace(settings, open_access=True, public_url="https://images.example.com/api/")
     with LiveServer(public) as server, forging_client(server) as client:
         submitted = client.post("/v2/solid-color", json={}).json()
         expected = f"https://images.example.com/api/v2/requests/{submitted['request_id']}/status"
