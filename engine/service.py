@@ -29,7 +29,7 @@ from engine.graph.registry import NodeRegistry
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.sqlite_store import SqliteStore
 from engine.jobs.types import ApiKey, Job, NewJob
-from engine.jobs.webhooks import WebhookSender, check_url, load_or_create_secret
+from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker
 from engine.metrics import Metrics
 from engine.nodes import create_registry
@@ -172,9 +172,9 @@ class Service:
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
     ) -> tuple[Job, bool]:
-        """Store and queue a request; (job, created). Raises InsufficientCredits, WebhookTargetError."""
-        if webhook_url is not None:
-            check_url(webhook_url)
+        """Store and queue a request; (job, created). Raises InsufficientCredits.
+
+        `webhook_url` must have passed webhook_targets.check_target (async: it resolves names)."""
         job_id = str(uuid.uuid4())
         new = NewJob(
             id=job_id,
