@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (see README):
-#   make serve   set up and run the service on its embedded defaults
+#   make serve   set up and run the service on its embedded defaults (open access, localhost only)
 #   make test    set up and run the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# --open-access: a fresh machine has no API keys; without it every request would get 401.
 serve: setup
-	$(BIN)/engine serve
+	$(BIN)/engine serve --open-access
 
 test: setup
 	$(BIN)/ruff check engine tests bench custom_nodes

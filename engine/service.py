@@ -32,7 +32,7 @@ from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
 from engine.jobs.store import JobStore, StoreUnavailable
 from engine.jobs.types import ApiKey, Job, JobStatus, NewJob
-from engine.jobs.webhooks import WebhookSender, check_url, load_or_create_secret
+from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
 from engine.metrics import Metrics
 from engine.nodes import create_registry
@@ -86,11 +86,6 @@ class Service:
         self.render_webhook: Callable[[Job], dict[str, Any]] = lambda job: {"request_id": job.id}
         """How a finished job is shown to its webhook; the HTTP layer installs its API's shape."""
         self._tasks: list[asyncio.Task[Any]] = []
-
-    @property
-    def open_access(self) -> bool:
-        """No API keys exist: anyone who can connect may call, so the server binds to localhost only."""
-        return not self.database.has_keys()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -196,9 +191,9 @@ class Service:
         idempotency_key: str | None = None,
         webhook_url: str | None = None,
     ) -> tuple[Job, bool]:
-        """Store and queue a request; (job, created). Raises InsufficientCredits, WebhookTargetError."""
-        if webhook_url is not None:
-            check_url(webhook_url)
+        """Store and queue a request; (job, created). Raises InsufficientCredits.
+
+        `webhook_url` must have passed webhook_targets.check_target (async: it resolves names)."""
         job_id = str(uuid.uuid4())
         new = NewJob(
             id=job_id,

@@ -13,6 +13,9 @@ class Settings:
     base_dir: Path = field(default_factory=Path.cwd)
     """Holds models/, input/, output/, temp/ and data/ unless they are set one by one."""
     host: str = LOCALHOST
+    open_access: bool = False
+    """Serve without API keys (bound to localhost only). Only the operator's flag turns it on, never the
+    absence of keys: revoking the last key must not open the API."""
     port: int = 8188
     models_dir: Path | None = None
     extra_model_paths: tuple[Path, ...] = ()
@@ -21,7 +24,8 @@ class Settings:
     graphs_dir: Path = Path("graphs")
     custom_nodes_dirs: tuple[Path, ...] = (Path("custom_nodes"),)
     public_url: str | None = None
-    """Base of the absolute URLs in responses (status_url, image URLs) when behind a proxy."""
+    """Base of the absolute URLs in responses (status_url, image URLs, OpenAPI servers); without it they use
+    the address the server listens on, never the client's Host header."""
     retention_seconds: float = 3600.0
     sync_timeout_seconds: float = 600.0
     cache_bytes: int = 4 * 1024**3

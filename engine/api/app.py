@@ -6,19 +6,21 @@ from aiohttp import web
 
 from engine.api import fal, meta, segmind
 from engine.api.auth import auth_middleware, notice_middleware
-from engine.api.context import RATE_LIMITER, SERVICE
+from engine.api.context import BASE_URL, RATE_LIMITER, SERVICE
 from engine.api.errors import error_middleware
 from engine.api.rate_limit import RateLimiter
 from engine.api.render import webhook_body
 from engine.service import Service
 
 
-def create_app(service: Service) -> web.Application:
+def create_app(service: Service, listen_url: str) -> web.Application:
+    """The application for a server listening at `listen_url` (see engine.api.listen)."""
     app = web.Application(
         middlewares=[notice_middleware, error_middleware, auth_middleware],
         client_max_size=service.settings.max_body_bytes,
     )
     app[SERVICE] = service
+    app[BASE_URL] = (service.settings.public_url or listen_url).rstrip("/")
     service.render_webhook = webhook_body
     app[RATE_LIMITER] = RateLimiter()
     meta.add_routes(app)

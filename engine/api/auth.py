@@ -1,8 +1,9 @@
 """Who is calling: API keys from `x-api-key` or `Authorization: Key ...`, per-key rate limits.
 
-With no keys configured the service is open, and `engine serve` then binds to localhost only.
-Routes are private unless their handler is marked `@public` (health, docs, output files, which are
-reached through unguessable URLs).
+Keys are required unless the operator starts the server with `--open-access` (which also binds it
+to localhost only). The mode is fixed at start-up: having no keys, or revoking the last one, closes
+the API rather than opening it. Routes are private unless their handler is marked `@public`
+(health, docs, output files, which are reached through unguessable URLs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from aiohttp import web
 from engine.api.context import API_KEY, RATE_LIMITER, SERVICE
 from engine.api.errors import ApiError, Handler
 from engine.api.rate_limit import retry_after_header
+from engine.service import Service
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -41,21 +43,33 @@ def presented_secret(request: web.Request) -> str | None:
     return None
 
 
+async def _no_keys_hint(service: Service) -> str:
+    """What the operator of a server with no live keys can do (looked up only when refusing a request)."""
+    if await service.store.has_keys():
+        return ""
+    return (
+        "; this server has no API keys yet: its operator creates one with `engine keys add NAME`, or "
+        "restarts it with `engine serve --open-access` (localhost only, no keys)"
+    )
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route_handler = request.match_info.handler
     service = request.app[SERVICE]
-    if getattr(route_handler, "engine_public", False) or service.open_access:
+    if getattr(route_handler, "engine_public", False) or service.settings.open_access:
         request[API_KEY] = None
         return await handler(request)
     secret = presented_secret(request)
     if secret is None:
         raise ApiError(
-            401, "an API key is required: send it in the x-api-key header (or Authorization: Key ...)"
+            401,
+            "an API key is required: send it in the x-api-key header (or Authorization: Key ...)"
+            + await _no_keys_hint(service),
         )
     key = await service.store.authenticate(secret)
     if key is None:
-        raise ApiError(401, "the API key is not valid (unknown or revoked)")
+        raise ApiError(401, "the API key is not valid (unknown or revoked)" + await _no_keys_hint(service))
     if getattr(route_handler, "engine_rate_limited", False):
         wait = request.app[RATE_LIMITER].acquire(key.id, key.rate_per_minute)
         if wait > 0:

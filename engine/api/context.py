@@ -10,8 +10,10 @@ from engine.service import Service
 
 SERVICE = web.AppKey("service", Service)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+BASE_URL = web.AppKey("base_url", str)
+"""Base of the absolute URLs in responses, fixed at start-up (see engine.api.listen)."""
 API_KEY = web.RequestKey("api_key", ApiKey | None)  # type: ignore[arg-type]
-"""The authenticated key, or None in open (no keys) mode."""
+"""The authenticated key, or None when the server runs with --open-access (and on public routes)."""
 
 
 def api_key(request: web.Request) -> ApiKey | None:
@@ -23,6 +25,4 @@ def service(request: web.Request) -> Service:
 
 
 def base_url(request: web.Request) -> str:
-    """Where clients reach us: the configured public URL, or the scheme and host they used."""
-    configured = request.app[SERVICE].settings.public_url
-    return (configured or f"{request.scheme}://{request.host}").rstrip("/")
+    return request.app[BASE_URL]

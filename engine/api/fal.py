@@ -14,7 +14,7 @@ from engine.api.auth import rate_limited
 from engine.api.context import service
 from engine.api.render import fal_result, fal_status, fal_submitted
 from engine.api.sse import stream_job
-from engine.api.submit import find_endpoint, job_headers, own_job, submit
+from engine.api.submit import Webhook, find_endpoint, job_headers, own_job, submit
 from engine.jobs.types import Job
 
 
@@ -32,7 +32,8 @@ async def _job(request: web.Request) -> Job:
 @rate_limited
 async def submit_request(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, _app_id(request), "fal")
-    job, created = await submit(request, endpoint, request.query.get("fal_webhook"))
+    url = request.query.get("fal_webhook")
+    job, created = await submit(request, endpoint, Webhook(url, "fal_webhook") if url else None)
     position = await service(request).store.queue_position(job)
     return web.json_response(fal_submitted(job, position), headers=job_headers(job, created))
 

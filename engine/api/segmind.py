@@ -16,12 +16,16 @@ from engine.api.context import service
 from engine.api.errors import ApiError
 from engine.api.render import segmind_result, segmind_status, segmind_submitted
 from engine.api.sse import stream_job
-from engine.api.submit import find_endpoint, job_headers, own_job, submit
+from engine.api.submit import Webhook, find_endpoint, job_headers, own_job, submit
 from engine.jobs.types import Job, JobStatus
 
 
-def _webhook(request: web.Request) -> str | None:
-    return request.query.get("webhook") or request.headers.get("x-webhook-url")
+def _webhook(request: web.Request) -> Webhook | None:
+    if request.query.get("webhook"):
+        return Webhook(request.query["webhook"], "webhook")
+    if request.headers.get("x-webhook-url"):
+        return Webhook(request.headers["x-webhook-url"], "x-webhook-url")
+    return None
 
 
 @rate_limited

@@ -3,6 +3,8 @@ lookups that follow (a job is visible only to the key that created it)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from aiohttp import web
 
 from engine.api.bodies import read_fields
@@ -10,9 +12,15 @@ from engine.api.context import api_key, base_url, service
 from engine.api.errors import ApiError
 from engine.endpoints import Endpoint, RequestError
 from engine.jobs.types import InsufficientCredits, Job
-from engine.jobs.webhooks import WebhookTargetError
+from engine.jobs.webhook_targets import WebhookTargetError, check_target
 
 MAX_IDEMPOTENCY_KEY = 255
+
+
+class Webhook(NamedTuple):
+    url: str
+    field: str
+    """The query parameter or header it came in, named in errors."""
 
 
 def find_endpoint(request: web.Request, endpoint_id: str, api: str) -> Endpoint:
@@ -26,7 +34,7 @@ def find_endpoint(request: web.Request, endpoint_id: str, api: str) -> Endpoint:
     return endpoint
 
 
-async def submit(request: web.Request, endpoint: Endpoint, webhook_url: str | None) -> tuple[Job, bool]:
+async def submit(request: web.Request, endpoint: Endpoint, webhook: Webhook | None) -> tuple[Job, bool]:
     """Parse the body against the endpoint and queue a job; (job, created)."""
     values, strings = await read_fields(request)
     try:
@@ -40,6 +48,8 @@ async def submit(request: web.Request, endpoint: Endpoint, webhook_url: str | No
         raise ApiError(
             400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", field="Idempotency-Key"
         )
+    if webhook is not None:
+        await _check_webhook(request, endpoint, webhook)
     try:
         return await service(request).submit(
             endpoint,
@@ -47,13 +57,22 @@ async def submit(request: web.Request, endpoint: Endpoint, webhook_url: str | No
             api=endpoint.api,
             key=api_key(request),
             idempotency_key=idempotency_key,
-            webhook_url=webhook_url,
+            webhook_url=webhook.url if webhook is not None else None,
             base_url=base_url(request),
         )
     except InsufficientCredits as exc:
         raise ApiError(406, str(exc), required=exc.needed, available=exc.available) from exc
+
+
+async def _check_webhook(request: web.Request, endpoint: Endpoint, webhook: Webhook) -> None:
+    """Refuse at submit a URL the server would refuse to call, naming the parameter it came in."""
+    try:
+        await check_target(webhook.url, allow_private=service(request).settings.allow_private_webhooks)
     except WebhookTargetError as exc:
-        raise ApiError(400, str(exc), field="webhook") from exc
+        if endpoint.api == "fal":  # FastAPI's validation shape, as for fal's body fields
+            detail = [{"loc": ["query", webhook.field], "msg": str(exc), "type": "value_error"}]
+            raise ApiError(422, str(exc), detail=detail) from exc
+        raise ApiError(400, str(exc), field=webhook.field) from exc
 
 
 async def own_job(request: web.Request, job_id: str) -> Job:

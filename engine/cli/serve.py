@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from engine.api.app import create_app
+from engine.api.listen import bind, is_wildcard, socket_url
 from engine.cli.settings_args import add_service_arguments, settings_from
 from engine.service import Service
 from engine.settings import LOCALHOST
@@ -19,14 +20,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     service = Service(settings)
     host = settings.host
-    if service.open_access:
+    if settings.open_access:
         if host != LOCALHOST:
-            log.warning("no API keys exist, so the server binds to %s only (not %s)", LOCALHOST, host)
+            log.warning("--open-access: binding to %s only (not %s)", LOCALHOST, host)
         host = LOCALHOST
         log.warning(
-            "OPEN ACCESS: no API keys are configured; anyone on this machine can call the API. "
-            "Create one with `engine keys add NAME` to require keys and allow remote clients."
+            "OPEN ACCESS (--open-access): no API key is asked for; anyone on this machine can call the "
+            "API and read every job. Restart without it, after `engine keys add NAME`, to require keys."
         )
+    elif not service.database.has_keys():
+        log.warning(
+            "no API keys exist: every request will be refused (401) until one is created with "
+            "`engine keys add NAME` (or restart with --open-access for local use without keys)"
+        )
+    else:
+        log.info("API keys are required")
     requeued, failed = service.recovered
     if requeued or failed:
         log.info("recovered from an earlier stop: %d jobs queued again, %d failed", requeued, failed)
@@ -39,7 +47,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if endpoint.unavailable is not None:
             log.warning("endpoint %s is unavailable: %s", name, endpoint.unavailable)
     log.info("webhooks are signed with the secret in %s", settings.data_path / "webhook_secret")
-    web.run_app(create_app(service), host=host, port=settings.port, print=lambda _: None)
+    try:
+        sock = bind(host, settings.port)
+    except OSError as exc:
+        raise SystemExit(f"cannot listen on {host}:{settings.port}: {exc.strerror or exc}") from None
+    listen_url = socket_url(sock)
+    if settings.public_url is None and is_wildcard(sock):
+        log.warning(
+            "listening on every interface without --public-url: response URLs will say %s, which remote "
+            "clients cannot reach; pass --public-url with the address clients use",
+            listen_url,
+        )
+    log.info("listening on %s; response URLs start with %s", listen_url, settings.public_url or listen_url)
+    web.run_app(create_app(service, listen_url), sock=sock, print=lambda _: None)
     return 0
 
 
@@ -61,6 +81,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         nargs="*",
         metavar="ENDPOINT",
         help="endpoints run once before /ready turns true (default: all available)",
+    )
+    serve.add_argument(
+        "--open-access",
+        action="store_true",
+        default=None,
+        help="serve without API keys, on localhost only (development; also ENGINE_OPEN_ACCESS=1)",
     )
     serve.add_argument(
         "--allow-private-webhooks",

@@ -8,6 +8,19 @@ from pathlib import Path
 
 from engine.settings import LOCALHOST, Settings
 
+SWITCH_ON = ("1", "true", "yes", "on")
+SWITCH_OFF = ("0", "false", "no", "off", "")
+
+
+def env_switch(name: str) -> bool:
+    """An on/off ENGINE_* variable; a value that is neither stops start-up rather than being guessed at."""
+    value = os.environ.get(name, "").strip().lower()
+    if value not in SWITCH_ON + SWITCH_OFF:
+        raise SystemExit(
+            f"{name}={os.environ[name]!r} is not a switch: use 1, true, yes, on or 0, false, no, off"
+        )
+    return value in SWITCH_ON
+
 
 def settings_from(args: argparse.Namespace) -> Settings:
     base = Path(args.base_dir).resolve() if args.base_dir else Path.cwd()
@@ -15,6 +28,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for name in ("host", "port", "public_url"):
         if getattr(args, name, None) is not None:
             extra[name] = getattr(args, name)
+    if hasattr(args, "open_access"):  # only `engine serve` has the switch
+        extra["open_access"] = args.open_access or env_switch("ENGINE_OPEN_ACCESS")
     if getattr(args, "test_models", None) is not None:
         extra["test_models"] = args.test_models
     if getattr(args, "warmup", None) is not None:

@@ -132,5 +132,8 @@ class AsyncSqliteStore:
     async def authenticate(self, secret: str) -> ApiKey | None:
         return await self._run(lambda: self.database.authenticate(secret))
 
+    async def has_keys(self) -> bool:
+        return await self._run(self.database.has_keys)
+
     async def key(self, key_id: str) -> ApiKey | None:
         return await self._run(lambda: self.database.key(key_id))

@@ -5,8 +5,8 @@ Signatures follow Standard Webhooks: headers `webhook-id`, `webhook-timestamp` a
 secret (`whsec_<base64>`), so receivers can use any Standard Webhooks library to verify.
 
 The URL comes from a client, so it must not become a way into the server's own network: unless
-private targets are explicitly allowed, a URL whose host is or resolves to a loopback, private,
-link-local or otherwise non-global address is refused, checked on the addresses actually connected to.
+private targets are explicitly allowed, engine.jobs.webhook_targets refuses each connection to an
+address that is not public.
 """
 
 from __future__ import annotations
@@ -16,37 +16,28 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 from engine.jobs.store import JobStore, StoreUnavailable, WebhookDue
 from engine.jobs.types import Job
+from engine.jobs.webhook_targets import PublicOnlyResolver, WebhookTargetError, refuse_private_address
 
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
-MAX_URL_LENGTH = 2048
 DEFAULT_DELAYS = (0.0, 5.0, 30.0, 120.0, 600.0)
 """Seconds to wait before each attempt: five tries over about 13 minutes."""
 IDLE_POLL_SECONDS = 5.0
 """How often the outbox is looked at with nothing due (finishing jobs wake the sender at once)."""
 LEASE_MARGIN_SECONDS = 5.0
-
-
-class WebhookTargetError(ValueError):
-    """A webhook URL the server will not call; the message says why."""
 
 
 def new_secret() -> str:
@@ -68,46 +59,6 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
     signed = f"{message_id}.{timestamp}.".encode() + body
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-
-
-def check_url(url: str) -> str:
-    """Shape checks done at submit time, so a client learns at once that its URL is unusable."""
-    if len(url) > MAX_URL_LENGTH:
-        raise WebhookTargetError(f"webhook URL is longer than {MAX_URL_LENGTH} characters")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookTargetError("webhook URL must be an absolute http:// or https:// URL")
-    return url
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _refuse_non_global(host: str) -> None:
-    address = ipaddress.ip_address(host)
-    if not address.is_global:
-        raise WebhookTargetError(f"webhook target {host} is not a public address")
-
-
-class _PublicOnlyResolver(AbstractResolver):
-    """Resolves like the default resolver, then refuses any non-public address."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):  # type: ignore[override]
-        results: list[ResolveResult] = await self._inner.resolve(host, port, family)
-        for result in results:
-            _refuse_non_global(result["host"])
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 class WebhookSender:
@@ -136,7 +87,7 @@ class WebhookSender:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(resolver=None if self.allow_private else _PublicOnlyResolver())
+            connector = aiohttp.TCPConnector(resolver=None if self.allow_private else PublicOnlyResolver())
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout)
             )
@@ -200,8 +151,8 @@ class WebhookSender:
             "webhook-signature": sign(self.secret, message_id, timestamp, body),
         }
         try:
-            if not self.allow_private and _is_address(urlsplit(url).hostname or ""):
-                _refuse_non_global(urlsplit(url).hostname or "")  # names are checked by the resolver
+            if not self.allow_private:
+                refuse_private_address(url)  # names are checked by the resolver, on each connection
             async with self._client().post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from engine import folders
 from engine.api.app import create_app
+from engine.api.listen import bind, socket_url
 from engine.diffusion.test_models import write_test_models
 from engine.service import Service
 from engine.settings import Settings
@@ -48,12 +49,12 @@ class LiveServer:
         return self
 
     async def _start(self) -> str:
-        self.runner = web.AppRunner(create_app(self.service))
+        sock = bind("127.0.0.1", 0)
+        url = socket_url(sock)
+        self.runner = web.AppRunner(create_app(self.service, url))
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}"
+        await web.SockSite(self.runner, sock).start()
+        return url
 
     def __exit__(self, *_: object) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
@@ -103,13 +104,14 @@ def settings(tmp_path: Path, test_models: Path, graphs_dir: Path) -> Settings:
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[LiveServer]:
-    with LiveServer(settings) as live:
+    """A server started with --open-access: no key needed."""
+    with LiveServer(replace(settings, open_access=True)) as live:
         yield live
 
 
 @pytest.fixture
 def keyed_server(settings: Settings) -> Iterator[tuple[LiveServer, str]]:
     """A server that requires keys, and the secret of one with 10 credits and 600 requests/minute."""
-    with LiveServer(replace(settings)) as live:
+    with LiveServer(settings) as live:
         _, secret = live.service.database.add_key("tester", credits=10, rate_per_minute=600)
         yield live, secret

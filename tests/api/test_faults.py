@@ -100,7 +100,7 @@ def test_storage_waits_happen_off_the_event_loop(settings: Settings) -> None:
     """While another process holds the database's write lock, a submission waits for it, and the
     server keeps answering everything else (a loop blocked on the lock would answer nothing until the
     lock is released, which here happens only after those answers arrive)."""
-    with LiveServer(settings) as server:
+    with LiveServer(replace(settings, open_access=True)) as server:
         blocker = sqlite3.connect(server.service.settings.database_path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         submitted: list[httpx.Response] = []

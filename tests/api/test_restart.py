@@ -161,7 +161,7 @@ def test_webhook_retries_survive_sigkill(tmp_path: Path, graphs_dir: Path) -> No
     store = SqliteStore(tmp_path / "data" / "engine.sqlite3")
     receiver = FlakyReceiver()
     with receiver as hook:
-        server = start(tmp_path, graphs_dir, port, "--allow-private-webhooks")
+        server = start(tmp_path, graphs_dir, port, "--allow-private-webhooks", "--open-access")
         try:
             wait_ready(url, server)
             job_id = httpx.post(f"{url}/v2/solid-color?webhook={hook}", json={}).json()["request_id"]
@@ -173,7 +173,7 @@ def test_webhook_retries_survive_sigkill(tmp_path: Path, graphs_dir: Path) -> No
             os.kill(server.pid, signal.SIGKILL)
             server.wait()
 
-        server = start(tmp_path, graphs_dir, port, "--allow-private-webhooks")
+        server = start(tmp_path, graphs_dir, port, "--allow-private-webhooks", "--open-access")
         try:
             deadline = time.monotonic() + 60
             while len(store.deliveries(job_id)) < 2:

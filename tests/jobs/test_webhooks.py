@@ -17,7 +17,8 @@ from aiohttp import web
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
 from engine.jobs.types import NewJob
-from engine.jobs.webhooks import WebhookSender, WebhookTargetError, check_url, new_secret
+from engine.jobs.webhook_targets import WebhookTargetError, check_url
+from engine.jobs.webhooks import WebhookSender, new_secret
 
 
 def verify(secret: str, headers: Any, body: bytes) -> bool:
