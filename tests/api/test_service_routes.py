@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 from engine.diffusion.model_manager import get_manager
 from engine.settings import Settings
@@ -18,6 +21,32 @@ def test_ready_only_after_warm_up(settings: Settings) -> None:
         assert ready.status_code == 200 and ready.json()["ready"] is True
         assert set(ready.json()["warmup_seconds"]) == {"solid-color", "slow"}
         assert not (server.service.settings.base_dir / "output" / "warm-up").exists()
+
+
+def test_an_endpoint_whose_warm_up_fails_becomes_unavailable_and_ready_says_why(
+    settings: Settings, test_models: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(test_models, models, copy_function=os.symlink)
+    shutil.rmtree(models / "text_encoders" / "tokenizers" / "clip_l")  # Flux needs it, AuraFlow does not
+    warm_up = ("flux-schnell", "solid-color")
+    with (
+        LiveServer(replace(settings, models_dir=models, warmup_endpoints=warm_up)) as server,
+        server.client() as client,
+    ):
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        failed = ready.json()["warmup_failed"]
+        assert list(failed) == ["flux-schnell"] and "vocab.json + merges.txt" in failed["flux-schnell"]
+        assert "flux-schnell" in ready.json()["reason"]
+        refused = client.post("/v1/flux-schnell", json={"prompt": "a fox"})
+        assert refused.status_code == 503
+        assert "warm-up failed" in refused.json()["error"] and "vocab.json" in refused.json()["error"]
+        assert client.post("/v1/solid-color", json={}).status_code == 200
+        served = client.post(
+            "/v1/aura-flow", json={"prompt": "a fox", "steps": 1, "width": 512, "height": 512}
+        )
+        assert served.status_code == 200
 
 
 def test_metrics_are_prometheus_text(server: LiveServer) -> None:
