@@ -81,7 +81,7 @@ class Service:
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes))
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
-        self.metrics = Metrics(self.store.queue_depth, memory_in_use)
+        self.metrics = Metrics(self.store.queue_depth, memory_in_use, self.executor.cache)
         get_manager().add_load_listener(self._model_loaded)
         self.worker: Worker | None = None
         self.broadcast: JobBroadcast | None = None

@@ -7,6 +7,8 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from engine.diffusion.model_manager import get_manager
 from engine.settings import Settings
 from tests.api.conftest import LiveServer
@@ -59,6 +61,25 @@ def test_metrics_are_prometheus_text(server: LiveServer) -> None:
     assert 'engine_jobs_finished_total{endpoint="broken",status="FAILED"} 1.0' in text
     assert 'engine_inference_seconds_count{endpoint="solid-color"} 1.0' in text
     assert "engine_queue_wait_seconds_bucket" in text and "engine_model_load_seconds" in text
+
+
+def test_metrics_report_the_output_cache_against_its_limit(settings: Settings) -> None:
+    image_bytes = 64 * 32 * 3 * 4  # one 64x32 RGB float32 IMAGE, the largest output a solid-color run caches
+    limit = image_bytes + 4096
+    with LiveServer(replace(settings, cache_bytes=limit)) as server, server.client() as client:
+
+        def cache() -> dict[str, float]:
+            families = text_string_to_metric_families(client.get("/metrics").text)
+            return {
+                s.name: s.value for f in families for s in f.samples if s.name.startswith("engine_output")
+            }
+
+        assert cache() == {"engine_output_cache_bytes": 0.0, "engine_output_cache_limit_bytes": limit}
+        for color in (0, 255):
+            request = {"width": 64, "height": 32, "color": color}
+            assert client.post("/v1/solid-color", json=request).status_code == 200
+            held = cache()["engine_output_cache_bytes"]
+            assert image_bytes <= held <= limit  # the second image pushed the first out
 
 
 def test_model_load_time_is_measured(server: LiveServer) -> None:
