@@ -1,4 +1,5 @@
-"""The service's Prometheus metrics: queue depth and wait, inference time, model load time, memory."""
+"""The service's Prometheus metrics: queue depth and wait, inference time, model load time, memory,
+and the output cache's size against its limit."""
 
 from __future__ import annotations
 
@@ -6,16 +7,27 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
+from engine.graph.cache import OutputCache
 from engine.jobs.types import Job
 
 SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
 
 
 class Metrics:
-    def __init__(self, memory: Callable[[], Mapping[str, float]]) -> None:
+    def __init__(self, memory: Callable[[], Mapping[str, float]], cache: OutputCache) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.queue_depth = Gauge("engine_queue_depth", "Jobs waiting to run", registry=self.registry)
+        Gauge(
+            "engine_output_cache_bytes",
+            "Memory held by node outputs kept between runs",
+            registry=self.registry,
+        ).set_function(lambda: cache.nbytes)
+        Gauge(
+            "engine_output_cache_limit_bytes",
+            "The output cache's limit (--cache-size): least recently used outputs are dropped beyond it",
+            registry=self.registry,
+        ).set_function(lambda: cache.max_bytes)
         self._memory = memory
         self.memory = Gauge(
             "engine_memory_bytes",

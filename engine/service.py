@@ -14,7 +14,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,16 @@ WARMUP_SUBFOLDER = "warm-up"
 
 @dataclass
 class Readiness:
+    """What /ready reports. An endpoint whose warm-up failed is marked unavailable (503 with the reason)
+    and listed in `warmup_failed`, but the server still becomes ready: its other endpoints serve, as they
+    do beside an endpoint whose model file is missing, and a probe failing on one bad endpoint would take
+    them all out of rotation (see `engine.api.meta.ready`)."""
+
     ready: bool = False
     reason: str = "starting"
     warmup_seconds: dict[str, float] = field(default_factory=dict)
+    warmup_failed: dict[str, str] = field(default_factory=dict)
+    """Endpoint -> why its warm-up failed (a missing tokenizer file, a failing node)."""
 
 
 class Service:
@@ -78,7 +85,7 @@ class Service:
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes))
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
-        self.metrics = Metrics(memory_in_use)
+        self.metrics = Metrics(memory_in_use, self.executor.cache)
         get_manager().add_load_listener(self._model_loaded)
         self.worker: Worker | None = None
         self.broadcast: JobBroadcast | None = None
@@ -131,7 +138,8 @@ class Service:
         return self.worker.health() if self.worker is not None else None
 
     async def _warm_up_then_work(self) -> None:
-        """Run each warm-up endpoint once (models load, kernels compile) before taking jobs."""
+        """Run each warm-up endpoint once (models load, kernels compile) before taking jobs; one that fails
+        would fail every request the same way, so it is made unavailable with the reason instead."""
         assert self.worker is not None
         names = self.settings.warmup_endpoints
         if names is None:
@@ -146,11 +154,14 @@ class Service:
             failure = await self.worker.warm_up(prompt)
             self.readiness.warmup_seconds[name] = round(time.perf_counter() - started, 3)
             if failure is not None:
-                log.error("warm-up of %s failed: %s", name, failure)
+                log.error("warm-up of %s failed, so it is unavailable: %s", name, failure)
+                self.readiness.warmup_failed[name] = failure
+                self.endpoints[name] = replace(endpoint, unavailable=f"its warm-up failed: {failure}")
         shutil.rmtree(folders.get_output_directory() / WARMUP_SUBFOLDER, ignore_errors=True)
         self.worker.start()
         self.readiness.ready = True
-        self.readiness.reason = "ready"
+        failed = ", ".join(self.readiness.warmup_failed)
+        self.readiness.reason = f"ready; unavailable after a failed warm-up: {failed}" if failed else "ready"
         log.info("ready: warm-up took %s", self.readiness.warmup_seconds or "no time (nothing to warm up)")
 
     async def _expire_forever(self) -> None:

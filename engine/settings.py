@@ -5,7 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.host_memory import available_memory_bytes
+
 LOCALHOST = "127.0.0.1"
+
+CACHE_MEMORY_DIVISOR = 16
+CACHE_DEFAULT_CAP_BYTES = 4 * 1024**3
+
+
+def default_cache_bytes() -> int:
+    """A sixteenth of the memory this process may use, at most 4 GiB.
+
+    The output cache shares host memory with the process and, on a CPU-only machine, with the model
+    weights (the model manager may use half of it), so a fixed 4 GiB took a quarter of a 16 GiB machine
+    or container. Its entries are small (a 1024x1024 image is 12 MB, a Flux latent 1 MB, a T5
+    conditioning 4 MB), so 4 GiB already holds hundreds of results and more buys little.
+    """
+    return min(CACHE_DEFAULT_CAP_BYTES, available_memory_bytes() // CACHE_MEMORY_DIVISOR)
 
 
 @dataclass(frozen=True)
@@ -27,8 +43,10 @@ class Settings:
     """Base of the absolute URLs in responses (status_url, image URLs, OpenAPI servers); without it they use
     the address the server listens on, never the client's Host header."""
     retention_seconds: float = 3600.0
+    """How long a finished job and its output files are kept before they are deleted."""
     sync_timeout_seconds: float = 600.0
-    cache_bytes: int = 4 * 1024**3
+    cache_bytes: int = field(default_factory=default_cache_bytes)
+    """Memory for node outputs kept between runs (engine.graph.cache); 0 keeps none."""
     max_body_bytes: int = 1024 * 1024
     allow_private_webhooks: bool = False
     webhook_delays: tuple[float, ...] = (0.0, 5.0, 30.0, 120.0, 600.0)

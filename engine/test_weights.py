@@ -24,13 +24,16 @@ COMPLETE_MARKER = ".complete"
 
 
 def has_real_weights() -> bool:
+    """Whether a model folder holds a file other than the engine's own test weights. A file that cannot
+    be read (damaged, a pickle) counts: it is the user's, so models/ is served and the endpoints naming it
+    say what is wrong with it, where test models would hide it behind noise."""
     for folder in WEIGHT_FOLDERS:
         for name in folders.get_filename_list(folder):
             try:
                 if not read_header(folders.get_full_path(folder, name)).holds_random_test_weights:
                     return True
             except WeightsFileError:
-                continue  # pickles and broken files are refused when a graph names them
+                return True
     return False
 
 

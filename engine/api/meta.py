@@ -42,6 +42,14 @@ async def health(request: web.Request) -> web.Response:
 
 @public
 async def ready(request: web.Request) -> web.Response:
+    """503 until warm-up is over, then 200, even when some endpoints failed their warm-up; 503 again
+    while the worker is dead or the store refuses its writes (no job could finish).
+
+    A readiness probe decides whether the instance gets traffic at all. An endpoint that failed its
+    warm-up answers 503 at once with the reason, as one whose model file is missing does, while the
+    others serve; a 503 here would take every endpoint out of rotation for one bad file, and keep it out
+    (the failure is not retried). So the body names the failed endpoints and why (`warmup_failed`) for
+    monitoring to alert on, and the status says only whether the instance can take requests."""
     engine = service(request)
     readiness = engine.readiness
     worker = engine.health()
@@ -50,6 +58,7 @@ async def ready(request: web.Request) -> web.Response:
         "ready": ok,
         "reason": readiness.reason if worker is None or worker.ok else f"worker {_worker(worker)['state']}",
         "warmup_seconds": readiness.warmup_seconds,
+        "warmup_failed": readiness.warmup_failed,
     }
     return web.json_response(body, status=200 if ok else 503)
 

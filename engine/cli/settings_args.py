@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
+from engine.host_memory import available_memory_bytes
 from engine.settings import LOCALHOST, Settings
 
 SWITCH_ON = ("1", "true", "yes", "on")
@@ -22,6 +24,51 @@ def env_switch(name: str) -> bool:
     return value in SWITCH_ON
 
 
+SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+SIZE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_QUANTITY = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*")
+
+MIN_RETENTION_SECONDS = 60
+"""Expired jobs are deleted once a minute, so a shorter period would not be kept to; it also leaves a
+client polling for its result no time to fetch it."""
+MAX_RETENTION_SECONDS = 365 * 86400
+"""The embedded store and the output folder grow with the retention period: results kept for longer
+belong in an archive of their own."""
+
+
+def _quantity(text: str, units: dict[str, int], what: str, example: str) -> float:
+    match = _QUANTITY.fullmatch(text)
+    if match is None or match.group(2).lower() not in units:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a {what}: give a non-negative number with an optional unit "
+            f"({', '.join(unit for unit in units if unit)}), e.g. {example}"
+        )
+    return float(match.group(1)) * units[match.group(2).lower()]
+
+
+def cache_size(text: str) -> int:
+    """A byte count such as 2GiB, 512MiB or 0 (no caching), no more than the memory this process has."""
+    size = int(_quantity(text, SIZE_UNITS, "size", "2GiB"))
+    available = available_memory_bytes()
+    if size > available:
+        raise argparse.ArgumentTypeError(
+            f"{text} is more than the memory this process may use ({available / 2**30:.1f} GiB); the cache "
+            "holds node outputs in memory, so it must fit beside the models"
+        )
+    return size
+
+
+def retention(text: str) -> float:
+    """A period such as 3600, 90m, 24h or 7d, between a minute and a year."""
+    seconds = _quantity(text, DURATION_UNITS, "duration", "24h")
+    if not MIN_RETENTION_SECONDS <= seconds <= MAX_RETENTION_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text} is outside {MIN_RETENTION_SECONDS} seconds to {MAX_RETENTION_SECONDS // 86400} days"
+        )
+    return seconds
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     base = Path(args.base_dir).resolve() if args.base_dir else Path.cwd()
     extra = {}
@@ -34,6 +81,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["test_models"] = args.test_models
     if getattr(args, "warmup", None) is not None:
         extra["warmup_endpoints"] = tuple(args.warmup)
+    if getattr(args, "cache_size", None) is not None:
+        extra["cache_bytes"] = args.cache_size
+    if getattr(args, "retention", None) is not None:
+        extra["retention_seconds"] = args.retention
     return Settings(
         base_dir=base,
         models_dir=Path(args.models_dir) if args.models_dir else None,
@@ -57,3 +108,19 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--public-url", default=os.environ.get("ENGINE_PUBLIC_URL"), help="base of absolute URLs"
     )
     parser.add_argument("--graphs", metavar="DIR", help="endpoint templates (default: ./graphs)")
+    parser.add_argument(
+        "--cache-size",
+        type=cache_size,
+        default=os.environ.get("ENGINE_CACHE_SIZE"),
+        metavar="SIZE",
+        help="memory for node outputs kept between runs, e.g. 2GiB or 0 for none "
+        "(default: 1/16 of memory, at most 4GiB; env ENGINE_CACHE_SIZE)",
+    )
+    parser.add_argument(
+        "--retention",
+        type=retention,
+        default=os.environ.get("ENGINE_RETENTION"),
+        metavar="PERIOD",
+        help="how long finished jobs and their images are kept, e.g. 3600, 90m, 24h, 7d "
+        "(default 1h; env ENGINE_RETENTION)",
+    )

@@ -8,8 +8,9 @@ shapes, so a full-size file and a tiny test file of the same family are read ali
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -46,14 +47,30 @@ class FileContents:
         return ", ".join(part.config.name for part in parts if part is not None)
 
 
-_DIFFUSION_FAMILIES = (flux.find, auraflow.find)
+_DIFFUSION_FAMILIES = (("Flux", flux.find), ("AuraFlow", auraflow.find))
+
+FindResult = TypeVar("FindResult")
+
+
+def _find(path: Path, family: str, find: Callable[[], FindResult]) -> FindResult:
+    """One family's finder, reading shapes from a header: a file with a family's marker tensor but not
+    the rest of its layout (damaged, or a variant) is refused by name instead of with a bare KeyError."""
+    try:
+        return find()
+    except WeightsFileError as exc:
+        raise WeightsFileError(f"{path.name}: {exc}") from exc
+    except (KeyError, IndexError, ValueError, ZeroDivisionError) as exc:
+        raise WeightsFileError(
+            f"{path.name}: holds part of a {family} model but not its whole layout "
+            f"({type(exc).__name__}: {exc}); the file may be damaged or of a variant this engine does not run"
+        ) from exc
 
 
 def identify_tensors(path: Path, tensors: Mapping[str, TensorInfo]) -> FileContents:
     """The models among `tensors` (a file's names, dtypes and shapes); an error naming the file if none."""
     diffusion_model = None
-    for find in _DIFFUSION_FAMILIES:
-        if (found := find(tensors)) is not None:
+    for family, find in _DIFFUSION_FAMILIES:
+        if (found := _find(path, family, partial(find, tensors))) is not None:
             diffusion_model = Part(*found)
             break
     text_encoders = []
@@ -61,10 +78,12 @@ def identify_tensors(path: Path, tensors: Mapping[str, TensorInfo]) -> FileConte
         part_tensors = {
             name[len(prefix) :]: info for name, info in tensors.items() if name.startswith(prefix)
         }
-        spec = detect_text_encoder(part_tensors) if part_tensors else None
+        if not part_tensors:
+            continue
+        spec = _find(path, "text encoder", partial(detect_text_encoder, part_tensors))
         if spec is not None:
             text_encoders.append(Part(prefix, spec))
-    found_vae = autoencoder.find(tensors)
+    found_vae = _find(path, "VAE", partial(autoencoder.find, tensors))
     contents = FileContents(
         path, diffusion_model, tuple(text_encoders), Part(*found_vae) if found_vae is not None else None
     )

@@ -7,6 +7,8 @@ they are loaded, so a file in one of them is refused with a message saying why.
 from __future__ import annotations
 
 import json
+import math
+import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +33,31 @@ TORCH_DTYPES = {
     "F8_E4M3": torch.float8_e4m3fn,
     "F8_E5M2": torch.float8_e5m2,
 }
+
+
+DTYPE_BITS = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
+"""Bits per element of each dtype the safetensors format defines."""
 
 
 class WeightsFileError(ValueError):
@@ -75,28 +102,99 @@ def _refuse_pickle(path: Path) -> None:
 
 
 def read_header(path: str | Path) -> SafetensorsHeader:
+    """The file's tensor names, dtypes and shapes and its metadata, checked as the safetensors format
+    defines them (and as the loader will check them): a damaged or foreign file is refused here, by name
+    and with what is wrong, instead of failing later with a KeyError or TypeError deep in a loader."""
     path = Path(path)
     _refuse_pickle(path)
     try:
         with path.open("rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
             if len(prefix) != 8:
                 raise WeightsFileError(f"{path.name}: too short to be a safetensors file")
             (size,) = struct.unpack("<Q", prefix)
-            if size > MAX_HEADER_BYTES:
+            if size > min(MAX_HEADER_BYTES, file_size - 8):
+                bound = "the format's limit" if size > MAX_HEADER_BYTES else "what the file holds"
                 raise WeightsFileError(
-                    f"{path.name}: not a safetensors file (header size {size} is implausible)"
+                    f"{path.name}: not a safetensors file (its header length, {size} bytes, is more than "
+                    f"{bound}: {min(MAX_HEADER_BYTES, file_size - 8)} bytes)"
                 )
             raw = f.read(size)
     except OSError as exc:
         raise WeightsFileError(f"{path.name}: cannot be read ({exc.strerror})") from exc
     try:
-        header = json.loads(raw)
+        header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WeightsFileError(f"{path.name}: not a safetensors file (its header is not JSON)") from exc
-    metadata = header.pop("__metadata__", None) or {}
-    tensors = {name: TensorInfo(entry["dtype"], tuple(entry["shape"])) for name, entry in header.items()}
+    except RecursionError:
+        raise WeightsFileError(f"{path.name}: not a safetensors file (its header nests too deeply)") from None
+    try:
+        tensors, metadata = _parse_header(header, data_bytes=file_size - 8 - size)
+    except _HeaderProblem as problem:
+        raise WeightsFileError(f"{path.name}: not a valid safetensors file: {problem}") from None
     return SafetensorsHeader(path=path, tensors=tensors, metadata=metadata)
+
+
+class _HeaderProblem(ValueError):
+    """What is wrong with a header, before the file's name is put in front of it."""
+
+
+def _parse_header(header: object, data_bytes: int) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    if not isinstance(header, dict):
+        raise _HeaderProblem(f"its header is a JSON {type(header).__name__}, not an object of tensors")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _HeaderProblem("'__metadata__' must map names to strings")
+    tensors: dict[str, TensorInfo] = {}
+    spans: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        info, begin, end = _parse_entry(name, entry)
+        if end > data_bytes:
+            raise _HeaderProblem(
+                f"tensor '{name}' ends at byte {end} of the data, which holds {data_bytes} bytes "
+                "(the file is truncated or its header is wrong)"
+            )
+        tensors[name] = info
+        spans.append((begin, end, name))
+    covered = 0
+    for begin, end, name in sorted(spans):
+        if begin != covered:
+            raise _HeaderProblem(f"tensor '{name}' starts at byte {begin}, not {covered} (overlap or gap)")
+        covered = end
+    if covered != data_bytes:
+        raise _HeaderProblem(f"the tensors hold {covered} bytes but the file has {data_bytes} bytes of data")
+    return tensors, metadata
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parse_entry(name: str, entry: object) -> tuple[TensorInfo, int, int]:
+    """A tensor's info and the span of its bytes in the data section."""
+    if not isinstance(entry, dict):
+        raise _HeaderProblem(f"tensor '{name}' is a JSON {type(entry).__name__}, not an object")
+    missing = [key for key in ("dtype", "shape", "data_offsets") if key not in entry]
+    if missing:
+        raise _HeaderProblem(f"tensor '{name}' has no {', '.join(repr(key) for key in missing)}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise _HeaderProblem(f"tensor '{name}' has dtype {dtype!r}; known: {', '.join(DTYPE_BITS)}")
+    if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+        raise _HeaderProblem(f"tensor '{name}' has shape {shape!r}, not a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(n) for n in offsets)):
+        raise _HeaderProblem(f"tensor '{name}' has data_offsets {offsets!r}, not [begin, end] byte counts")
+    begin, end = offsets
+    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    if end < begin or bits != 8 * (end - begin):
+        raise _HeaderProblem(
+            f"tensor '{name}' ({dtype}, shape {shape}) needs {bits / 8:g} bytes but data_offsets "
+            f"{offsets} hold {end - begin}"
+        )
+    return TensorInfo(dtype, tuple(shape)), begin, end
 
 
 def load_tensors(

@@ -4,8 +4,10 @@ A template's URL name is its path below the folder without `.json`: `graphs/aura
 `aura-flow`, `graphs/fal-ai/aura-flow.json` serves `fal-ai/aura-flow`, so a file's place tells where it
 is served and nothing can disagree with it. Each file is read, its bindings checked against the node
 definitions, and its graph, built with default values, checked by `validate_prompt` as a request would
-be. Any problem stops start-up with an EndpointError naming the file, except a missing model file: that
-marks the endpoint unavailable (a server with one model installed still serves that model).
+be. Any problem stops start-up with an EndpointError naming the file, except a missing model file or one
+that cannot be used (a damaged header, a pickle, no model this engine runs): that marks the endpoint
+unavailable with the reason (a server with one model installed still serves that model, and one broken
+download takes down only the endpoints that name it).
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+from engine import folders
+from engine.diffusion.detect import identify
+from engine.diffusion.safetensors_file import WeightsFileError
 from engine.endpoints.bindings import check_bindings
 from engine.endpoints.declaration import read_endpoint
 from engine.endpoints.errors import EndpointError
 from engine.endpoints.spec import Endpoint
 from engine.folders import MODEL_EXTENSIONS
 from engine.graph.registry import NodeRegistry
+from engine.graph.types import Prompt
 from engine.graph.validate import ValidationError, validate_prompt
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -69,7 +75,9 @@ def load_endpoint(path: Path, endpoint_id: str, registry: NodeRegistry) -> Endpo
             f"{path}: {segments[0]!r} cannot start a {endpoint.api} endpoint's path: other routes use it"
         )
     check_bindings(endpoint, registry)
-    return replace(endpoint, unavailable=_missing_models(endpoint, registry))
+    prompt = endpoint.build(endpoint.defaults(), output_prefix=CHECK_PREFIX)
+    reasons = [_missing_models(endpoint, prompt, registry), _unusable_models(prompt, registry)]
+    return replace(endpoint, unavailable="; ".join(r for r in reasons if r) or None)
 
 
 def _is_missing_model(error: ValidationError) -> bool:
@@ -81,10 +89,9 @@ def _is_missing_model(error: ValidationError) -> bool:
     )
 
 
-def _missing_models(endpoint: Endpoint, registry: NodeRegistry) -> str | None:
+def _missing_models(endpoint: Endpoint, prompt: Prompt, registry: NodeRegistry) -> str | None:
     """Validate the default request's graph; a model file not in its loader's list makes the endpoint
     unavailable (the reason names the files), any other error is the template's and stops start-up."""
-    prompt = endpoint.build(endpoint.defaults(), output_prefix=CHECK_PREFIX)
     result = validate_prompt(registry, prompt)
     if result.error is not None and not result.node_errors:
         raise EndpointError(f"{endpoint.source}: the graph does not validate: {result.error.message}")
@@ -100,3 +107,34 @@ def _missing_models(endpoint: Endpoint, registry: NodeRegistry) -> str | None:
                     f"({node_errors.class_type}): {error.message}: {error.details}"
                 )
     return f"missing model file(s): {', '.join(missing)}" if missing else None
+
+
+def _model_files(prompt: Prompt, registry: NodeRegistry) -> list[Path]:
+    """The model files the graph's loaders name. A loader lists its folder's files as its combo, so the
+    folder is the one whose listing the combo is (this holds for custom loaders written against
+    ComfyUI's folder_paths too); names no folder lists are the missing ones, reported apart."""
+    listings = {folder: tuple(folders.get_filename_list(folder)) for folder in folders.current().model_paths}
+    paths: list[Path] = []
+    for node in prompt.values():
+        inputs = registry.definition(node["class_type"]).inputs
+        for name, value in node["inputs"].items():
+            spec = inputs.get(name)
+            if spec is None or not isinstance(value, str) or not value.lower().endswith(MODEL_EXTENSIONS):
+                continue
+            for folder, listing in listings.items():
+                if listing == spec.choices and value in listing:
+                    paths.append(folders.get_full_path(folder, value))
+    return list(dict.fromkeys(paths))
+
+
+def _unusable_models(prompt: Prompt, registry: NodeRegistry) -> str | None:
+    """Read the header of each model file the graph names (no tensor): a file that would fail every
+    request (a damaged or truncated header, a pickle, no model this engine runs) is named with what is
+    wrong with it, once at start instead of in each failed job."""
+    problems = []
+    for path in _model_files(prompt, registry):
+        try:
+            identify(path)
+        except WeightsFileError as exc:
+            problems.append(str(exc))
+    return f"unusable model file(s): {'; '.join(problems)}" if problems else None

@@ -1,8 +1,9 @@
 """Image nodes: VAE decode and encode, empty images, and images in and out of the user's folders.
 
 SaveImage writes what ComfyUI writes (PNG with the graph in its text chunks, `{prefix}_{counter:05}_.png`
-numbering continuing after the highest existing file), so files move between the two freely. Every name
-from a graph (a filename_prefix, an image to load) is resolved inside its folder or refused.
+numbering continuing after the highest existing file), so files move between the two freely; each file
+appears whole or not at all (see output_files). Every name from a graph (a filename_prefix, an image to
+load) is resolved inside its folder or refused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 from engine import folders
 from engine.diffusion.vae import VAE
 from engine.nodes.latent import MAX_RESOLUTION
+from engine.nodes.output_files import write_numbered
 
 SINGLE_FRAME_FORMATS = ("MPO",)
 """Multi-picture files whose extra frames are not a batch (a camera's depth or preview images)."""
@@ -158,23 +160,19 @@ class SaveImage:
         results = []
         for batch_number, image in enumerate(images):
             name = target.filename.replace("%batch_num%", str(batch_number))
-            file, counter = _create_numbered(target.folder, name, counter)
-            with file:
-                to_pil(image).save(file, format="PNG", pnginfo=metadata, compress_level=self.compress_level)
-            results.append(
-                {"filename": Path(file.name).name, "subfolder": target.subfolder, "type": self.folder_type}
+            picture = to_pil(image)
+            path, counter = write_numbered(
+                target.folder,
+                name,
+                counter,
+                "png",
+                lambda stream, picture=picture: picture.save(
+                    stream, format="PNG", pnginfo=metadata, compress_level=self.compress_level
+                ),
             )
+            results.append({"filename": path.name, "subfolder": target.subfolder, "type": self.folder_type})
             counter += 1
         return {"ui": {"images": results}}
-
-
-def _create_numbered(folder: Path, name: str, counter: int) -> tuple[Any, int]:
-    """Open `{name}_{counter:05}_.png` for writing, moving past any number another writer took meanwhile."""
-    while True:
-        try:
-            return (folder / f"{name}_{counter:05}_.png").open("xb"), counter
-        except FileExistsError:
-            counter += 1
 
 
 class PreviewImage(SaveImage):

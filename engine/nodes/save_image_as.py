@@ -3,20 +3,21 @@
 ComfyUI's SaveImage writes PNGs with the whole graph embedded; an API answer must be webp, jpeg or png
 at the client's quality and must not carry the endpoint's template, so endpoint prompts swap their
 SaveImage for this node. Each image is encoded once, in memory, and those same bytes are written to the
-output folder (their size is reported, so the API can answer with a file size without re-reading).
+output folder, whole or not at all (their size is reported, so the API can answer with a file size
+without re-reading).
 The prefix goes through `engine.folders`, which refuses any prefix that would leave the output folder.
 """
 
 from __future__ import annotations
 
 import io
-import os
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from engine import folders
+from engine.nodes.output_files import write_numbered
 
 CONTENT_TYPES: dict[str, str] = {
     "webp": "image/webp",
@@ -51,21 +52,6 @@ def encode(image: Image.Image, image_format: str, quality: int) -> bytes:
     else:
         image.save(buffer, _PILLOW_FORMATS[image_format], quality=quality)
     return buffer.getvalue()
-
-
-def _write_new(
-    folder: os.PathLike[str], filename: str, counter: int, extension: str, data: bytes
-) -> tuple[str, int]:
-    """Write under the first free counter (returned with the name): two jobs saving with the same prefix
-    at once never overwrite each other."""
-    while True:
-        name = f"{filename}_{counter:05}_.{extension}"
-        try:
-            with open(os.path.join(folder, name), "xb") as stream:
-                stream.write(data)
-            return name, counter
-        except FileExistsError:
-            counter += 1
 
 
 class SaveImageAs:
@@ -104,11 +90,13 @@ class SaveImageAs:
         results = []
         for picture in pictures:
             data = encode(picture, format, quality)
-            name, used = _write_new(path.folder, path.filename, counter, format, data)
+            written, used = write_numbered(
+                path.folder, path.filename, counter, format, lambda stream, data=data: stream.write(data)
+            )
             counter = used + 1
             results.append(
                 {
-                    "filename": name,
+                    "filename": written.name,
                     "subfolder": path.subfolder,
                     "type": "output",
                     "format": format,

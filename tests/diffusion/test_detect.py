@@ -213,3 +213,19 @@ def test_a_file_that_is_not_safetensors_is_refused_by_name(tmp_path: Path) -> No
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(WeightsFileError, match=r"truncated\.safetensors"):
         identify(path)
+
+
+@pytest.mark.parametrize(
+    ("family", "marker"),
+    [
+        ("Flux", flux.DETECTION_KEY),
+        ("AuraFlow", auraflow.DETECTION_KEY),
+        ("VAE", autoencoder.DETECTION_KEY),
+    ],
+)
+def test_a_file_with_part_of_a_layout_is_refused_by_name(tmp_path: Path, family: str, marker: str) -> None:
+    """A damaged or cut-down file: the tensor a family is recognised by, and nothing else of it."""
+    path = tmp_path / "partial.safetensors"
+    save_file({marker: torch.zeros(4)}, path)
+    with pytest.raises(WeightsFileError, match=rf"partial\.safetensors: holds part of a {family} model"):
+        identify(path)

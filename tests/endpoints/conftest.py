@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from engine import folders
+from engine.diffusion.test_models import write_test_models
 from engine.endpoints import Endpoint, load_endpoints
 from engine.graph.registry import NodeRegistry
 from engine.nodes import create_registry
@@ -30,14 +31,22 @@ def workdir(tmp_path: Path) -> Iterator[folders.FolderSettings]:
     folders.use(previous)
 
 
+@pytest.fixture(scope="session")
+def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny test models, written once for the session (tests only link to them)."""
+    directory = tmp_path_factory.mktemp("endpoint-models")
+    write_test_models(directory)
+    return directory
+
+
 @pytest.fixture
-def models(workdir: folders.FolderSettings) -> Path:
-    """Empty files with the model names the templates use: loaders list them, nothing reads them."""
+def models(workdir: folders.FolderSettings, test_models_dir: Path) -> Path:
+    """Links to the test models under the names the templates use: loading reads their headers."""
     for folder, names in MODEL_FILES.items():
         directory = workdir.models_dir / folder
         directory.mkdir(parents=True, exist_ok=True)
         for name in names:
-            (directory / name).write_bytes(b"")
+            (directory / name).symlink_to(test_models_dir / folder / name)
     return workdir.models_dir
 
 

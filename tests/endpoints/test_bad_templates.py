@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from engine import folders
 from engine.endpoints import EndpointError, load_endpoints
 from engine.graph.registry import NodeRegistry
+from tests.diffusion.bad_weights import MALFORMED, write_malformed
 from tests.endpoints.conftest import GRAPHS
 from tests.endpoints.samples import SOLID, Template, write
 
@@ -197,10 +200,42 @@ def test_a_missing_model_file_marks_the_endpoint_unavailable_instead(
 
 
 def test_a_model_file_added_later_is_found_at_the_next_load(
-    registry: NodeRegistry, workdir: folders.FolderSettings
+    registry: NodeRegistry, workdir: folders.FolderSettings, test_models_dir: Path
 ) -> None:
     assert load_endpoints(GRAPHS, registry)["aura-flow"].unavailable is not None
     checkpoints = workdir.models_dir / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / "aura_flow_0.3.safetensors").write_bytes(b"")
+    (checkpoints / "aura_flow_0.3.safetensors").symlink_to(
+        test_models_dir / "checkpoints" / "aura_flow_0.3.safetensors"
+    )
     assert load_endpoints(GRAPHS, registry)["aura-flow"].unavailable is None
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_a_malformed_model_file_marks_only_the_endpoints_using_it_unavailable(
+    registry: NodeRegistry, models: Path, kind: str
+) -> None:
+    (models / "vae" / "ae.safetensors").unlink()
+    write_malformed(models / "vae" / "ae.safetensors", kind)
+    endpoints = load_endpoints(GRAPHS, registry)
+    for endpoint_id in ("flux-schnell", "flux-dev", "flux-pro"):
+        reason = endpoints[endpoint_id].unavailable or ""
+        assert reason.startswith("unusable model file(s): ae.safetensors: "), reason
+        assert MALFORMED[kind][1] in reason
+    assert endpoints["aura-flow"].unavailable is None and endpoints["solid-color"].unavailable is None
+
+
+def test_a_pickle_or_an_unknown_model_marks_its_endpoint_unavailable(
+    registry: NodeRegistry, models: Path, tmp_path: Path
+) -> None:
+    template = shipped("flux-schnell")
+    template["prompt"]["12"]["inputs"]["unet_name"] = "flux1-schnell.ckpt"
+    template["prompt"]["10"]["inputs"]["vae_name"] = "mystery.safetensors"
+    write(tmp_path / "graphs", "flux-schnell", template)
+    (models / "diffusion_models" / "flux1-schnell.ckpt").write_bytes(b"\x80\x04 a pickle")
+    save_file(
+        {"transformer.h.0.attn.c_attn.weight": torch.zeros(2, 2)}, models / "vae" / "mystery.safetensors"
+    )
+    reason = load_endpoints(tmp_path / "graphs", registry)["flux-schnell"].unavailable or ""
+    assert "flux1-schnell.ckpt: '.ckpt' files are Python pickles" in reason
+    assert "mystery.safetensors: not a model this engine runs" in reason

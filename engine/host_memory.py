@@ -1,0 +1,36 @@
+"""How much memory this process may use: the machine's RAM, or its container's limit when lower.
+
+Defaults sized from memory (the output cache's) must see a container's limit: a pod limited to 8 GiB
+on a 1 TiB host that sized a cache from the host would be killed for exceeding its limit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_LIMIT_FILES = ("memory.max", "memory/memory.limit_in_bytes")
+"""cgroup v2's limit, then v1's, below the cgroup root ("max" or a huge number mean none)."""
+
+
+def physical_memory_bytes() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def cgroup_limit_bytes() -> int | None:
+    """The container's memory limit, or None when there is none (or no cgroup file to read)."""
+    for name in CGROUP_LIMIT_FILES:
+        try:
+            text = (CGROUP_ROOT / name).read_text().strip()
+        except OSError:
+            continue
+        return int(text) if text.isdigit() else None
+    return None
+
+
+def available_memory_bytes() -> int:
+    """Physical RAM, or the container's limit when that is lower."""
+    physical = physical_memory_bytes()
+    limit = cgroup_limit_bytes()
+    return min(physical, limit) if limit is not None else physical

@@ -1,0 +1,77 @@
+"""`engine serve`'s output cache and retention settings: flags, ENGINE_* variables, bounds, defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import host_memory
+from engine.cli import build_parser
+from engine.cli.settings_args import settings_from
+from engine.settings import Settings
+
+GIB = 2**30
+
+
+def serve_settings(*flags: str) -> Settings:
+    return settings_from(build_parser().parse_args(["--custom-nodes", "custom_nodes", "serve", *flags]))
+
+
+def mem_total() -> int:
+    """The machine's RAM as the kernel reports it."""
+    with open("/proc/meminfo") as meminfo:
+        label, kib, _ = meminfo.readline().split()
+    assert label == "MemTotal:"
+    return int(kib) * 1024
+
+
+def test_flags_set_the_cache_size_and_the_retention_period() -> None:
+    settings = serve_settings("--cache-size", "512MiB", "--retention", "24h")
+    assert settings.cache_bytes == 512 * 2**20 and settings.retention_seconds == 86400
+    assert serve_settings("--cache-size", "0", "--retention", "3600").cache_bytes == 0
+
+
+def test_environment_variables_set_them_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGINE_CACHE_SIZE", "1GB")
+    monkeypatch.setenv("ENGINE_RETENTION", "90m")
+    settings = serve_settings()
+    assert settings.cache_bytes == 10**9 and settings.retention_seconds == 5400
+    assert serve_settings("--cache-size", "2MiB").cache_bytes == 2 * 2**20  # a flag beats the variable
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--cache-size", "-1", "not a size: give a non-negative number"),
+        ("--cache-size", "lots", "not a size"),
+        ("--cache-size", "4 parsecs", "not a size"),
+        ("--cache-size", "1000TiB", "is more than the memory this process may use"),
+        ("--retention", "-5", "not a duration"),
+        ("--retention", "10", "outside 60 seconds to 365 days"),
+        ("--retention", "400d", "outside 60 seconds to 365 days"),
+    ],
+)
+def test_a_bad_value_is_a_clear_command_line_error(
+    flag: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        serve_settings(f"{flag}={value}")
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert f"argument {flag}:" in error and says in error
+
+
+def test_the_default_cache_is_a_sixteenth_of_memory_at_most_4_gib(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(host_memory, "CGROUP_ROOT", tmp_path)  # no container limit
+    assert Settings().cache_bytes == min(4 * GIB, mem_total() // 16)
+    (tmp_path / "memory.max").write_text("2147483648\n")  # a container limited to 2 GiB (cgroup v2)
+    assert Settings().cache_bytes == 128 * 2**20
+    (tmp_path / "memory.max").write_text("max\n")
+    assert Settings().cache_bytes == min(4 * GIB, mem_total() // 16)
+    (tmp_path / "memory.max").unlink()
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text(str(3 * GIB))  # cgroup v1
+    assert Settings().cache_bytes == 192 * 2**20
