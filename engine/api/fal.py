@@ -34,24 +34,24 @@ async def submit_request(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, _app_id(request), "fal")
     url = request.query.get("fal_webhook")
     job, created = await submit(request, endpoint, Webhook(url, "fal_webhook") if url else None)
-    position = await service(request).store.queue_position(job)
+    position = await service(request).queue_position(job)
     return web.json_response(fal_submitted(job, position), headers=job_headers(job, created))
 
 
 async def request_status(request: web.Request) -> web.Response:
     job = await _job(request)
-    store = service(request).store
-    logs = await store.logs(job.id) if request.query.get("logs") in ("1", "true") else None
-    body = fal_status(job, await store.queue_position(job), logs)
+    engine = service(request)
+    logs = await engine.logs(job.id) if request.query.get("logs") in ("1", "true") else None
+    body = fal_status(job, await engine.queue_position(job), logs)
     return web.json_response(body, status=200 if job.status.terminal else 202, headers=job_headers(job))
 
 
 async def request_status_stream(request: web.Request) -> web.StreamResponse:
     job = await _job(request)
-    store = service(request).store
+    engine = service(request)
 
     async def render(current: Job) -> dict[str, Any]:
-        return fal_status(current, await store.queue_position(current), None)
+        return fal_status(current, await engine.queue_position(current), None)
 
     return await stream_job(request, job, render)
 

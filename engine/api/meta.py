@@ -66,7 +66,7 @@ async def ready(request: web.Request) -> web.Response:
 @public
 async def metrics(request: web.Request) -> web.Response:
     engine = service(request)
-    body = engine.metrics.render(await engine.store.queue_depth())
+    body = await engine.render_metrics()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -75,13 +75,13 @@ def _image_response(request: web.Request, job: Job, headers: dict[str, str]) -> 
 async def submit_async(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, request.match_info["endpoint"], "segmind")
     job, created = await submit(request, endpoint, _webhook(request))
-    position = await service(request).store.queue_position(job)
+    position = await service(request).queue_position(job)
     return web.json_response(segmind_submitted(job, position), headers=job_headers(job, created))
 
 
 async def request_status(request: web.Request) -> web.Response:
     job = await own_job(request, request.match_info["request_id"])
-    body, status = segmind_status(job, await service(request).store.queue_position(job))
+    body, status = segmind_status(job, await service(request).queue_position(job))
     return web.json_response(body, status=status, headers=job_headers(job))
 
 
@@ -111,7 +111,7 @@ async def request_events(request: web.Request) -> web.StreamResponse:
 @public
 async def output_file(request: web.Request) -> web.StreamResponse:
     """Images by URL: the unguessable request id is the credential, and the file goes when the job expires."""
-    job = await service(request).store.get(request.match_info["request_id"])
+    job = await service(request).job(request.match_info["request_id"])
     try:
         index = int(request.match_info["index"])
         output = job.outputs[index] if job is not None else None
