@@ -8,7 +8,9 @@ one at a time) and then property-based cases, positive and negative.
 
 Deterministic and bounded: the coverage cases are a fixed list, Hypothesis runs derandomized with no
 example database, and `MAX_EXAMPLES` caps its cases per operation and mode, so the run takes a few
-minutes on a 2-core CI machine and fails the same way every time.
+minutes on a 2-core CI machine and fails the same way every time. schemathesis' Python API drives it:
+its lazy pytest loader (`schemathesis.pytest.from_fixture`) breaks on pytest 9.2 (`Function._nodeid`),
+so each operation is a pytest subtest instead.
 
 The server serves the cheap endpoints (solid colours behind Segmind's and fal's routes) so every route is
 reached, requests run and their results are fetched. The model endpoints run for a minute a request on
@@ -50,7 +52,7 @@ CHECKS = [
     response_headers_conformance,
 ]
 MAX_EXAMPLES = 25
-"""Hypothesis cases per operation and mode (positive, negative), on top of the coverage cases."""
+"""Hypothesis cases per operation (positive and negative mixed), on top of the coverage cases."""
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
     derandomize=True,
