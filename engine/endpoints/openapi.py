@@ -21,7 +21,7 @@ from engine.nodes.save_image_as import CONTENT_TYPES
 OPENAPI_VERSION = "3.1.0"
 
 PRIVATE = [{"segmindKey": []}, {"falKey": []}]
-"""Either header carries the key on every route; with no keys on the server, no key is needed."""
+"""Either header carries the key on every route; only a server started with --open-access needs none."""
 PUBLIC: list[dict[str, list[str]]] = []
 
 SEGMIND_STATUSES = ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]
@@ -809,7 +809,8 @@ def build_openapi(endpoints: Mapping[str, Endpoint], server_url: str) -> dict[st
             "version": "1",
             "description": (
                 "Segmind- and fal-style endpoints, each running a ComfyUI graph. Send the API key in "
-                "`x-api-key` or as `Authorization: Key <key>`; a server with no keys needs none."
+                "`x-api-key` or as `Authorization: Key <key>`; only a server started with `--open-access` "
+                "(local use) needs none."
             ),
         },
         "servers": [{"url": server_url}],

@@ -63,21 +63,23 @@ FUZZ_SETTINGS = settings(
 )
 
 
-@pytest.fixture
-def fuzz_server(settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+@pytest.fixture(params=[True, False], ids=["open", "keyed"])
+def fuzz_server(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+    """The model-free endpoints, served with open access (`--open-access`) or requiring keys."""
     graphs = tmp_path / "fuzz-graphs"
     shutil.copytree(HERE / "fuzz_graphs", graphs)
     shutil.copy(REPO / "graphs" / "solid-color.json", graphs)
-    with LiveServer(replace(settings, graphs_dir=graphs, sync_timeout_seconds=60)) as live:
+    fuzz_settings = replace(settings, graphs_dir=graphs, sync_timeout_seconds=60, open_access=request.param)
+    with LiveServer(fuzz_settings) as live:
         yield live
 
 
 @pytest.fixture
 def idle_model_server(settings: Settings) -> Iterator[LiveServer]:
     """The repository's endpoints on random test weights, with nothing run: submissions stay queued."""
-    with LiveServer(replace(settings, graphs_dir=REPO / "graphs")) as live:
+    with LiveServer(replace(settings, graphs_dir=REPO / "graphs", open_access=True)) as live:
         assert live.service.worker is not None
-        live.service.worker.stop()
+        live.call(live.service.worker.stop())
         yield live
 
 
@@ -209,12 +211,10 @@ def fuzz_every_operation(server: LiveServer, subtests: pytest.Subtests, secret: 
             fuzz_operation(schema, operation, secret, requests)
 
 
-def test_open_server_answers_only_as_documented(fuzz_server: LiveServer, subtests: pytest.Subtests) -> None:
-    fuzz_every_operation(fuzz_server, subtests, None)
-
-
-def test_keyed_server_answers_only_as_documented(fuzz_server: LiveServer, subtests: pytest.Subtests) -> None:
-    _, secret = fuzz_server.service.store.add_key("fuzzer", credits=1e9, rate_per_minute=0)
+def test_the_server_answers_only_as_documented(fuzz_server: LiveServer, subtests: pytest.Subtests) -> None:
+    secret = None
+    if not fuzz_server.service.settings.open_access:
+        _, secret = fuzz_server.service.database.add_key("fuzzer", credits=1e9, rate_per_minute=0)
     fuzz_every_operation(fuzz_server, subtests, secret)
 
 
