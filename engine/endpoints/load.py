@@ -4,8 +4,9 @@ A template's URL name is its path below the folder without `.json`: `graphs/aura
 `aura-flow`, `graphs/fal-ai/aura-flow.json` serves `fal-ai/aura-flow`, so a file's place tells where it
 is served and nothing can disagree with it. Each file is read, its bindings checked against the node
 definitions, and its graph, built with default values, checked by `validate_prompt` as a request would
-be. Any problem stops start-up with an EndpointError naming the file, except a missing model file: that
-marks the endpoint unavailable (a server with one model installed still serves that model).
+be. Any problem stops start-up with an EndpointError naming the file, except a missing model file or
+tokenizer: that marks the endpoint unavailable (a server with one model installed still serves that
+model). The tokenizers prompts are counted with are read here, once, and shared by every endpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from engine.endpoints.bindings import check_bindings
 from engine.endpoints.declaration import read_endpoint
 from engine.endpoints.errors import EndpointError
 from engine.endpoints.spec import Endpoint
+from engine.endpoints.tokens import Tokenizers
 from engine.folders import MODEL_EXTENSIONS
 from engine.graph.registry import NodeRegistry
 from engine.graph.validate import ValidationError, validate_prompt
@@ -40,23 +42,26 @@ def load_endpoints(directory: Path, registry: NodeRegistry) -> dict[str, Endpoin
     if not directory.is_dir():
         raise EndpointError(f"{directory}: the endpoint templates folder does not exist")
     endpoints: dict[str, Endpoint] = {}
+    tokenizers = Tokenizers.from_model_folders()
     for path in sorted(directory.rglob("*.json")):
         relative = path.relative_to(directory)
         if any(part.startswith(".") for part in relative.parts):
             continue
         endpoint_id = relative.with_suffix("").as_posix()
-        endpoints[endpoint_id] = load_endpoint(path, endpoint_id, registry)
+        endpoints[endpoint_id] = load_endpoint(path, endpoint_id, registry, tokenizers)
     return endpoints
 
 
-def load_endpoint(path: Path, endpoint_id: str, registry: NodeRegistry) -> Endpoint:
+def load_endpoint(
+    path: Path, endpoint_id: str, registry: NodeRegistry, tokenizers: Tokenizers | None = None
+) -> Endpoint:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise EndpointError(f"{path}: cannot be read ({exc.strerror})") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EndpointError(f"{path}: not a JSON file ({exc})") from exc
-    endpoint = read_endpoint(endpoint_id, path, data)
+    endpoint = read_endpoint(endpoint_id, path, data, tokenizers or Tokenizers.from_model_folders())
     segments = endpoint_id.split("/")
     if len(segments) != SEGMENTS_BY_API[endpoint.api] or not all(_SEGMENT.fullmatch(s) for s in segments):
         shape = "a name" if endpoint.api == "segmind" else "owner/app"
@@ -69,7 +74,14 @@ def load_endpoint(path: Path, endpoint_id: str, registry: NodeRegistry) -> Endpo
             f"{path}: {segments[0]!r} cannot start a {endpoint.api} endpoint's path: other routes use it"
         )
     check_bindings(endpoint, registry)
-    return replace(endpoint, unavailable=_missing_models(endpoint, registry))
+    return replace(endpoint, unavailable=_missing_models(endpoint, registry) or _missing_tokenizers(endpoint))
+
+
+def _missing_tokenizers(endpoint: Endpoint) -> str | None:
+    """Reads each tokenizer the endpoint counts prompts with (now, so no request waits for it)."""
+    limits = {field.max_tokens for field in endpoint.fields.values() if field.max_tokens is not None}
+    problems = {problem for limit in limits if (problem := limit.tokenizers.problem(limit.tokenizer))}
+    return f"missing tokenizer(s): {'; '.join(sorted(problems))}" if problems else None
 
 
 def _is_missing_model(error: ValidationError) -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from engine import folders
+from engine.diffusion.text_encoders.test_files import write_test_tokenizers
 from engine.endpoints import Endpoint, load_endpoints
 from engine.graph.registry import NodeRegistry
 from engine.nodes import create_registry
@@ -23,21 +24,24 @@ MODEL_FILES = {
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[folders.FolderSettings]:
-    """Model, input and output folders under a fresh temporary directory, restored afterwards."""
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[folders.FolderSettings]:
+    """Model, input and output folders under a fresh temporary directory, restored afterwards (not
+    tmp_path, where tests write templates: a tokenizer's vocab.json there would read as one)."""
     previous = folders.current()
-    yield folders.configure(base_dir=tmp_path)
+    yield folders.configure(base_dir=tmp_path_factory.mktemp("workdir"))
     folders.use(previous)
 
 
 @pytest.fixture
 def models(workdir: folders.FolderSettings) -> Path:
-    """Empty files with the model names the templates use: loaders list them, nothing reads them."""
+    """Empty files with the model names the templates use (loaders list them, nothing reads them), and
+    the tiny tokenizers, which endpoints count prompt tokens with."""
     for folder, names in MODEL_FILES.items():
         directory = workdir.models_dir / folder
         directory.mkdir(parents=True, exist_ok=True)
         for name in names:
             (directory / name).write_bytes(b"")
+    write_test_tokenizers(workdir.models_dir / "text_encoders")
     return workdir.models_dir
 
 
