@@ -192,7 +192,7 @@ class _Reader:
                 field = replace(field, **{key: value})
         if "derive" in spec:
             field = replace(field, derive=self.derivation(field, spec["derive"], where))
-        # set last: the default and example above are checked before any tokenizer is read
+        # set last: the checks above read no tokenizer; load.py checks default and example in tokens
         return replace(field, max_tokens=max_tokens)
 
     def token_limit(self, spec: Mapping[str, Any], kind: FieldType, where: str) -> TokenLimit | None:

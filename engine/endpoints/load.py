@@ -74,7 +74,10 @@ def load_endpoint(
             f"{path}: {segments[0]!r} cannot start a {endpoint.api} endpoint's path: other routes use it"
         )
     check_bindings(endpoint, registry)
-    return replace(endpoint, unavailable=_missing_models(endpoint, registry) or _missing_tokenizers(endpoint))
+    unavailable = _missing_models(endpoint, registry) or _missing_tokenizers(endpoint)
+    if unavailable is None:
+        _check_token_bounds(endpoint)
+    return replace(endpoint, unavailable=unavailable)
 
 
 def _missing_tokenizers(endpoint: Endpoint) -> str | None:
@@ -82,6 +85,18 @@ def _missing_tokenizers(endpoint: Endpoint) -> str | None:
     limits = {field.max_tokens for field in endpoint.fields.values() if field.max_tokens is not None}
     problems = {problem for limit in limits if (problem := limit.tokenizers.problem(limit.tokenizer))}
     return f"missing tokenizer(s): {'; '.join(sorted(problems))}" if problems else None
+
+
+def _check_token_bounds(endpoint: Endpoint) -> None:
+    """A default or example prompt must keep to its field's token bound, as a request's must (they are
+    checked here, not when the file is read, because only now are the tokenizers known to be there)."""
+    for field in endpoint.fields.values():
+        for key in ("default", "example"):
+            value = getattr(field, key)
+            if field.max_tokens is not None and isinstance(value, str):
+                error = field.max_tokens.check(field.name, value)
+                if error is not None:
+                    raise EndpointError(f"{endpoint.source}: field '{field.name}': {key}: {error['message']}")
 
 
 def _is_missing_model(error: ValidationError) -> bool:

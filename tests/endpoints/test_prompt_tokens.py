@@ -199,6 +199,17 @@ def test_a_token_bound_or_price_that_cannot_work_stops_start_up(
     assert message in str(raised.value)
 
 
+def test_an_example_over_the_token_bound_stops_start_up(
+    tmp_path: Path, registry: NodeRegistry, models: Path
+) -> None:
+    note = {**TOKEN_PRICED["fields"]["note"], "example": WORDS * 10}
+    write(tmp_path, "priced", {**TOKEN_PRICED, "fields": {**TOKEN_PRICED["fields"], "note": note}})
+    with pytest.raises(
+        EndpointError, match=r"priced\.json: field 'note': example: note must be at most 128 "
+    ):
+        load_endpoints(tmp_path, registry)
+
+
 def test_per_tokens_is_a_positive_block_size(tmp_path: Path, registry: NodeRegistry, models: Path) -> None:
     pricing = {**TOKEN_PRICED["pricing"], "add": [{"field": "note", "per_tokens": 0}]}
     write(tmp_path, "priced", {**TOKEN_PRICED, "pricing": pricing})
