@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from engine.endpoints.errors import FieldError
+from engine.endpoints.tokens import TokenLimit
 
 FieldType = Literal["integer", "number", "string", "boolean"]
 FIELD_TYPES: tuple[FieldType, ...] = ("integer", "number", "string", "boolean")
@@ -102,6 +103,8 @@ class Field:
     multiple_of: int | None = None
     enum: tuple[Any, ...] | None = None
     max_length: int | None = None
+    max_tokens: TokenLimit | None = None
+    """A prompt's bound in its encoder's tokens (checked after max_length, which bounds the counting)."""
     affects_price: bool = False
     accepted_only: bool = False
     """Accepted for compatibility with the API it imitates, but it changes nothing in the image."""
@@ -141,6 +144,8 @@ class Field:
                 "max_length": self.max_length,
                 "received_length": len(value),
             }
+        if self.type == "string" and self.max_tokens is not None:
+            return self.max_tokens.check(self.name, value)
         return None
 
     def random_value(self) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.endpoints.schema import field_schema
 from engine.endpoints.spec import Endpoint
+from engine.endpoints.tokens import TOKENIZERS
 from engine.nodes.save_image_as import CONTENT_TYPES
 
 OPENAPI_VERSION = "3.1.0"
@@ -163,7 +164,7 @@ def _common_schemas() -> dict[str, Any]:
                 "field": {"type": "string", "description": "The request field at fault."},
                 "code": {
                     "type": "string",
-                    "enum": ["required", "type", "range", "multiple_of", "enum", "max_length"],
+                    "enum": ["required", "type", "range", "multiple_of", "enum", "max_length", "max_tokens"],
                 },
                 "message": {"type": "string"},
                 "received": {"description": "The value sent (long strings are cut)."},
@@ -174,6 +175,9 @@ def _common_schemas() -> dict[str, Any]:
                 "allowed": {"type": "array"},
                 "max_length": {"type": "integer"},
                 "received_length": {"type": "integer"},
+                "max_tokens": {"type": "integer"},
+                "received_tokens": {"type": "integer"},
+                "tokenizer": {"type": "string", "enum": list(TOKENIZERS)},
             },
         },
         "Error": {

@@ -3,6 +3,7 @@ and every request they accept builds a graph that validates; the model-free one 
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from engine import folders
-from engine.endpoints import Endpoint, Params, load_endpoints
+from engine.endpoints import Endpoint, Field, Params, load_endpoints
 from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.graph.validate import validate_prompt
@@ -144,6 +145,16 @@ def test_fal_aura_flow_has_fal_fields_and_echoes_seed_and_prompt(endpoints: dict
     assert fal.echoed(params) == {"seed": 7, "prompt": "an iguana"}
 
 
+def _longest(field: Field) -> str:
+    """The longest run of "a" the field accepts: as many characters as allowed, or tokens."""
+    length = field.max_length or 1
+    if field.max_tokens is not None:
+        count, maximum = field.max_tokens.count, field.max_tokens.maximum
+        fits = bisect.bisect_right(range(length + 1), False, key=lambda n: count("a" * n) > maximum) - 1
+        length = min(length, fits)
+    return "a" * length
+
+
 def _extremes(endpoint: Endpoint) -> list[Params]:
     """Accepted requests with every field at its minimum, every field at its maximum, and each enum value."""
     low: dict[str, Any] = {}
@@ -158,7 +169,7 @@ def _extremes(endpoint: Endpoint) -> list[Params]:
         elif field.type == "number":
             low[name], high[name] = field.minimum, field.maximum
         elif field.type == "string":
-            low[name], high[name] = "a", "a" * (field.max_length or 1)
+            low[name], high[name] = "a", _longest(field)
         else:
             low[name], high[name] = False, True
     required = {name: "a" for name, field in endpoint.fields.items() if field.required}
