@@ -177,6 +177,7 @@ def main() -> None:
             "--graphs",
             str(REPO / "graphs"),
             "--no-test-models",
+            "--open-access",
             "--warmup",
             args.endpoint,
         ]
