@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-ErrorCode = Literal["required", "type", "range", "multiple_of", "enum", "max_length"]
+ErrorCode = Literal["required", "type", "range", "multiple_of", "enum", "max_length", "unicode"]
 
 
 class EndpointError(ValueError):
@@ -69,4 +69,5 @@ _FAL_TYPES: dict[str, str] = {
     "multiple_of": "value_error",
     "enum": "value_error",
     "max_length": "value_error",
+    "unicode": "value_error",
 }

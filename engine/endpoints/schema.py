@@ -27,6 +27,7 @@ def field_schema(field: Field) -> dict[str, Any]:
         schema["maxLength"] = field.max_length
     if field.required and field.type == "string":
         schema["minLength"] = 1
+        schema["pattern"] = r"\S"  # not only whitespace
     if field.has_default:
         schema["default"] = field.default
     if field.example is not None:
