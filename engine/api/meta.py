@@ -9,13 +9,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from engine.api.auth import public
 from engine.api.context import base_url, service
+from engine.api.errors import json_response
 from engine.endpoints import build_openapi, render_docs_page
 
 
 @public
 async def health(request: web.Request) -> web.Response:
     engine = service(request)
-    return web.json_response(
+    return json_response(
         {
             "status": "ok",
             "uptime_seconds": round(time.time() - engine.started_at, 3),
@@ -28,7 +29,7 @@ async def health(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     readiness = service(request).readiness
     body = {"ready": readiness.ready, "reason": readiness.reason, "warmup_seconds": readiness.warmup_seconds}
-    return web.json_response(body, status=200 if readiness.ready else 503)
+    return json_response(body, status=200 if readiness.ready else 503)
 
 
 @public
@@ -51,12 +52,12 @@ async def endpoints(request: web.Request) -> web.Response:
         }
         for endpoint in service(request).endpoints.values()
     ]
-    return web.json_response({"endpoints": listing})
+    return json_response({"endpoints": listing})
 
 
 @public
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi(service(request).endpoints, base_url(request)))
+    return json_response(build_openapi(service(request).endpoints, base_url(request)))
 
 
 @public
