@@ -205,34 +205,31 @@ class Field:
         )
         return low + secrets.randbelow(max(high, low) - low + 1)
 
-    @property
-    def lowest(self) -> int | float:
-        """The declared minimum, or else the most negative value the field's type can carry."""
-        return -self._type_limit if self.minimum is None else self.minimum
-
-    @property
-    def highest(self) -> int | float:
-        return self._type_limit if self.maximum is None else self.maximum
-
-    @property
-    def _type_limit(self) -> int | float:
-        return UNBOUNDED_INTEGER if self.type == "integer" else sys.float_info.max
+    def _bounds(self) -> tuple[int | float, int | float]:
+        """The declared bounds, a missing one replaced by the extreme the field's type can carry."""
+        limit = UNBOUNDED_INTEGER if self.type == "integer" else sys.float_info.max
+        return (
+            -limit if self.minimum is None else self.minimum,
+            limit if self.maximum is None else self.maximum,
+        )
 
     def _check_number(self, value: Number) -> FieldError | None:
         """Exact comparisons (int, float and Decimal compare exactly in Python), before any conversion."""
-        if value < self.lowest or value > self.highest:
-            low, high = self.lowest, self.highest
+        low, high = self._bounds()
+        if value < low or value > high:
             error: FieldError = {"field": self.name, "code": "range", "message": "", "received": _echo(value)}
-            if (self.minimum is None) == (self.maximum is None):  # both declared, or neither
+            if value < low and self.maximum is None and self.minimum is not None:
+                error["message"] = f"{self.name} must be at least {format_number(low)}"
+            elif value > high and self.minimum is None and self.maximum is not None:
+                error["message"] = f"{self.name} must be at most {format_number(high)}"
+            else:
                 error["message"] = (
                     f"{self.name} must be between {format_number(low)} and {format_number(high)}"
                 )
-            elif self.minimum is not None:
-                error["message"] = f"{self.name} must be at least {format_number(low)}"
-            else:
-                error["message"] = f"{self.name} must be at most {format_number(high)}"
-            error["minimum"] = low
-            error["maximum"] = high
+            if self.minimum is not None or value < low:  # the implicit bound only where it was broken
+                error["minimum"] = low
+            if self.maximum is not None or value > high:
+                error["maximum"] = high
             return error
         if self.multiple_of and value % self.multiple_of:
             return {

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine.endpoints import Endpoint, RequestError
+from engine.endpoints.fields import Field, FieldProblem
 from tests.endpoints.samples import AURA_SAMPLE, FLUX_PRO_SAMPLE, FLUX_SCHNELL_SAMPLE
 
 SAMPLES = {"aura-flow": AURA_SAMPLE, "flux-pro": FLUX_PRO_SAMPLE, "flux-schnell": FLUX_SCHNELL_SAMPLE}
@@ -300,3 +301,19 @@ def test_the_smallest_denoise_keeps_the_schedule_within_ksamplers_steps(
     assert steps.maximum is not None and denoise.minimum is not None and denoise.minimum > 0
     assert int(steps.maximum / denoise.minimum) <= 10000
     assert only_error(schnell, {"prompt": "a", "denoise": 1e-300})["minimum"] == denoise.minimum
+
+
+def test_a_field_without_a_bound_is_bounded_by_what_its_type_carries() -> None:
+    """The largest finite double, and for integers a seed's 2**64 - 1: a value past them could not be
+    converted, stored or echoed (int(str) stops at 4,300 digits)."""
+    number = Field("strength", "number", minimum=0)
+    with pytest.raises(FieldProblem) as raised:
+        number.parse(Decimal("1e400"), text=False)
+    assert raised.value.error["maximum"] == 1.7976931348623157e308
+    assert raised.value.error["minimum"] == 0
+    assert number.parse(10**300, text=False) == 1e300
+    integer = Field("count", "integer", maximum=10)
+    with pytest.raises(FieldProblem) as raised:
+        integer.parse("-" + "9" * 5000, text=True)
+    assert raised.value.error["minimum"] == -(2**64 - 1)
+    assert integer.parse(-(2**64 - 1), text=False) == -(2**64 - 1)
