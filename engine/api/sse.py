@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from engine.api.context import service
+from engine.api.errors import strict_dumps
 from engine.jobs.types import Job
 
 KEEPALIVE_SECONDS = 15.0
 
 
 async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
-    await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+    await response.write(f"event: {event}\ndata: {strict_dumps(data)}\n\n".encode())
 
 
 async def stream_job(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-ErrorCode = Literal["required", "type", "range", "multiple_of", "enum", "max_length", "max_tokens"]
+ErrorCode = Literal["required", "type", "range", "multiple_of", "enum", "max_length", "max_tokens", "unicode"]
 
 
 class EndpointError(ValueError):
@@ -74,4 +74,5 @@ _FAL_TYPES: dict[str, str] = {
     "enum": "value_error",
     "max_length": "value_error",
     "max_tokens": "value_error",
+    "unicode": "value_error",
 }

@@ -30,6 +30,7 @@ def field_schema(field: Field) -> dict[str, Any]:
         schema["x-tokenizer"] = field.max_tokens.tokenizer
     if field.required and field.type == "string":
         schema["minLength"] = 1
+        schema["pattern"] = r"\S"  # not only whitespace
     if field.has_default:
         schema["default"] = field.default
     if field.example is not None:

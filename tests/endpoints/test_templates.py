@@ -57,7 +57,7 @@ def test_without_model_files_model_endpoints_are_unavailable_and_name_the_missin
 def test_aura_flow_has_the_segmind_fields_ranges_and_defaults(endpoints: dict[str, Endpoint]) -> None:
     aura = endpoints["aura-flow"]
     assert bounds(aura, "cfg") == (0, 20, 5)
-    assert bounds(aura, "shift") == (0, 10, 1.73)
+    assert bounds(aura, "shift") == (0.01, 10, 1.73)
     assert bounds(aura, "steps") == (1, 100, 25)
     assert bounds(aura, "width") == bounds(aura, "height") == (512, 2048, 1024)
     assert bounds(aura, "output_quality") == (0, 100, 80)
@@ -117,7 +117,7 @@ def test_flux_endpoints_have_the_seeds_fields(endpoints: dict[str, Endpoint]) ->
 
     schnell = endpoints["flux-schnell"]
     assert bounds(schnell, "steps") == (1, 8, 4)
-    assert bounds(schnell, "denoise") == (0, 1, 1)
+    assert bounds(schnell, "denoise") == (0.0008, 1, 1)
     assert bounds(schnell, "width") == (512, 2048, 1024) and schnell.fields["width"].multiple_of == 8
     assert (
         schnell.fields["sampler_name"].default == "euler" and schnell.fields["scheduler"].default == "normal"
