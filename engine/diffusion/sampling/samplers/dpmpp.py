@@ -76,6 +76,22 @@ def sample_dpmpp_2s_ancestral(
     return x
 
 
+def _ancestral_exponential_step(
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    lambda_s: torch.Tensor,
+    lambda_to: torch.Tensor,
+    alpha_s: torch.Tensor,
+    alpha_to: torch.Tensor,
+    eta: float,
+) -> tuple[torch.Tensor, Any]:
+    """(x, noise std): DPM-Solver++(1) from lambda_s towards lambda_to, stopping short where the ancestral
+    split of sigma / alpha = e^-lambda (`ancestral_step`) leaves room for that much noise (times alpha_to)."""
+    sigma_down, sigma_up = ancestral_step(lambda_s.neg().exp(), lambda_to.neg().exp(), eta)
+    h = sigma_down.log().neg() - lambda_s
+    return (alpha_to / alpha_s) * (-h).exp() * x - alpha_to * (-h).expm1() * x0, sigma_up
+
+
 @register("dpmpp_sde")
 def sample_dpmpp_sde(
     model: Denoiser,
@@ -90,41 +106,37 @@ def sample_dpmpp_sde(
     r: float = 1 / 2,
     tree_on_cpu: bool = True,
 ) -> torch.Tensor:
-    """Stochastic DPM-Solver++ with one intermediate evaluation a fraction r into each step."""
+    """Stochastic DPM-Solver++(2S): an ancestral first-order step a fraction r into the step evaluates x0
+    there; the step then uses x0 extrapolated linearly in lambda to the middle, (1 - 1/2r) x0 + 1/2r x0_r."""
     if len(sigmas) <= 1:
         return x
     noise = noise_sampler or _brownian_noise(x, sigmas, extra_args, tree_on_cpu)
     ms = model.model_sampling
     sigmas = snr_safe(sigmas, ms)
     s_in = x.new_ones([x.shape[0]])
-    fac = 1 / (2 * r)
+    weight_r = 1 / (2 * r)
+    noisy = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        report(callback, i, x, sigmas[i], denoised)
+        x0 = model(x, sigmas[i] * s_in)
+        report(callback, i, x, sigmas[i], x0)
         if sigmas[i + 1] == 0:
-            x = denoised
+            x = x0
             continue
         lambda_s, lambda_t = ms.half_log_snr(sigmas[i]), ms.half_log_snr(sigmas[i + 1])
-        h = lambda_t - lambda_s
-        lambda_s1 = lambda_s + r * h
-        sigma_s1 = ms.sigma_at_half_log_snr(lambda_s1)
-        alpha_s = sigmas[i] * lambda_s.exp()
-        alpha_s1 = sigma_s1 * lambda_s1.exp()
+        lambda_r = lambda_s + r * (lambda_t - lambda_s)
+        sigma_r = ms.sigma_at_half_log_snr(lambda_r)
+        alpha_s, alpha_r = sigmas[i] * lambda_s.exp(), sigma_r * lambda_r.exp()
         alpha_t = sigmas[i + 1] * lambda_t.exp()
 
-        sd, su = ancestral_step(lambda_s.neg().exp(), lambda_s1.neg().exp(), eta)
-        h_ = sd.log().neg() - lambda_s
-        x_2 = (alpha_s1 / alpha_s) * (-h_).exp() * x - alpha_s1 * (-h_).expm1() * denoised
-        if eta > 0 and s_noise > 0:
-            x_2 = x_2 + alpha_s1 * noise(sigmas[i], sigma_s1) * s_noise * su
-        denoised_2 = model(x_2, sigma_s1 * s_in)
+        x_r, up = _ancestral_exponential_step(x, x0, lambda_s, lambda_r, alpha_s, alpha_r, eta)
+        if noisy:
+            x_r = x_r + alpha_r * noise(sigmas[i], sigma_r) * s_noise * up
+        x0_r = model(x_r, sigma_r * s_in)
 
-        sd, su = ancestral_step(lambda_s.neg().exp(), lambda_t.neg().exp(), eta)
-        h_ = sd.log().neg() - lambda_s
-        denoised_d = (1 - fac) * denoised + fac * denoised_2
-        x = (alpha_t / alpha_s) * (-h_).exp() * x - alpha_t * (-h_).expm1() * denoised_d
-        if eta > 0 and s_noise > 0:
-            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * su
+        x0_mid = (1 - weight_r) * x0 + weight_r * x0_r
+        x, up = _ancestral_exponential_step(x, x0_mid, lambda_s, lambda_t, alpha_s, alpha_t, eta)
+        if noisy:
+            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * up
     return x
 
 
