@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import folders
-from engine.diffusion.model_manager import get_manager
+from engine.diffusion.model_manager import ModelManager
 from engine.endpoints import Endpoint, Params, load_endpoints
 from engine.graph.cache import OutputCache
 from engine.graph.execute import Executor
@@ -71,11 +71,12 @@ class Service:
         self.recovered = self.database.recover()
         self.store: JobStore = AsyncSqliteStore(self.database)
         self.outputs = JobOutputs(folders.get_output_directory())
-        self.executor = Executor(self.registry, OutputCache(settings.cache_bytes))
+        self.models = ModelManager()
+        self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
-        self.metrics = Metrics(get_manager().memory_in_use, self.executor.cache)
-        get_manager().add_load_listener(self._model_loaded)
+        self.metrics = Metrics(self.models.memory_in_use, self.executor.cache)
+        self.models.add_load_listener(self._model_loaded)
         self.worker: Worker | None = None
         self.broadcast: JobBroadcast | None = None
         self.webhooks: WebhookSender | None = None
@@ -109,7 +110,7 @@ class Service:
             await self.worker.stop()
         if self.webhooks is not None:
             await self.webhooks.close()
-        get_manager().remove_load_listener(self._model_loaded)
+        self.models.remove_load_listener(self._model_loaded)
         await self.store.close()
 
     def _model_loaded(self, _: object, seconds: float) -> None:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine.diffusion.model_manager import ModelManager
 from engine.graph.events import (
     Event,
     ExecutionFailed,
@@ -141,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total}"))
     try:
         with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as progress:
-            run = Executor(registry).run(
+            run = Executor(registry, resources={"models": ModelManager()}).run(
                 result.validated,
                 prompt_id=str(uuid.uuid4()),
                 on_event=_Display(progress, prompt, Console()),

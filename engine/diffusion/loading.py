@@ -17,7 +17,7 @@ from engine.diffusion.autoencoder import AutoencoderConfig
 from engine.diffusion.detect import FileContents, Part, identify
 from engine.diffusion.diffusion_model import Architecture, LoadedDiffusionModel
 from engine.diffusion.flux import FluxConfig
-from engine.diffusion.model_manager import ModelManager, get_manager
+from engine.diffusion.model_manager import ModelManager
 from engine.diffusion.safetensors_file import TORCH_DTYPES, TensorInfo, WeightsFileError, read_header
 from engine.diffusion.text_encoders import CLIP, TextEncoderSource, load_clip
 from engine.diffusion.vae import VAE
@@ -71,32 +71,31 @@ def _vae(path: Path, part: Part[AutoencoderConfig], manager: ModelManager) -> VA
 
 
 def load_diffusion_model(
-    path: str | Path, weight_dtype: str = "default", manager: ModelManager | None = None
+    path: str | Path, weight_dtype: str = "default", *, manager: ModelManager
 ) -> LoadedDiffusionModel:
     """The diffusion model in a file (a BFL Flux file, or the model part of any checkpoint)."""
     contents = identify(path)
     if contents.diffusion_model is None:
         raise _missing(contents, "diffusion model")
-    return _diffusion_model(contents.path, contents.diffusion_model, weight_dtype, manager or get_manager())
+    return _diffusion_model(contents.path, contents.diffusion_model, weight_dtype, manager)
 
 
-def load_vae(path: str | Path, manager: ModelManager | None = None) -> VAE:
+def load_vae(path: str | Path, *, manager: ModelManager) -> VAE:
     """The VAE in a file (`ae.safetensors`, an SDXL VAE, or the VAE part of a checkpoint)."""
     contents = identify(path)
     if contents.vae is None:
         raise _missing(contents, "VAE")
-    return _vae(contents.path, contents.vae, manager or get_manager())
+    return _vae(contents.path, contents.vae, manager)
 
 
 def load_checkpoint(
-    path: str | Path, tokenizer_roots: Sequence[Path] = (), manager: ModelManager | None = None
+    path: str | Path, tokenizer_roots: Sequence[Path] = (), *, manager: ModelManager
 ) -> tuple[LoadedDiffusionModel, CLIP | None, VAE | None]:
     """MODEL, CLIP and VAE from an all-in-one checkpoint, as CheckpointLoaderSimple returns them.
 
     A checkpoint without text encoders or without a VAE gives None for that part (as in ComfyUI, a
     separate loader then supplies it); one without a diffusion model is an error.
     """
-    manager = manager or get_manager()
     contents = identify(path)
     if contents.diffusion_model is None:
         raise _missing(contents, "diffusion model")
@@ -107,7 +106,7 @@ def load_checkpoint(
             TextEncoderSource(contents.path, part.config, part.prefix) for part in contents.text_encoders
         ]
         clip_type = "flux" if isinstance(contents.diffusion_model.config, FluxConfig) else "stable_diffusion"
-        clip = load_clip(sources, clip_type, tokenizer_roots, manager)
+        clip = load_clip(sources, clip_type, tokenizer_roots, manager=manager)
     else:
         log.warning("%s holds no text encoder; load one with a CLIP loader", contents.path.name)
     vae = None

@@ -225,27 +225,3 @@ class ModelManager:
                 f"out of memory on {self.device} while {doing}; every model was unloaded so the next run "
                 "starts clean. A smaller image or batch needs less memory."
             ) from error
-
-
-_manager: ModelManager | None = None
-_manager_lock = threading.Lock()
-
-
-def get_manager() -> ModelManager:
-    """The process-wide manager, for the default device, made on first use."""
-    global _manager
-    with _manager_lock:
-        if _manager is None:
-            _manager = ModelManager()
-        return _manager
-
-
-def set_manager(manager: ModelManager | None) -> ModelManager | None:
-    """Replace the process-wide manager (start-up options, tests; None: a default one on next use).
-
-    Returns the one it replaced, so a test can put it back.
-    """
-    global _manager
-    with _manager_lock:
-        previous, _manager = _manager, manager
-    return previous

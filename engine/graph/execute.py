@@ -12,6 +12,7 @@ One Executor serves one worker: `run` is not re-entrant, but it may be interrupt
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import os
 import threading
@@ -76,10 +77,23 @@ def _ignore(_: Event) -> None:
     pass
 
 
+class NodeResourceError(RuntimeError):
+    """A node asks for a resource (a constructor argument) that this executor was not given."""
+
+
 class Executor:
-    def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None) -> None:
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        cache: OutputCache | None = None,
+        resources: Mapping[str, object] | None = None,
+    ) -> None:
+        """`resources` are what node constructors may ask for by parameter name (the model manager as
+        `models`): a node states its dependencies in its signature and the executor passes them in,
+        so nothing a node uses is found through a global."""
         self.registry = registry
         self.cache = cache if cache is not None else OutputCache()
+        self.resources = dict(resources or {})
         self._instances: OrderedDict[tuple[NodeId, str], Any] = OrderedDict()
 
     def instance(self, node_id: NodeId, definition: NodeDefinition) -> Any:
@@ -87,13 +101,28 @@ class Executor:
         key = (node_id, definition.class_type)
         obj = self._instances.get(key)
         if obj is None:
-            obj = definition.cls()
+            obj = definition.cls(**self._constructor_arguments(definition))
             self._instances[key] = obj
             if len(self._instances) > MAX_NODE_INSTANCES:
                 self._instances.popitem(last=False)
         else:
             self._instances.move_to_end(key)
         return obj
+
+    def _constructor_arguments(self, definition: NodeDefinition) -> dict[str, object]:
+        arguments: dict[str, object] = {}
+        for name, parameter in inspect.signature(definition.cls).parameters.items():
+            if name in self.resources:
+                arguments[name] = self.resources[name]
+            elif parameter.default is inspect.Parameter.empty and parameter.kind not in (
+                inspect.Parameter.VAR_POSITIONAL,
+                inspect.Parameter.VAR_KEYWORD,
+            ):
+                raise NodeResourceError(
+                    f"{definition.class_type} needs '{name}', which this executor does not provide "
+                    f"(it provides: {', '.join(sorted(self.resources)) or 'nothing'})"
+                )
+        return arguments
 
     def run(
         self,

@@ -1,7 +1,8 @@
 """Model loader nodes: CheckpointLoaderSimple, UNETLoader, VAELoader, with ComfyUI's inputs.
 
 The file lists come from the model folders each time INPUT_TYPES is asked (so a new file shows up
-without a restart); a name a graph gives is looked up in its folder and can never leave it.
+without a restart); a name a graph gives is looked up in its folder and can never leave it. Each loader
+asks for the model manager in its constructor (`models`), which the executor passes in.
 """
 
 from __future__ import annotations
@@ -11,11 +12,19 @@ from typing import Any
 from engine import folders
 from engine.diffusion.diffusion_model import LoadedDiffusionModel
 from engine.diffusion.loading import WEIGHT_DTYPES, load_checkpoint, load_diffusion_model, load_vae
+from engine.diffusion.model_manager import ModelManager
 from engine.diffusion.text_encoders import CLIP
 from engine.diffusion.vae import VAE
 
 
-class CheckpointLoaderSimple:
+class ModelLoader:
+    """A node that loads weights: they are kept, shared and evicted by the engine's model manager."""
+
+    def __init__(self, models: ModelManager) -> None:
+        self.models = models
+
+
+class CheckpointLoaderSimple(ModelLoader):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
@@ -40,10 +49,12 @@ class CheckpointLoaderSimple:
 
     def load_checkpoint(self, ckpt_name: str) -> tuple[LoadedDiffusionModel, CLIP | None, VAE | None]:
         path = folders.get_full_path("checkpoints", ckpt_name)
-        return load_checkpoint(path, tokenizer_roots=folders.get_folder_paths("text_encoders"))
+        return load_checkpoint(
+            path, tokenizer_roots=folders.get_folder_paths("text_encoders"), manager=self.models
+        )
 
 
-class UNETLoader:
+class UNETLoader(ModelLoader):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
@@ -59,10 +70,11 @@ class UNETLoader:
     CATEGORY = "advanced/loaders"
 
     def load_unet(self, unet_name: str, weight_dtype: str) -> tuple[LoadedDiffusionModel]:
-        return (load_diffusion_model(folders.get_full_path("diffusion_models", unet_name), weight_dtype),)
+        path = folders.get_full_path("diffusion_models", unet_name)
+        return (load_diffusion_model(path, weight_dtype, manager=self.models),)
 
 
-class VAELoader:
+class VAELoader(ModelLoader):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"vae_name": (folders.get_filename_list("vae"),)}}
@@ -73,7 +85,7 @@ class VAELoader:
     CATEGORY = "loaders"
 
     def load_vae(self, vae_name: str) -> tuple[VAE]:
-        return (load_vae(folders.get_full_path("vae", vae_name)),)
+        return (load_vae(folders.get_full_path("vae", vae_name), manager=self.models),)
 
 
 NODE_CLASS_MAPPINGS = {

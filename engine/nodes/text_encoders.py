@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from engine import folders
+from engine.diffusion.model_manager import ModelManager
 from engine.diffusion.text_encoders import CLIP, TextEncoderSource, load_clip
+from engine.nodes.loaders import ModelLoader
 
 CLIP_TYPES = [
     "stable_diffusion",
@@ -50,17 +52,19 @@ DUAL_CLIP_TYPES = [
 DEVICES = ["default", "cpu"]
 
 
-def _load(names: list[str], clip_type: str, device: str) -> CLIP:
+def _load(names: list[str], clip_type: str, device: str, models: ModelManager) -> CLIP:
     if device != "default":
         raise ValueError(
             f"device '{device}' is not supported: text encoders run on the engine's compute device and "
             "share its memory budget with the other models; set device to 'default'"
         )
     sources = [TextEncoderSource.from_file(folders.get_full_path("text_encoders", name)) for name in names]
-    return load_clip(sources, clip_type, tokenizer_roots=folders.get_folder_paths("text_encoders"))
+    return load_clip(
+        sources, clip_type, tokenizer_roots=folders.get_folder_paths("text_encoders"), manager=models
+    )
 
 
-class CLIPLoader:
+class CLIPLoader(ModelLoader):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
@@ -84,10 +88,10 @@ class CLIPLoader:
     def load_clip(
         self, clip_name: str, type: str = "stable_diffusion", device: str = "default"
     ) -> tuple[CLIP]:
-        return (_load([clip_name], type, device),)
+        return (_load([clip_name], type, device, self.models),)
 
 
-class DualCLIPLoader:
+class DualCLIPLoader(ModelLoader):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         names = folders.get_filename_list("text_encoders")
@@ -106,7 +110,7 @@ class DualCLIPLoader:
     )
 
     def load_clip(self, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple[CLIP]:
-        return (_load([clip_name1, clip_name2], type, device),)
+        return (_load([clip_name1, clip_name2], type, device, self.models),)
 
 
 NODE_CLASS_MAPPINGS = {"CLIPLoader": CLIPLoader, "DualCLIPLoader": DualCLIPLoader}

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.diffusion.model_manager import get_manager
 from engine.settings import Settings
 from tests.api.conftest import LiveServer
 
@@ -88,7 +87,7 @@ def test_metrics_report_the_output_cache_against_its_limit(settings: Settings) -
 
 
 def test_model_load_time_is_measured(server: LiveServer) -> None:
-    get_manager().unload_all()
+    server.service.models.unload_all()
     with server.client() as client:
         request = {"prompt": "a fox", "steps": 1, "width": 512, "height": 512}
         response = client.post("/v1/flux-schnell", json=request)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine import folders
-from engine.diffusion.model_manager import ModelManager, set_manager
+from engine.diffusion.model_manager import ModelManager
 from engine.diffusion.test_models import write_test_models
 
 GIB = 2**30
@@ -33,9 +33,6 @@ def dirs(tmp_path: Path, test_models_dir: Path) -> Iterator[folders.FolderSettin
 
 
 @pytest.fixture
-def manager() -> Iterator[ModelManager]:
-    """A CPU fp32 model manager of its own for the test, installed as the process-wide one."""
-    manager = ModelManager(torch.device("cpu"), torch.float32, budget_bytes=4 * GIB)
-    previous = set_manager(manager)
-    yield manager
-    set_manager(previous)
+def manager() -> ModelManager:
+    """A CPU fp32 model manager of the test's own, passed to the loaders it runs."""
+    return ModelManager(torch.device("cpu"), torch.float32, budget_bytes=4 * GIB)

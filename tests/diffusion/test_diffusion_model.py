@@ -38,7 +38,9 @@ def aura(test_models_dir: Path, manager: ModelManager) -> DiffusionModel:
 def test_each_family_has_comfyui_default_sampling_and_latent_format(
     test_models_dir: Path, manager: ModelManager, flux_dev: DiffusionModel, aura: DiffusionModel
 ) -> None:
-    schnell = load_diffusion_model(test_models_dir / "diffusion_models" / "flux1-schnell.safetensors")
+    schnell = load_diffusion_model(
+        test_models_dir / "diffusion_models" / "flux1-schnell.safetensors", manager=manager
+    )
 
     assert isinstance(aura.model_sampling, DiscreteFlow) and aura.model_sampling.shift == 1.73
     assert isinstance(schnell.model_sampling, DiscreteFlow) and schnell.model_sampling.shift == 1.0

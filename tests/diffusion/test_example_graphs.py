@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from engine import folders
+from engine.diffusion.model_manager import ModelManager
 from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.graph.validate import validate_prompt
@@ -52,22 +53,22 @@ def test_the_four_examples_are_here() -> None:
     ]
 
 
-def load_models(prompt: dict[str, Any]) -> tuple[Any, Any, Any]:
+def load_models(manager: ModelManager, prompt: dict[str, Any]) -> tuple[Any, Any, Any]:
     """MODEL, CLIP and VAE through the example's own loader nodes."""
     for inputs in of_class(prompt, "CheckpointLoaderSimple"):
-        return loaders.CheckpointLoaderSimple().load_checkpoint(**inputs)
-    (model,) = loaders.UNETLoader().load_unet(**of_class(prompt, "UNETLoader")[0])
-    (clip,) = text_encoders.DualCLIPLoader().load_clip(**of_class(prompt, "DualCLIPLoader")[0])
-    (vae,) = loaders.VAELoader().load_vae(**of_class(prompt, "VAELoader")[0])
+        return loaders.CheckpointLoaderSimple(manager).load_checkpoint(**inputs)
+    (model,) = loaders.UNETLoader(manager).load_unet(**of_class(prompt, "UNETLoader")[0])
+    (clip,) = text_encoders.DualCLIPLoader(manager).load_clip(**of_class(prompt, "DualCLIPLoader")[0])
+    (vae,) = loaders.VAELoader(manager).load_vae(**of_class(prompt, "VAELoader")[0])
     return model, clip, vae
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_every_node_up_to_the_sampler_runs_and_a_latent_decodes_to_a_png_of_the_requested_size(
-    name: str, dirs: folders.FolderSettings
+    name: str, dirs: folders.FolderSettings, manager: ModelManager
 ) -> None:
     prompt = example(name)
-    model, clip, vae = load_models(prompt)
+    model, clip, vae = load_models(manager, prompt)
     for inputs in of_class(prompt, "CLIPTextEncode"):
         (encoded,) = conditioning.CLIPTextEncode().encode(clip, inputs["text"])
         ((cond, extras),) = encoded
@@ -98,14 +99,14 @@ def test_every_node_up_to_the_sampler_runs_and_a_latent_decodes_to_a_png_of_the_
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_the_example_graph_runs_end_to_end(
-    name: str, registry: NodeRegistry, dirs: folders.FolderSettings
+    name: str, registry: NodeRegistry, dirs: folders.FolderSettings, manager: ModelManager
 ) -> None:
     prompt = example(name)
     workflow = {"nodes": [], "links": [], "extra": {"example": name}, "version": 0.4}
     validation = validate_prompt(registry, prompt)
     assert validation.ok, validation
 
-    result = Executor(registry).run(
+    result = Executor(registry, resources={"models": manager}).run(
         validation.validated, prompt_id=name, extra_data={"extra_pnginfo": {"workflow": workflow}}
     )
 
@@ -121,11 +122,15 @@ def test_the_example_graph_runs_end_to_end(
         assert len(png.getcolors(maxcolors=2**24) or range(2**24)) > 1000, "the image should not be flat"
 
 
-def _run_pixels(registry: NodeRegistry, prompt: dict[str, Any], output_dir: Path) -> bytes:
+def _run_pixels(
+    registry: NodeRegistry, prompt: dict[str, Any], output_dir: Path, manager: ModelManager
+) -> bytes:
     """The saved image's pixels after a run with a fresh executor (and so an empty cache)."""
     validation = validate_prompt(registry, prompt)
     assert validation.validated is not None
-    result = Executor(registry).run(validation.validated, prompt_id="determinism")
+    result = Executor(registry, resources={"models": manager}).run(
+        validation.validated, prompt_id="determinism"
+    )
     assert result.status == "success", result.failure
     ((_, output),) = result.outputs.items()
     (saved,) = output["images"]
@@ -136,14 +141,14 @@ def _run_pixels(registry: NodeRegistry, prompt: dict[str, Any], output_dir: Path
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_the_same_seed_gives_the_same_image_and_another_seed_another(
-    name: str, registry: NodeRegistry, dirs: folders.FolderSettings
+    name: str, registry: NodeRegistry, dirs: folders.FolderSettings, manager: ModelManager
 ) -> None:
     prompt = example(name)
-    first = _run_pixels(registry, prompt, dirs.output_dir)
-    assert _run_pixels(registry, prompt, dirs.output_dir) == first
+    first = _run_pixels(registry, prompt, dirs.output_dir, manager)
+    assert _run_pixels(registry, prompt, dirs.output_dir, manager) == first
     reseeded = json.loads(json.dumps(prompt))
     for node in reseeded.values():
         for seed_input in ("seed", "noise_seed"):
             if seed_input in node["inputs"]:
                 node["inputs"][seed_input] += 1
-    assert _run_pixels(registry, reseeded, dirs.output_dir) != first
+    assert _run_pixels(registry, reseeded, dirs.output_dir, manager) != first

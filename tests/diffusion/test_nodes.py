@@ -42,8 +42,8 @@ def test_loaders_list_the_model_folders() -> None:
     assert VAELoader.INPUT_TYPES()["required"]["vae_name"][0] == ["ae.safetensors"]
 
 
-def test_checkpoint_loader_returns_model_clip_and_vae_of_the_checkpoint() -> None:
-    model, clip, vae = CheckpointLoaderSimple().load_checkpoint("aura_flow_0.3.safetensors")
+def test_checkpoint_loader_returns_model_clip_and_vae_of_the_checkpoint(manager: ModelManager) -> None:
+    model, clip, vae = CheckpointLoaderSimple(manager).load_checkpoint("aura_flow_0.3.safetensors")
 
     assert model.architecture.name == "AuraFlow"
     assert model.latent_format.channels == 4
@@ -56,8 +56,8 @@ def test_checkpoint_loader_returns_model_clip_and_vae_of_the_checkpoint() -> Non
 def test_fp8_weight_dtypes_store_fp8_and_stay_close_to_the_full_precision_model(
     manager: ModelManager, weight_dtype: str
 ) -> None:
-    (full,) = UNETLoader().load_unet("flux1-dev.safetensors", "default")
-    (small,) = UNETLoader().load_unet("flux1-dev.safetensors", weight_dtype)
+    (full,) = UNETLoader(manager).load_unet("flux1-dev.safetensors", "default")
+    (small,) = UNETLoader(manager).load_unet("flux1-dev.safetensors", weight_dtype)
     x = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor([0.7])
     given = ModelInputs(torch.randn(1, 8, 32), torch.randn(1, 64))
@@ -69,42 +69,46 @@ def test_fp8_weight_dtypes_store_fp8_and_stay_close_to_the_full_precision_model(
 
 
 def test_the_same_file_loads_once_for_every_loader_node_and_graph(manager: ModelManager) -> None:
-    (first,) = UNETLoader().load_unet("flux1-schnell.safetensors", "default")
-    (second,) = UNETLoader().load_unet("flux1-schnell.safetensors", "default")
+    (first,) = UNETLoader(manager).load_unet("flux1-schnell.safetensors", "default")
+    (second,) = UNETLoader(manager).load_unet("flux1-schnell.safetensors", "default")
     assert first.module() is second.module()
     assert len(manager.resident()) == 1
 
 
-def test_a_pickle_named_by_a_graph_is_refused_saying_why(dirs: folders.FolderSettings) -> None:
+def test_a_pickle_named_by_a_graph_is_refused_saying_why(
+    dirs: folders.FolderSettings, manager: ModelManager
+) -> None:
     pickle = dirs.models_dir / "checkpoints" / "old_model.ckpt"
     pickle.write_bytes(b"\x80\x04whatever")
     try:
         assert "old_model.ckpt" in CheckpointLoaderSimple.INPUT_TYPES()["required"]["ckpt_name"][0]
         with pytest.raises(WeightsFileError, match="run arbitrary code"):
-            CheckpointLoaderSimple().load_checkpoint("old_model.ckpt")
+            CheckpointLoaderSimple(manager).load_checkpoint("old_model.ckpt")
     finally:
         pickle.unlink()
 
 
-def test_an_unknown_file_is_refused_by_name(dirs: folders.FolderSettings) -> None:
+def test_an_unknown_file_is_refused_by_name(manager: ModelManager, dirs: folders.FolderSettings) -> None:
     unknown = dirs.models_dir / "vae" / "mystery.safetensors"
     unknown.write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
     try:
         with pytest.raises(UnrecognizedModelError, match=r"mystery\.safetensors"):
-            VAELoader().load_vae("mystery.safetensors")
+            VAELoader(manager).load_vae("mystery.safetensors")
     finally:
         unknown.unlink()
 
 
-def test_a_file_of_the_wrong_kind_says_what_it_holds(dirs: folders.FolderSettings) -> None:
+def test_a_file_of_the_wrong_kind_says_what_it_holds(
+    dirs: folders.FolderSettings, manager: ModelManager
+) -> None:
     with pytest.raises(WeightsFileError, match=r"clip_l\.safetensors: holds no VAE \(it holds CLIP-L\)"):
-        load_vae(dirs.models_dir / "text_encoders" / "clip_l.safetensors")
+        load_vae(dirs.models_dir / "text_encoders" / "clip_l.safetensors", manager=manager)
 
 
 @pytest.mark.parametrize("name", ["../checkpoints/aura_flow_0.3.safetensors", "/etc/passwd"])
-def test_loader_names_cannot_leave_their_folder(name: str) -> None:
+def test_loader_names_cannot_leave_their_folder(manager: ModelManager, name: str) -> None:
     with pytest.raises(folders.PathEscapeError):
-        UNETLoader().load_unet(name, "default")
+        UNETLoader(manager).load_unet(name, "default")
 
 
 def test_empty_latents_have_comfyui_channels_and_one_eighth_the_size() -> None:
@@ -125,8 +129,8 @@ def test_empty_image_is_filled_with_the_color() -> None:
     assert torch.allclose(image[1, 2, 4], torch.tensor([1.0, 128 / 255, 0.0]))
 
 
-def test_vae_decode_and_encode_move_between_pixels_and_latents() -> None:
-    (vae,) = VAELoader().load_vae("ae.safetensors")
+def test_vae_decode_and_encode_move_between_pixels_and_latents(manager: ModelManager) -> None:
+    (vae,) = VAELoader(manager).load_vae("ae.safetensors")
     latent = {"samples": torch.randn(2, 16, 8, 12, generator=torch.Generator().manual_seed(0))}
 
     (image,) = VAEDecode().decode(vae, latent)
@@ -138,14 +142,14 @@ def test_vae_decode_and_encode_move_between_pixels_and_latents() -> None:
     assert encoded["samples"].shape == (2, 16, 7, 12)
 
 
-def test_vae_decode_refuses_a_latent_of_another_family() -> None:
-    (vae,) = VAELoader().load_vae("ae.safetensors")
+def test_vae_decode_refuses_a_latent_of_another_family(manager: ModelManager) -> None:
+    (vae,) = VAELoader(manager).load_vae("ae.safetensors")
     with pytest.raises(LatentShapeError, match="16-channel"):
         VAEDecode().decode(vae, EmptyLatentImage().generate(64, 64, 1)[0])
 
 
-def test_vae_decode_of_a_batch_stops_when_the_run_is_interrupted() -> None:
-    (vae,) = VAELoader().load_vae("ae.safetensors")
+def test_vae_decode_of_a_batch_stops_when_the_run_is_interrupted(manager: ModelManager) -> None:
+    (vae,) = VAELoader(manager).load_vae("ae.safetensors")
     interrupt = threading.Event()
     interrupt.set()
     reports: list[float] = []

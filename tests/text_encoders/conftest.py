@@ -8,7 +8,6 @@ import torch
 from safetensors.torch import save_file
 
 from engine import folders
-from engine.diffusion import model_manager
 from engine.diffusion.model_manager import ModelManager
 from engine.diffusion.safetensors_file import RANDOM_TEST_WEIGHTS_METADATA
 from engine.diffusion.text_encoders import (
@@ -35,12 +34,9 @@ def text_encoders_dir(models_dir: Path) -> Path:
 
 
 @pytest.fixture
-def manager() -> Iterator[ModelManager]:
-    """A CPU, float32 manager installed as the process-wide one (nodes use that), restored afterwards."""
-    manager = ModelManager(device=torch.device("cpu"), dtype=torch.float32, budget_bytes=2**30)
-    previous = model_manager.set_manager(manager)
-    yield manager
-    model_manager.set_manager(previous)
+def manager() -> ModelManager:
+    """A CPU, float32 manager of the test's own, passed to the loader nodes it runs."""
+    return ModelManager(device=torch.device("cpu"), dtype=torch.float32, budget_bytes=2**30)
 
 
 @pytest.fixture
@@ -67,15 +63,17 @@ def flux_clip(text_encoders_dir: Path, manager: ModelManager) -> CLIP:
         TextEncoderSource.from_file(text_encoders_dir / "t5xxl_fp16.safetensors"),
         TextEncoderSource.from_file(text_encoders_dir / "clip_l.safetensors"),
     ]
-    return load_clip(sources, "flux", [text_encoders_dir], manager)
+    return load_clip(sources, "flux", [text_encoders_dir], manager=manager)
 
 
 @pytest.fixture
 def clip_l_clip(text_encoders_dir: Path, manager: ModelManager) -> CLIP:
     source = TextEncoderSource.from_file(text_encoders_dir / "clip_l.safetensors")
-    return load_clip([source], "stable_diffusion", [text_encoders_dir], manager)
+    return load_clip([source], "stable_diffusion", [text_encoders_dir], manager=manager)
 
 
 @pytest.fixture
 def aura_clip(aura_checkpoint: Path, text_encoders_dir: Path, manager: ModelManager) -> CLIP:
-    return load_clip(sources_in_checkpoint(aura_checkpoint), "stable_diffusion", [text_encoders_dir], manager)
+    return load_clip(
+        sources_in_checkpoint(aura_checkpoint), "stable_diffusion", [text_encoders_dir], manager=manager
+    )

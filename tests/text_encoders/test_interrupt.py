@@ -16,6 +16,7 @@ import torch
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer
 from transformers.models.t5.modeling_t5 import T5Block
 
+from engine.diffusion.model_manager import ModelManager
 from engine.graph.cache import OutputCache
 from engine.graph.execute import Executor, RunResult
 from engine.graph.registry import NodeRegistry
@@ -53,7 +54,9 @@ def cancel_after_first_layer() -> Iterator[tuple[threading.Event, list[str]]]:
     handle.remove()
 
 
-def run_encoding(registry: NodeRegistry, loader: dict[str, Any], cancel: threading.Event) -> RunResult:
+def run_encoding(
+    registry: NodeRegistry, manager: ModelManager, loader: dict[str, Any], cancel: threading.Event
+) -> RunResult:
     prompt = {
         "1": loader,
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": LONG_PROMPT, "clip": ["1", 0]}},
@@ -61,7 +64,7 @@ def run_encoding(registry: NodeRegistry, loader: dict[str, Any], cancel: threadi
     }
     validation = validate_prompt(registry, prompt)
     assert validation.ok, validation.error_body()
-    return Executor(registry, OutputCache(max_bytes=0)).run(
+    return Executor(registry, OutputCache(max_bytes=0), {"models": manager}).run(
         validation.validated, prompt_id="long", interrupt=cancel
     )
 
@@ -95,7 +98,7 @@ def test_a_cancel_while_a_long_prompt_is_encoded_runs_no_further_layer(
 ):
     cancel, layers = cancel_after_first_layer
 
-    result = run_encoding(registry, loader, cancel)
+    result = run_encoding(registry, manager, loader, cancel)
 
     assert result.status == "interrupted"
     assert result.failure is not None and result.failure.node_id == "2"

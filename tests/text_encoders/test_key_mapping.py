@@ -53,7 +53,7 @@ def test_clip_l_from_a_comfyui_file_matches_transformers(tmp_path, text_encoders
         [TextEncoderSource.from_file(text_encoders_dir / "clip_l.safetensors")],
         "stable_diffusion",
         [text_encoders_dir],
-        manager,
+        manager=manager,
     )
     tokens = unweighted(clip.tokenize(PROMPT))
     config = CLIPTextConfig(
@@ -83,7 +83,7 @@ def test_t5xxl_from_a_comfyui_file_matches_transformers(tmp_path, text_encoders_
         ],
         "flux",
         [text_encoders_dir],
-        manager,
+        manager=manager,
     )
     tokens = unweighted(clip.tokenize(PROMPT))
     config = T5Config(**TINY_T5, feed_forward_proj="gated-gelu")

@@ -39,7 +39,7 @@ def test_a_plain_fp8_file_loads(tmp_path, text_encoders_dir, flux_clip, manager)
         TextEncoderSource.from_file(tmp_path / "t5xxl_fp8_e4m3fn.safetensors"),
         TextEncoderSource.from_file(text_encoders_dir / "clip_l.safetensors"),
     ]
-    clip = load_clip(sources, "flux", [text_encoders_dir], manager)
+    clip = load_clip(sources, "flux", [text_encoders_dir], manager=manager)
     tokens = clip.tokenize("a red cat")
 
     cond = clip.encode_from_tokens(tokens)
@@ -57,7 +57,7 @@ def test_a_file_missing_weights_names_them_when_first_used(tmp_path, text_encode
         TextEncoderSource.from_file(tmp_path / "t5xxl_broken.safetensors"),
         TextEncoderSource.from_file(text_encoders_dir / "clip_l.safetensors"),
     ]
-    clip = load_clip(sources, "flux", [text_encoders_dir], manager)
+    clip = load_clip(sources, "flux", [text_encoders_dir], manager=manager)
 
     missing = re.escape("not complete: missing encoder.block.1.layer.1.DenseReluDense.wo.weight")
     with pytest.raises(WeightsFileError, match=missing):

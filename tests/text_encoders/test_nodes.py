@@ -72,8 +72,8 @@ def test_the_flux_dev_examples_text_nodes_validate(configured_folders, registry)
 
 
 def test_dual_clip_loader_for_flux_gives_t5_states_and_clip_l_pooled(configured_folders, manager):
-    (clip,) = DualCLIPLoader().load_clip("t5xxl_fp16.safetensors", "clip_l.safetensors", "flux")
-    (swapped,) = DualCLIPLoader().load_clip("clip_l.safetensors", "t5xxl_fp16.safetensors", "flux")
+    (clip,) = DualCLIPLoader(manager).load_clip("t5xxl_fp16.safetensors", "clip_l.safetensors", "flux")
+    (swapped,) = DualCLIPLoader(manager).load_clip("clip_l.safetensors", "t5xxl_fp16.safetensors", "flux")
 
     ((cond, options),) = CLIPTextEncode().encode(clip, "a red cat")[0]
     ((swapped_cond, swapped_options),) = CLIPTextEncode().encode(swapped, "a red cat")[0]
@@ -92,7 +92,7 @@ def test_auraflow_conditioning_has_pile_t5_states_and_no_pooled_vector(aura_clip
 
 
 def test_clip_loader_loads_clip_l_alone(configured_folders, manager):
-    (clip,) = CLIPLoader().load_clip("clip_l.safetensors", "stable_diffusion")
+    (clip,) = CLIPLoader(manager).load_clip("clip_l.safetensors", "stable_diffusion")
 
     ((cond, options),) = CLIPTextEncode().encode(clip, "a red cat")[0]
 
@@ -103,12 +103,19 @@ def test_clip_loader_loads_clip_l_alone(configured_folders, manager):
     ("load", "message"),
     [
         (
-            lambda: DualCLIPLoader().load_clip("clip_l.safetensors", "t5xxl_fp16.safetensors", "sdxl"),
+            lambda models: DualCLIPLoader(models).load_clip(
+                "clip_l.safetensors", "t5xxl_fp16.safetensors", "sdxl"
+            ),
             "type 'sdxl'",
         ),
-        (lambda: CLIPLoader().load_clip("t5xxl_fp16.safetensors", "sd3"), "T5-XXL with type 'sd3'"),
         (
-            lambda: DualCLIPLoader().load_clip("clip_l.safetensors", "clip_l.safetensors", "flux"),
+            lambda models: CLIPLoader(models).load_clip("t5xxl_fp16.safetensors", "sd3"),
+            "T5-XXL with type 'sd3'",
+        ),
+        (
+            lambda models: DualCLIPLoader(models).load_clip(
+                "clip_l.safetensors", "clip_l.safetensors", "flux"
+            ),
             "CLIP-L + CLIP-L",
         ),
     ],
@@ -117,14 +124,14 @@ def test_combinations_no_served_model_uses_are_refused_with_what_is_served(
     configured_folders, manager, load, message
 ):
     with pytest.raises(UnsupportedTextEncodersError, match=re.escape(message)) as error:
-        load()
+        load(manager)
 
     assert "Flux (CLIP-L + T5-XXL, type flux)" in str(error.value)
 
 
 def test_running_text_encoders_on_another_device_is_refused(configured_folders, manager):
     with pytest.raises(ValueError, match="device 'cpu' is not supported"):
-        CLIPLoader().load_clip("clip_l.safetensors", "stable_diffusion", device="cpu")
+        CLIPLoader(manager).load_clip("clip_l.safetensors", "stable_diffusion", device="cpu")
 
 
 def test_clip_text_encode_without_a_clip_says_where_to_get_one():

@@ -23,7 +23,7 @@ def test_a_missing_clip_tokenizer_names_its_files_and_where_they_go(tmp_path, te
     source = TextEncoderSource.from_file(folder / "clip_l.safetensors")
 
     with pytest.raises(TokenizerNotFoundError) as error:
-        load_clip([source], "stable_diffusion", [folder], manager)
+        load_clip([source], "stable_diffusion", [folder], manager=manager)
 
     message = str(error.value)
     assert "clip_l.safetensors" in message and "CLIP-L" in message
@@ -40,7 +40,11 @@ def test_a_checkpoint_without_a_pile_tokenizer_anywhere_names_tokenizer_model(
     empty_text_encoders = tmp_path / "text_encoders"
 
     with pytest.raises(TokenizerNotFoundError) as error:
-        load_clip(sources_in_checkpoint(folder / aura_checkpoint.name), tokenizer_roots=[empty_text_encoders])
+        load_clip(
+            sources_in_checkpoint(folder / aura_checkpoint.name),
+            tokenizer_roots=[empty_text_encoders],
+            manager=manager,
+        )
 
     message = str(error.value)
     assert "tokenizer.model" in message and "fal/AuraFlow-v0.3" in message
@@ -75,4 +79,4 @@ def test_another_models_tokenizer_in_the_folder_is_refused(tmp_path, text_encode
     ]
 
     with pytest.raises(TokenizerMismatchError, match="does not hold a T5-XXL tokenizer"):
-        load_clip(sources, "flux", [folder], manager)
+        load_clip(sources, "flux", [folder], manager=manager)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
-from engine.diffusion.model_manager import ModelKey, ModelManager, get_manager
+from engine.diffusion.model_manager import ModelKey, ModelManager
 from engine.diffusion.safetensors_file import TensorInfo, WeightsFileError, load_tensors, read_header
 from engine.diffusion.text_encoders.clip import CLIP
 from engine.diffusion.text_encoders.detect import architecture, detect_text_encoder, text_encoder_layout
@@ -121,14 +121,14 @@ def load_clip(
     sources: Sequence[TextEncoderSource],
     clip_type: str = "stable_diffusion",
     tokenizer_roots: Sequence[Path] = (),
-    manager: ModelManager | None = None,
+    *,
+    manager: ModelManager,
 ) -> CLIP:
     """A CLIP for the encoders, conditioning as the model their combination and `clip_type` select.
 
     `tokenizer_roots` are the text_encoders folders, searched for tokenizers after the folder beside each
     weight file (see tokenizer_files). Weights are read when an encoder is first used.
     """
-    manager = manager or get_manager()
     recipe = find_recipe([source.spec.family for source in sources], clip_type)
     encoders: dict[str, TextEncoder] = {}
     for source in sources:
