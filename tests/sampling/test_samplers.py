@@ -14,6 +14,7 @@ standard deviation within 0.08 of 1 (first-order ancestral sampling is about 0.0
 from __future__ import annotations
 
 from collections.abc import Callable
+from fractions import Fraction
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from engine.diffusion.sampling.guiders import CFGGuider
 from engine.diffusion.sampling.sample import ksampler_sigmas
 from engine.diffusion.sampling.sampler import sampler_object
 from engine.diffusion.sampling.samplers import SAMPLER_NAMES
+from engine.diffusion.sampling.samplers.multistep import _ipndm_v_weights
 from tests.sampling.analytic import GaussianFlowModel, prompt
 
 STOCHASTIC = {
@@ -174,3 +176,19 @@ def test_er_sde_with_a_linear_noise_scale_is_the_probability_flow_ode(
 def test_dpm_adaptive_names_the_order_it_refuses(make_model: Callable[..., GaussianFlowModel]) -> None:
     with pytest.raises(ValueError, match=r"dpm_adaptive: order must be 2 or 3, got 4"):
         sample(make_model((4, 8, 8)), "dpm_adaptive", 6, order=4)
+
+
+def test_ipndm_v_weights_are_adams_bashforth_only_where_comfyui_makes_them_so() -> None:
+    """Closed forms, in exact fractions: variable-step AB2 at order 2; AB3 (23, -16, 5) / 12 at order 3 on
+    equal steps but c2 = 1/2 - h^2 / (6 h1 (h1 + h2)) on uneven ones (AB3's would be h (2h + 3 h1) / ...);
+    (57, -65, 43, -11) / 24 at order 4 on equal steps, not AB4's (55, -59, 37, -9) / 24."""
+    h, h1, h2, h3 = Fraction(3), Fraction(5), Fraction(2), Fraction(7)
+    assert _ipndm_v_weights([h, h1], 2) == [1 + h / (2 * h1), -h / (2 * h1)]
+    equal = [Fraction(1)] * 4
+    assert _ipndm_v_weights(equal, 3) == [Fraction(23, 12), Fraction(-16, 12), Fraction(5, 12)]
+    assert _ipndm_v_weights(equal, 4) == [Fraction(k, 24) for k in (57, -65, 43, -11)]
+    c2 = Fraction(1, 2) - h**2 / (6 * h1 * (h1 + h2))
+    second_difference = [c2, -(1 + h1 / h2) * c2, c2 * h1 / h2]
+    ab2 = [1 + h / (2 * h1), -h / (2 * h1), 0]
+    assert _ipndm_v_weights([h, h1, h2], 3) == [a + b for a, b in zip(ab2, second_difference, strict=True)]
+    assert sum(_ipndm_v_weights([h, h1, h2, h3], 4)) != 1

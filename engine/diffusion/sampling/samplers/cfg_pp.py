@@ -17,6 +17,8 @@ from engine.diffusion.sampling.samplers.common import (
     Denoiser,
     StepCallback,
     ancestral_step,
+    first_order_exponential_step,
+    log_time,
     report,
     step_noise,
     to_d,
@@ -31,6 +33,11 @@ def unguided(model: Denoiser) -> torch.Tensor:
     return uncond
 
 
+def _alpha(model: Denoiser, sigma: torch.Tensor) -> torch.Tensor:
+    """The signal scale alpha = sigma e^lambda, from the half-log-SNR lambda = log(alpha / sigma)."""
+    return sigma * model.model_sampling.half_log_snr(sigma).exp()
+
+
 @register("euler_ancestral_cfg_pp", needs_uncond=True)
 def sample_euler_ancestral_cfg_pp(
     model: Denoiser,
@@ -43,24 +50,26 @@ def sample_euler_ancestral_cfg_pp(
     s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
-    """Ancestral Euler (a DDIM step with eta) whose noise estimate comes from the unguided x0."""
+    """CFG++'s DDIM step (Chung et al. 2024, arXiv 2406.08070, Algorithm 1) with eta:
+        x_next = alpha_next (x0 + sigma_down eps_u + s_noise sigma_up z),   eps_u = (x - alpha x0_u) / sigma,
+    x0 guided, x0_u unguided, and (sigma_down, sigma_up) the ancestral split of the noise-to-signal
+    ratios sigma / alpha to sigma_next / alpha_next. Eta 0 gives alpha_next x0 + sigma_next eps_u.
+    """
     noise = step_noise(x, extra_args, noise_sampler)
-    ms = model.model_sampling
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        uncond = unguided(model)
-        report(callback, i, x, sigmas[i], denoised)
+        x0 = model(x, sigmas[i] * s_in)
+        x0_u = unguided(model)
+        report(callback, i, x, sigmas[i], x0)
         if sigmas[i + 1] == 0:
-            x = denoised
+            x = x0
             continue
-        alpha_s = sigmas[i] * ms.half_log_snr(sigmas[i]).exp()
-        alpha_t = sigmas[i + 1] * ms.half_log_snr(sigmas[i + 1]).exp()
-        d = to_d(x, sigmas[i], alpha_s * uncond)
-        sigma_down, sigma_up = ancestral_step(sigmas[i] / alpha_s, sigmas[i + 1] / alpha_t, eta=eta)
-        x = alpha_t * denoised + alpha_t * sigma_down * d
+        alpha, alpha_next = _alpha(model, sigmas[i]), _alpha(model, sigmas[i + 1])
+        eps_u = to_d(x, sigmas[i], alpha * x0_u)
+        sigma_down, sigma_up = ancestral_step(sigmas[i] / alpha, sigmas[i + 1] / alpha_next, eta=eta)
+        x = alpha_next * x0 + alpha_next * sigma_down * eps_u
         if eta > 0 and s_noise > 0:
-            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = x + alpha_next * noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
@@ -91,29 +100,30 @@ def sample_dpmpp_2s_ancestral_cfg_pp(
     s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
-    """DPM-Solver++(2S) from x shifted by the guidance, renoised with the variance-exploding ancestral split.
+    """DPM-Solver++(2S) (Lu et al. 2022, arXiv 2211.01095, Algorithm 1) with CFG++, in t = -log sigma.
 
-    That split is ComfyUI's for every model type in this sampler (unlike dpmpp_2s_ancestral's flow split).
+    Both of its first-order steps (`first_order_exponential_step`) start from x moved by the guidance,
+    x + (x0 - x0_u): to the midpoint s = t + h/2 on x0, giving x_2, then over the whole h to sigma_down
+    on x0(x_2). It then renoises by sigma_up of the variance-exploding ancestral split, which is
+    ComfyUI's for every model type in this sampler (unlike dpmpp_2s_ancestral's flow split).
     """
     noise = step_noise(x, extra_args, noise_sampler)
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        uncond = unguided(model)
+        x0 = model(x, sigmas[i] * s_in)
+        x0_u = unguided(model)
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
-        report(callback, i, x, sigmas[i], denoised)
+        report(callback, i, x, sigmas[i], x0)
         if sigma_down == 0:
-            x = denoised + to_d(x, sigmas[i], uncond) * sigma_down
+            x = x0 + to_d(x, sigmas[i], x0_u) * sigma_down
         else:
-            t, t_next = sigmas[i].log().neg(), sigma_down.log().neg()
+            t, t_next = log_time(sigmas[i]), log_time(sigma_down)
             h = t_next - t
             s = t + h / 2
-            x_2 = (s.neg().exp() / t.neg().exp()) * (x + (denoised - uncond)) - (-h / 2).expm1() * denoised
-            denoised_2 = model(x_2, s.neg().exp() * s_in)
+            x_2 = first_order_exponential_step(x + (x0 - x0_u), t, s, h / 2, x0)
+            x0_2 = model(x_2, s.neg().exp() * s_in)
             # As in ComfyUI, the shift now uses the unguided prediction at x_2, the latest evaluation.
-            x = (t_next.neg().exp() / t.neg().exp()) * (x + (denoised - unguided(model))) - (
-                -h
-            ).expm1() * denoised_2
+            x = first_order_exponential_step(x + (x0 - unguided(model)), t, t_next, h, x0_2)
         if sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
@@ -128,19 +138,23 @@ def sample_dpmpp_2m_cfg_pp(
     callback: StepCallback | None = None,
     disable: bool | None = None,
 ) -> torch.Tensor:
-    """DPM-Solver++(2M) whose multistep history is the unguided x0."""
+    """DPM-Solver++(2M) (arXiv 2211.01095, Algorithm 2) with CFG++, in t = -log sigma:
+        x_(i+1) = x0 + e^-h (x - x0_u) - (e^-h - 1) / 2r (x0 - x0_u,(i-1)),   r = h_(i-1) / h,
+    landing on the guided x0 with the unguided noise; the second-order term is dropped on the first
+    step and into sigma 0. With x0_u = x0 it is dpmpp_2m.
+    """
     s_in = x.new_ones([x.shape[0]])
-    old_uncond = None
+    previous_x0_u = None
     for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        uncond = unguided(model)
-        report(callback, i, x, sigmas[i], denoised)
-        t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
+        x0 = model(x, sigmas[i] * s_in)
+        x0_u = unguided(model)
+        report(callback, i, x, sigmas[i], x0)
+        t, t_next = log_time(sigmas[i]), log_time(sigmas[i + 1])
         h = t_next - t
-        mix = -torch.exp(-h) * uncond
-        if old_uncond is not None and sigmas[i + 1] != 0:
-            r = (t - sigmas[i - 1].log().neg()) / h
-            mix = mix - torch.expm1(-h) * (1 / (2 * r)) * (denoised - old_uncond)
-        x = denoised + mix + torch.exp(-h) * x
-        old_uncond = uncond
+        step = -torch.exp(-h) * x0_u
+        if previous_x0_u is not None and sigmas[i + 1] != 0:
+            r = (t - log_time(sigmas[i - 1])) / h
+            step = step - torch.expm1(-h) * (1 / (2 * r)) * (x0 - previous_x0_u)
+        x = x0 + step + torch.exp(-h) * x
+        previous_x0_u = x0_u
     return x

@@ -133,3 +133,20 @@ def h_phi_1(h: torch.Tensor) -> torch.Tensor:
 def h_phi_2(h: torch.Tensor) -> torch.Tensor:
     """h * phi_2(h) = (e^h - 1 - h) / h of exponential integrators."""
     return (torch.expm1(h) - h) / h
+
+
+def log_time(sigma: torch.Tensor) -> torch.Tensor:
+    """t = -log sigma, the time of the DPM-Solver++ samplers written for sigma alone (alpha = 1)."""
+    return sigma.log().neg()
+
+
+def first_order_exponential_step(
+    x: torch.Tensor, t: torch.Tensor, t_to: torch.Tensor, h: torch.Tensor, x0: torch.Tensor
+) -> torch.Tensor:
+    """DPM-Solver++(1) in t = -log sigma, exact for x0 constant over a step of h (= t_to - t):
+        x_to = sigma_to / sigma * x - (e^-h - 1) x0.
+
+    The sigmas come back as e^-t and h is the caller's, as ComfyUI rounds them: e^-h is not reused
+    for the ratio, and a half step's h / 2 is not t_half - t.
+    """
+    return (t_to.neg().exp() / t.neg().exp()) * x - (-h).expm1() * x0

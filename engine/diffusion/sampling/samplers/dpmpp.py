@@ -18,7 +18,9 @@ from engine.diffusion.sampling.samplers.common import (
     Denoiser,
     StepCallback,
     ancestral_step,
+    first_order_exponential_step,
     flow_ancestral_step,
+    log_time,
     report,
     seed_of,
     snr_safe,
@@ -143,6 +145,12 @@ def sample_dpmpp_sde(
 register("dpmpp_sde_gpu")(partial(sample_dpmpp_sde, tree_on_cpu=False))
 
 
+def _two_step_x0(x0: torch.Tensor, previous_x0: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """The x0 DPM-Solver++(2M) integrates: x0 extrapolated linearly in t to the step's middle,
+    D = (1 + 1/2r) x0_i - 1/2r x0_(i-1), where r = h_(i-1) / h_i is the last step relative to this one."""
+    return (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * previous_x0
+
+
 @register("dpmpp_2m")
 def sample_dpmpp_2m(
     model: Denoiser,
@@ -152,21 +160,23 @@ def sample_dpmpp_2m(
     callback: StepCallback | None = None,
     disable: bool | None = None,
 ) -> torch.Tensor:
-    """DPM-Solver++(2M): second order from the previous step's x0, first order on the first and last steps."""
+    """DPM-Solver++(2M) (Lu et al. 2022, arXiv 2211.01095, Algorithm 2) in t = -log sigma:
+        x_(i+1) = sigma_(i+1) / sigma_i x_i - (e^-h_i - 1) D_i,   D_i from `_two_step_x0`,
+    first order (D = x0) on the first step and into sigma 0, where it returns x0.
+    """
     s_in = x.new_ones([x.shape[0]])
-    old_denoised = None
+    previous_x0 = None
     for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        report(callback, i, x, sigmas[i], denoised)
-        t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
+        x0 = model(x, sigmas[i] * s_in)
+        report(callback, i, x, sigmas[i], x0)
+        t, t_next = log_time(sigmas[i]), log_time(sigmas[i + 1])
         h = t_next - t
-        if old_denoised is None or sigmas[i + 1] == 0:
-            denoised_d = denoised
+        if previous_x0 is None or sigmas[i + 1] == 0:
+            x0_d = x0
         else:
-            r = (t - sigmas[i - 1].log().neg()) / h
-            denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-        x = (t_next.neg().exp() / t.neg().exp()) * x - (-h).expm1() * denoised_d
-        old_denoised = denoised
+            x0_d = _two_step_x0(x0, previous_x0, (t - log_time(sigmas[i - 1])) / h)
+        x = first_order_exponential_step(x, t, t_next, h, x0_d)
+        previous_x0 = x0
     return x
 
 

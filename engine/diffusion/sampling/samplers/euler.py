@@ -98,6 +98,23 @@ def sample_heun(
     return x
 
 
+def _heunpp_stages(sigmas: torch.Tensor, i: int) -> int:
+    """Three stages, two on the step before the last, one (Euler) on the last."""
+    s_end = sigmas[-1]
+    if sigmas[i + 1] == s_end:
+        return 1
+    return 2 if sigmas[i + 2] == s_end else 3
+
+
+def _heunpp_weights(sigmas: torch.Tensor, i: int, stages: int) -> list[Any]:
+    """w_k = sigma_(i+k) / (n sigma_0) for the later stages k = 1 .. n-1, and w_0 = 1 - their sum."""
+    later = [sigmas[i + k] / (stages * sigmas[0]) for k in range(1, stages)]
+    first: Any = 1
+    for weight in later:
+        first = first - weight
+    return [first, *later]
+
+
 @register("heunpp2")
 def sample_heunpp2(
     model: Denoiser,
@@ -107,28 +124,30 @@ def sample_heunpp2(
     callback: StepCallback | None = None,
     disable: bool | None = None,
 ) -> torch.Tensor:
-    """Heun++: averages the derivative at up to three sigmas, weighted by each sigma relative to the first."""
+    """Heun++ (ComfyUI's heunpp2; no paper defines it): Heun's predictor chained over up to three sigmas.
+
+    The stages follow Euler along the schedule, x^(k+1) = x^(k) + d_k (sigma_(i+k+1) - sigma_(i+k)),
+    d_k = (x^(k) - x0(x^(k), sigma_(i+k))) / sigma_(i+k), and the step is
+        x_next = x + (sigma_(i+1) - sigma_i) sum_k w_k d_k      (weights: `_heunpp_weights`),
+    so the later derivatives count for a third each at the start (a half on the step before the last,
+    Heun's trapezoid there) and fade with sigma towards plain Euler. The third stage evaluates the
+    model at sigma_(i+2), a point of the next step, and is not reused.
+    """
     s_in = x.new_ones([x.shape[0]])
-    s_end = sigmas[-1]
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in)
-        d = to_d(x, sigmas[i], denoised)
+        derivatives = [to_d(x, sigmas[i], denoised)]
         report(callback, i, x, sigmas[i], denoised)
-        dt = sigmas[i + 1] - sigmas[i]
-        if sigmas[i + 1] == s_end:
-            x = x + d * dt
-            continue
-        x_2 = x + d * dt
-        d_2 = to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * s_in))
-        if sigmas[i + 2] == s_end:
-            w_2 = sigmas[i + 1] / (2 * sigmas[0])
-            x = x + (d * (1 - w_2) + d_2 * w_2) * dt
-            continue
-        x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
-        d_3 = to_d(x_3, sigmas[i + 2], model(x_3, sigmas[i + 2] * s_in))
-        w_2 = sigmas[i + 1] / (3 * sigmas[0])
-        w_3 = sigmas[i + 2] / (3 * sigmas[0])
-        x = x + ((1 - w_2 - w_3) * d + w_2 * d_2 + w_3 * d_3) * dt
+        stages = _heunpp_stages(sigmas, i)
+        x_k = x
+        for k in range(1, stages):
+            x_k = x_k + derivatives[-1] * (sigmas[i + k] - sigmas[i + k - 1])
+            derivatives.append(to_d(x_k, sigmas[i + k], model(x_k, sigmas[i + k] * s_in)))
+        weights = _heunpp_weights(sigmas, i, stages)
+        slope = weights[0] * derivatives[0]
+        for weight, d in zip(weights[1:], derivatives[1:], strict=True):
+            slope = slope + weight * d
+        x = x + slope * (sigmas[i + 1] - sigmas[i])
     return x
 
 

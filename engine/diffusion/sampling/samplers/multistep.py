@@ -103,30 +103,51 @@ def sample_ipndm(
 
 
 def _ipndm_v_weights(h: list[torch.Tensor], order: int) -> list[torch.Tensor]:
-    """Variable-step Adams-Bashforth weights of the current and earlier derivatives (h[k]: k-th last step)."""
-    h_n = h[0]
+    """The weights of the derivatives d_n, d_(n-1), ... in iPNDM's step x + h * sum(w_k d_(n-k)).
+
+    h[k] is the k-th last step (h[0] = h the current one). In Newton's backward form the weights are
+    variable-step Adams-Bashforth 2's plus multiples of a second and a third difference of the
+    derivatives:
+
+        w = [1 + r/2, -r/2] + c2 [1, -(1 + q1), q1] + c3 [1, -(1 + q1 + p), q1 + p (1 + q2), -p q1]
+
+    with r = h / h1, q1 = h1 / h2, q2 = h2 / h3 and p = h1 (h1 + h2) / (h2 (h2 + h3)), and the
+    coefficients iPNDM_v (zju-pi/diff-sampler, after the iPNDM of Zhang & Chen 2022,
+    arXiv 2204.13902) actually evaluates, as ComfyUI does:
+
+        c2 = 1/2 - h^2 / (6 h1 (h1 + h2))
+        c3 = (1/2 - h / (6 (h + h1)) + (1 - h / (2 (h + h1))) h / (6 (h + h1 + h2)))
+             * h (h + h1) (h + h1 + h2) / (h1 (h1 + h2) (h1 + h2 + h3))
+
+    c2 is not Adams-Bashforth 3's h (2h + 3 h1) / (6 h1 (h1 + h2)), which its source spells with
+    `(1 - h / (3 (h + h1)))` meant as a factor but parsed as a term; the two agree for equal steps,
+    where order 3 is AB3 (23, -16, 5) / 12. Order 4 is not AB4 even for equal steps: c3 is 11/24, not
+    9/24, giving (57, -65, 43, -11) / 24, still third order there; and -p q1 should be -p q2 for the
+    weights to sum to 1 on uneven steps. Both are kept: ComfyUI's images are the reference.
+    """
+    r = h[0] / h[1]
+    weights = [(2 + r) / 2, -r / 2]
     if order == 2:
-        return [(2 + h_n / h[1]) / 2, -(h_n / h[1]) / 2]
-    h_n_1, h_n_2 = h[1], h[2]
-    temp1 = (1 - h_n / (3 * (h_n + h_n_1)) * (h_n * (h_n + h_n_1)) / (h_n_1 * (h_n_1 + h_n_2))) / 2
+        return weights
+    h0, h1, h2 = h[0], h[1], h[2]
+    q1 = h1 / h2
+    # As parsed: 1 - (h0 / (3 (h0 + h1))) * (h0 (h0 + h1)) / (h1 (h1 + h2)), halved.
+    c2 = (1 - h0 / (3 * (h0 + h1)) * (h0 * (h0 + h1)) / (h1 * (h1 + h2))) / 2
+    second = [c2, -(1 + q1) * c2, c2 * h1 / h2]
     if order == 3:
-        return [
-            (2 + (h_n / h_n_1)) / 2 + temp1,
-            -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1,
-            temp1 * h_n_1 / h_n_2,
-        ]
-    h_n_3 = h[3]
-    ratio = h_n_1 * (h_n_1 + h_n_2) / (h_n_2 * (h_n_2 + h_n_3))
-    temp2 = (
-        (1 - h_n / (3 * (h_n + h_n_1))) / 2
-        + (1 - h_n / (2 * (h_n + h_n_1))) * h_n / (6 * (h_n + h_n_1 + h_n_2))
-    ) * (h_n * (h_n + h_n_1) * (h_n + h_n_1 + h_n_2) / (h_n_1 * (h_n_1 + h_n_2) * (h_n_1 + h_n_2 + h_n_3)))
-    return [
-        (2 + (h_n / h_n_1)) / 2 + temp1 + temp2,
-        -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1 - (1 + (h_n_1 / h_n_2) + ratio) * temp2,
-        temp1 * h_n_1 / h_n_2 + ((h_n_1 / h_n_2) + ratio * (1 + h_n_2 / h_n_3)) * temp2,
-        -temp2 * ratio * h_n_1 / h_n_2,
-    ]
+        return _add_terms(weights, second)
+    h3 = h[3]
+    p = h1 * (h1 + h2) / (h2 * (h2 + h3))
+    c3 = (
+        (1 - h0 / (3 * (h0 + h1))) / 2 + (1 - h0 / (2 * (h0 + h1))) * h0 / (6 * (h0 + h1 + h2))
+    ) * (h0 * (h0 + h1) * (h0 + h1 + h2) / (h1 * (h1 + h2) * (h1 + h2 + h3)))
+    third = [c3, -(1 + q1 + p) * c3, (q1 + p * (1 + h2 / h3)) * c3, -c3 * p * h1 / h2]
+    return _add_terms(_add_terms(weights, second), third)
+
+
+def _add_terms(weights: list[torch.Tensor], term: list[torch.Tensor]) -> list[torch.Tensor]:
+    """weights + term, the shorter list padded with zeros (the term reaches one derivative further back)."""
+    return [*(w + t for w, t in zip(weights, term, strict=False)), *term[len(weights) :]]
 
 
 @register("ipndm_v")
@@ -139,7 +160,8 @@ def sample_ipndm_v(
     disable: bool | None = None,
     max_order: int = 4,
 ) -> torch.Tensor:
-    """iPNDM with weights for the actual, uneven step sizes."""
+    """iPNDM on uneven steps: x_next = x + (sigma_next - sigma) sum(w_k d_(n-k)), w from `_ipndm_v_weights`,
+    at order min(max_order, steps so far + 1); the step into sigma 0 returns x0."""
     s_in = x.new_ones([x.shape[0]])
     history: list[torch.Tensor] = []
     for i in range(len(sigmas) - 1):
@@ -192,6 +214,57 @@ def sample_deis(
     return x
 
 
+def _phi_1(z: torch.Tensor) -> torch.Tensor:
+    """phi_1(z) = (e^z - 1) / z."""
+    return torch.expm1(z) / z
+
+
+def _phi_2(z: torch.Tensor) -> torch.Tensor:
+    """phi_2(z) = (phi_1(z) - 1) / z."""
+    return (_phi_1(z) - 1.0) / z
+
+
+def _res_first_order(
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    sigma_down: Any,
+    x0: torch.Tensor,
+    x0_stepped: torch.Tensor,
+    cfg_pp: bool,
+) -> torch.Tensor:
+    """Euler in sigma to sigma_down along d = (x - x0_stepped) / sigma; with CFG++, a DDIM step that
+    lands on the guided x0 and keeps the unguided noise estimate: x0 + sigma_down * d."""
+    d = to_d(x, sigma, x0_stepped)
+    return x0 + d * sigma_down if cfg_pp else x + d * (sigma_down - sigma)
+
+
+def _res_second_order(
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    i: int,
+    sigma_down: torch.Tensor,
+    previous_sigma_down: torch.Tensor,
+    x0_stepped: torch.Tensor,
+    previous_x0: torch.Tensor,
+) -> torch.Tensor:
+    """The RES two-stage multistep step (Zhang et al. 2023, arXiv 2308.02157) in t = -log sigma.
+
+    There dx/dt = x0 - x, so over h = t(sigma_down) - t(sigma_i)
+        x_next = e^-h x + int_0^h e^-(h - s) x0(t + s) ds,
+    and with x0 linear in t through this step's x0 and the previous one, placed c2 h away,
+        x_next = e^-h x + h (b1 x0 + b2 x0_previous),  b1 = phi_1(-h) - phi_2(-h) / c2,  b2 = phi_2(-h) / c2.
+    As in ComfyUI, c2 h is minus the previous step's deterministic part, sigma_(i-1) to its sigma_down
+    (all of it, when not ancestral); b1 and b2 are 0 where they come out NaN.
+    """
+    t, t_next = sigmas[i].log().neg(), sigma_down.log().neg()
+    t_previous, t_previous_down = sigmas[i - 1].log().neg(), previous_sigma_down.log().neg()
+    h = t_next - t
+    c2 = (t_previous - t_previous_down) / h
+    b1 = torch.nan_to_num(_phi_1(-h) - _phi_2(-h) / c2, nan=0.0)
+    b2 = torch.nan_to_num(_phi_2(-h) / c2, nan=0.0)
+    return torch.exp(-h) * x + h * (b1 * x0_stepped + b2 * previous_x0)
+
+
 def _res_multistep(
     model: Denoiser,
     x: torch.Tensor,
@@ -203,42 +276,31 @@ def _res_multistep(
     eta: float,
     cfg_pp: bool,
 ) -> torch.Tensor:
-    """The second-order multistep RES method (arXiv 2308.02157) in log sigma, optionally ancestral and CFG++.
+    """RES multistep to each step's sigma_down, then noise sigma_up (eta > 0); first order on the first
+    step and into sigma 0.
 
-    Its ancestral split is the variance-exploding one, as in ComfyUI, also for flow models.
+    The step integrates x0, or with cfg_pp (CFG++, Chung et al. 2024, arXiv 2406.08070) the unguided
+    x0 from x shifted by the guidance, x + (x0 - x0_unguided). Its ancestral split is the
+    variance-exploding one, as in ComfyUI, also for flow models.
     """
     noise = step_noise(x, extra_args, noise_sampler) if eta > 0 else None
     s_in = x.new_ones([x.shape[0]])
-
-    def phi_1(t: torch.Tensor) -> torch.Tensor:
-        return torch.expm1(t) / t
-
-    def phi_2(t: torch.Tensor) -> torch.Tensor:
-        return (phi_1(t) - 1.0) / t
-
-    old_sigma_down = old_denoised = None
+    previous_sigma_down = previous_x0 = None
     for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        uncond = unguided(model) if cfg_pp else denoised
+        x0 = model(x, sigmas[i] * s_in)
+        x0_stepped = unguided(model) if cfg_pp else x0
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
-        report(callback, i, x, sigmas[i], denoised)
-        if sigma_down == 0 or old_denoised is None:
-            d = to_d(x, sigmas[i], uncond)
-            x = denoised + d * sigma_down if cfg_pp else x + d * (sigma_down - sigmas[i])
+        report(callback, i, x, sigmas[i], x0)
+        if sigma_down == 0 or previous_x0 is None:
+            x = _res_first_order(x, sigmas[i], sigma_down, x0, x0_stepped, cfg_pp)
         else:
-            t, t_old = sigmas[i].log().neg(), old_sigma_down.log().neg()
-            t_next, t_prev = sigma_down.log().neg(), sigmas[i - 1].log().neg()
-            h = t_next - t
-            c2 = (t_prev - t_old) / h
-            b1 = torch.nan_to_num(phi_1(-h) - phi_2(-h) / c2, nan=0.0)
-            b2 = torch.nan_to_num(phi_2(-h) / c2, nan=0.0)
             if cfg_pp:
-                x = x + (denoised - uncond)
-            x = torch.exp(-h) * x + h * (b1 * uncond + b2 * old_denoised)
+                x = x + (x0 - x0_stepped)
+            x = _res_second_order(x, sigmas, i, sigma_down, previous_sigma_down, x0_stepped, previous_x0)
         if noise is not None and sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-        old_denoised = uncond
-        old_sigma_down = sigma_down
+        previous_x0 = x0_stepped
+        previous_sigma_down = sigma_down
     return x
 
 
