@@ -16,7 +16,7 @@ from aiohttp import web
 from engine.api.auth import rate_limited
 from engine.api.context import service
 from engine.api.errors import ApiError
-from engine.api.render import fal_result, fal_status, fal_submitted
+from engine.api.render import fal_result, fal_status, fal_submitted, fal_urls
 from engine.api.sse import stream_job
 from engine.api.submit import Webhook, find_endpoint, job_headers, own_job, submit
 from engine.jobs.types import Job, LogLine
@@ -64,7 +64,7 @@ async def run_request(request: web.Request) -> web.Response:
     assert finished is not None
     headers = fal_headers(finished, created)
     if not finished.status.terminal:
-        status_url = fal_submitted(finished, None)["status_url"]
+        status_url = fal_urls(finished)["status_url"]
         raise ApiError(
             504,
             f"the result was not ready within {timeout:g}s; the request continues: poll {status_url}",

@@ -54,8 +54,13 @@ def _pem_text(path: Path, option: str, marker: str, what: str) -> None:
         raise TlsError(f"{option} {path}: not a PEM {what} (no '{marker}' line)")
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
 def _no_passphrase() -> str:
-    raise TlsError("the key is encrypted and the server cannot ask for its passphrase")
+    """Called by OpenSSL for an encrypted key, instead of prompting on the terminal."""
+    raise _EncryptedKey
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
@@ -72,7 +77,7 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(cert, key, password=_no_passphrase)
-    except TlsError:
+    except _EncryptedKey:
         raise TlsError(
             f"--tls-key {key}: the key is encrypted and the server cannot ask for its passphrase; "
             f"write an unencrypted copy (openssl pkey -in {key} -out KEY.pem) readable only by the server"

@@ -124,7 +124,8 @@ def tls_server(settings: Settings, chain: Chain) -> Iterator[tuple[LiveServer, s
 
 
 def run_fal_client(server: LiveServer, secret: str, chain: Chain, script: str) -> Any:
-    """Runs `script` with `fal_client` imported and configured as the README says; it prints JSON."""
+    """Runs `script` with `fal_client` imported and configured as the README says (BASE and AUTH let
+    it make plain requests too); the script prints its findings as JSON."""
     host = server.url.removeprefix("https://")
     env = {
         **os.environ,
@@ -134,7 +135,10 @@ def run_fal_client(server: LiveServer, secret: str, chain: Chain, script: str) -
         "SSL_CERT_FILE": str(chain.ca),
         "PYTHONPATH": str(REPO),
     }
-    prelude = f"import json, httpx, fal_client\nAPP = {APP!r}\nREQUEST = {REQUEST!r}\n"
+    prelude = (
+        f"import json, httpx, fal_client\nAPP = {APP!r}\nREQUEST = {REQUEST!r}\n"
+        f"BASE = {server.url!r}\nAUTH = {{'Authorization': 'Key {secret}'}}\n"
+    )
     done = subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(script)],
         env=env,
@@ -201,7 +205,7 @@ def test_cancel_then_result_raises(tls_server: tuple[LiveServer, str], chain: Ch
         chain,
         """
         # keep the worker busy so the request is still queued when it is cancelled
-        httpx.post(APP_BASE + "/v2/slow", json={"seconds": 3}, headers=AUTH).raise_for_status()
+        httpx.post(BASE + "/v2/slow", json={"seconds": 3}, headers=AUTH).raise_for_status()
         handle = fal_client.submit(APP, REQUEST)
         fal_client.cancel(APP, handle.request_id)
         status = fal_client.status(APP, handle.request_id)
@@ -211,7 +215,7 @@ def test_cancel_then_result_raises(tls_server: tuple[LiveServer, str], chain: Ch
         except fal_client.client.FalClientHTTPError as exc:
             raised = [exc.status_code, exc.message]
         print(json.dumps({"status": type(status).__name__, "error": status.error, "raised": raised}))
-        """.replace("APP_BASE", repr(server.url)).replace("AUTH", repr({"Authorization": f"Key {secret}"})),
+        """,
     )
     assert seen["status"] == "Completed" and "cancel" in seen["error"]
     assert seen["raised"] == [400, "Request was cancelled"]
@@ -274,3 +278,25 @@ def test_status_stream_sends_only_status_bodies_with_the_logs(
     streamed_logs = [line for event in events for line in event["logs"]]  # each event: the new lines
     assert streamed_logs == polled["logs"] and any("KSampler" in line["message"] for line in streamed_logs)
     assert [event["status"] for event in plain] == ["COMPLETED"] and plain[0]["logs"] is None
+
+
+def test_run_past_the_timeout_answers_504_and_the_request_continues(settings: Settings, chain: Chain) -> None:
+    short = replace(settings, tls_cert=chain.cert, tls_key=chain.key, sync_timeout_seconds=0.0)
+    with LiveServer(short) as server:
+        _, secret = server.service.database.add_key("fal-client", credits=100, rate_per_minute=600)
+        raised = run_fal_client(
+            server,
+            secret,
+            chain,
+            """
+            try:
+                fal_client.run(APP, REQUEST)
+            except fal_client.client.FalClientHTTPError as exc:
+                print(json.dumps([exc.status_code, exc.message, exc.response_headers["x-fal-request-id"]]))
+            """,
+        )
+        status_code, message, request_id = raised
+        assert status_code == 504 and "not ready within 0s" in message
+        with https(server, secret, chain) as client:  # the request goes on in the queue
+            status = client.get(f"/{APP}/requests/{request_id}/status")
+            assert status.status_code in (200, 202) and status.json()["request_id"] == request_id
