@@ -15,7 +15,7 @@ from aiohttp import web
 
 from engine.api.auth import rate_limited
 from engine.api.context import service
-from engine.api.errors import ApiError
+from engine.api.errors import ApiError, json_response
 from engine.api.render import fal_result, fal_status, fal_submitted, fal_urls
 from engine.api.sse import stream_job
 from engine.api.submit import Webhook, find_endpoint, job_headers, own_job, submit
@@ -50,8 +50,8 @@ async def submit_request(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, _app_id(request), "fal")
     url = request.query.get("fal_webhook")
     job, created = await submit(request, endpoint, Webhook(url, "fal_webhook") if url else None)
-    position = await service(request).store.queue_position(job)
-    return web.json_response(fal_submitted(job, position), headers=fal_headers(job, created))
+    position = await service(request).queue_position(job)
+    return json_response(fal_submitted(job, position), headers=fal_headers(job, created))
 
 
 @rate_limited
@@ -74,22 +74,22 @@ async def run_request(request: web.Request) -> web.Response:
             status_url=status_url,
         )
     body, status = fal_result(finished)
-    return web.json_response(body, status=status, headers=headers)
+    return json_response(body, status=status, headers=headers)
 
 
 async def request_status(request: web.Request) -> web.Response:
     job = await _job(request)
-    store = service(request).store
-    logs = await store.logs(job.id) if _wants_logs(request) else None
-    body = fal_status(job, await store.queue_position(job), logs)
-    return web.json_response(body, status=200 if job.status.terminal else 202, headers=fal_headers(job))
+    engine = service(request)
+    logs = await engine.logs(job.id) if _wants_logs(request) else None
+    body = fal_status(job, await engine.queue_position(job), logs)
+    return json_response(body, status=200 if job.status.terminal else 202, headers=fal_headers(job))
 
 
 async def request_status_stream(request: web.Request) -> web.StreamResponse:
     """Status bodies only, as fal's clients parse this stream; with `?logs=1` each carries the log
     lines that are new since the one before (fal's JS client appends them to those it has)."""
     job = await _job(request)
-    store = service(request).store
+    engine = service(request)
     with_logs = _wants_logs(request)
     sent = 0
 
@@ -97,9 +97,9 @@ async def request_status_stream(request: web.Request) -> web.StreamResponse:
         nonlocal sent
         logs: list[LogLine] | None = None
         if with_logs:
-            lines = await store.logs(current.id)
+            lines = await engine.logs(current.id)
             logs, sent = lines[sent:], len(lines)
-        return fal_status(current, await store.queue_position(current), logs)
+        return fal_status(current, await engine.queue_position(current), logs)
 
     return await stream_job(request, job, render, status_only=True, headers=fal_headers(job))
 
@@ -107,15 +107,15 @@ async def request_status_stream(request: web.Request) -> web.StreamResponse:
 async def request_result(request: web.Request) -> web.Response:
     job = await _job(request)
     body, status = fal_result(job)
-    return web.json_response(body, status=status, headers=fal_headers(job))
+    return json_response(body, status=status, headers=fal_headers(job))
 
 
 async def request_cancel(request: web.Request) -> web.Response:
     job = await _job(request)
     if job.status.terminal:
-        return web.json_response({"status": "ALREADY_COMPLETED"}, status=400, headers=fal_headers(job))
+        return json_response({"status": "ALREADY_COMPLETED"}, status=400, headers=fal_headers(job))
     await service(request).cancel(job.id)
-    return web.json_response({"status": "CANCELLATION_REQUESTED"}, status=202, headers=fal_headers(job))
+    return json_response({"status": "CANCELLATION_REQUESTED"}, status=202, headers=fal_headers(job))
 
 
 def add_routes(app: web.Application) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from engine.api.context import service
+from engine.api.errors import strict_dumps
 from engine.jobs.types import Job
 
 KEEPALIVE_SECONDS = 15.0
@@ -17,7 +17,7 @@ KEEPALIVE_SECONDS = 15.0
 
 async def _send(response: web.StreamResponse, event: str | None, data: Any) -> None:
     name = f"event: {event}\n" if event else ""
-    await response.write(f"{name}data: {json.dumps(data)}\n\n".encode())
+    await response.write(f"{name}data: {strict_dumps(data)}\n\n".encode())
 
 
 async def stream_job(
@@ -46,22 +46,21 @@ async def stream_job(
     await response.prepare(request)
     status_event = None if status_only else "status"
     engine = service(request)
-    assert engine.broadcast is not None
-    with engine.broadcast.listen(job.id) as updates:
-        current = await engine.store.get(job.id) or job
+    with engine.updates(job.id) as updates:
+        current = await engine.job(job.id) or job
         await _send(response, status_event, await render_status(current))
         while not current.status.terminal:
             try:
                 update = await asyncio.wait_for(updates.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
-                latest = await engine.store.get(job.id) or current
+                latest = await engine.job(job.id) or current
                 if latest.status != current.status:  # an update was lost: the store still tells
                     await _send(response, status_event, await render_status(latest))
                 current = latest
                 continue
             if update.kind == "status" or (status_only and update.kind == "log"):
-                current = await engine.store.get(job.id) or current
+                current = await engine.job(job.id) or current
                 await _send(response, status_event, await render_status(current))
             elif not status_only:
                 await _send(response, update.kind, update.data)

@@ -14,7 +14,6 @@ from engine.diffusion.sampling.model_sampling import DiscreteFlow, FluxFlow
 from engine.diffusion.sampling.preview import LatentPreviewer
 from engine.diffusion.sampling.samplers import SAMPLER_NAMES
 from engine.diffusion.sampling.schedulers import SCHEDULER_NAMES
-from engine.graph.progress import Interrupted, node_context
 from engine.nodes.sampling import (
     NODE_CLASS_MAPPINGS,
     BasicGuider,
@@ -30,6 +29,7 @@ from engine.nodes.sampling import (
     SamplerCustom,
     SamplerCustomAdvanced,
 )
+from engine.progress import Interrupted, node_context
 from tests.sampling.analytic import GaussianFlowModel, prompt
 
 Make = Callable[..., GaussianFlowModel]
