@@ -377,13 +377,14 @@ def _fal_schemas() -> dict[str, Any]:
                 "cancel_url": url,
                 "queue_position": {"type": "integer"},
                 "logs": {
-                    "type": "array",
+                    "type": ["array", "null"],
+                    "description": "null unless asked for with ?logs=1.",
                     "items": {
                         "type": "object",
                         "required": ["message", "timestamp", "level"],
                         "properties": {
                             "message": {"type": "string"},
-                            "timestamp": {"type": "number", "description": "Unix time."},
+                            "timestamp": {"type": "string", "format": "date-time"},
                             "level": {"type": "string"},
                         },
                     },
