@@ -42,6 +42,9 @@ class Settings:
     public_url: str | None = None
     """Base of the absolute URLs in responses (status_url, image URLs, OpenAPI servers); without it they use
     the address the server listens on, never the client's Host header."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve HTTPS with, together with `tls_key`; without both, plain HTTP."""
+    tls_key: Path | None = None
     retention_seconds: float = 3600.0
     """How long a finished job and its output files are kept before they are deleted."""
     sync_timeout_seconds: float = 600.0

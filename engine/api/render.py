@@ -6,6 +6,7 @@ webhooks all show a job the same way.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.jobs.types import Job, JobStatus, LogLine
@@ -92,14 +93,19 @@ def fal_submitted(job: Job, queue_position: int | None) -> dict[str, Any]:
     return {"request_id": job.id, **fal_urls(job), "queue_position": queue_position or 0}
 
 
+def fal_log(line: LogLine) -> dict[str, Any]:
+    """fal's log entry: an ISO 8601 UTC timestamp, as its queue serves them."""
+    timestamp = datetime.fromtimestamp(line.timestamp, UTC).isoformat(timespec="milliseconds")
+    return {"message": line.message, "timestamp": timestamp.replace("+00:00", "Z"), "level": "INFO"}
+
+
 def fal_status(job: Job, queue_position: int | None, logs: list[LogLine] | None) -> dict[str, Any]:
+    """`logs` is null unless they were asked for (`?logs=1`), as on fal: its Python client reads the
+    key in every IN_PROGRESS and COMPLETED body, so it is never left out."""
     body: dict[str, Any] = {"status": FAL_STATUS[job.status], "request_id": job.id, **fal_urls(job)}
     if job.status == JobStatus.QUEUED:
         body["queue_position"] = queue_position or 0
-    if logs is not None:
-        body["logs"] = [
-            {"message": line.message, "timestamp": line.timestamp, "level": "INFO"} for line in logs
-        ]
+    body["logs"] = None if logs is None else [fal_log(line) for line in logs]
     if job.status.terminal:
         body["metrics"] = {"inference_time": job.metrics.get("inference_time")}
     if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):

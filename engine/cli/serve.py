@@ -8,8 +8,8 @@ import logging
 from aiohttp import web
 
 from engine.api.app import create_app
-from engine.api.listen import bind, is_wildcard, socket_url
-from engine.cli.settings_args import add_service_arguments, settings_from
+from engine.api.listen import TlsError, bind, is_wildcard, socket_url, tls_context
+from engine.cli.settings_args import add_service_arguments, add_tls_arguments, settings_from
 from engine.service import Service
 from engine.settings import LOCALHOST
 
@@ -18,6 +18,10 @@ log = logging.getLogger("engine.serve")
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    try:
+        ssl_context = tls_context(settings.tls_cert, settings.tls_key)
+    except TlsError as exc:
+        raise SystemExit(f"cannot serve HTTPS: {exc}") from None
     service = Service(settings)
     host = settings.host
     if settings.open_access:
@@ -51,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sock = bind(host, settings.port)
     except OSError as exc:
         raise SystemExit(f"cannot listen on {host}:{settings.port}: {exc.strerror or exc}") from None
-    listen_url = socket_url(sock)
+    listen_url = socket_url(sock, tls=ssl_context is not None)
     if settings.public_url is None and is_wildcard(sock):
         log.warning(
             "listening on every interface without --public-url: response URLs will say %s, which remote "
@@ -59,13 +63,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             listen_url,
         )
     log.info("listening on %s; response URLs start with %s", listen_url, settings.public_url or listen_url)
-    web.run_app(create_app(service, listen_url), sock=sock, print=lambda _: None)
+    web.run_app(create_app(service, listen_url), sock=sock, ssl_context=ssl_context, print=lambda _: None)
     return 0
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the HTTP service")
     add_service_arguments(serve)
+    add_tls_arguments(serve)
     serve.add_argument(
         "--test-models",
         dest="test_models",

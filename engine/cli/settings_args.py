@@ -85,6 +85,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["cache_bytes"] = args.cache_size
     if getattr(args, "retention", None) is not None:
         extra["retention_seconds"] = args.retention
+    for name in ("tls_cert", "tls_key"):
+        if getattr(args, name, None):
+            extra[name] = Path(getattr(args, name)).resolve()
     return Settings(
         base_dir=base,
         models_dir=Path(args.models_dir) if args.models_dir else None,
@@ -123,4 +126,20 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PERIOD",
         help="how long finished jobs and their images are kept, e.g. 3600, 90m, 24h, 7d "
         "(default 1h; env ENGINE_RETENTION)",
+    )
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-cert",
+        default=os.environ.get("ENGINE_TLS_CERT"),
+        metavar="PEM",
+        help="serve HTTPS with this certificate (chain), with --tls-key (env ENGINE_TLS_CERT); "
+        "fal's Python client only speaks https",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=os.environ.get("ENGINE_TLS_KEY"),
+        metavar="PEM",
+        help="the certificate's unencrypted private key (env ENGINE_TLS_KEY)",
     )

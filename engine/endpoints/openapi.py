@@ -377,13 +377,14 @@ def _fal_schemas() -> dict[str, Any]:
                 "cancel_url": url,
                 "queue_position": {"type": "integer"},
                 "logs": {
-                    "type": "array",
+                    "type": ["array", "null"],
+                    "description": "null unless asked for with ?logs=1.",
                     "items": {
                         "type": "object",
                         "required": ["message", "timestamp", "level"],
                         "properties": {
                             "message": {"type": "string"},
-                            "timestamp": {"type": "number", "description": "Unix time."},
+                            "timestamp": {"type": "string", "format": "date-time"},
                             "level": {"type": "string"},
                         },
                     },
@@ -699,9 +700,11 @@ def _fal_paths(endpoint: Endpoint, input_ref: dict[str, str], output_ref: dict[s
                 "request status as server-sent events",
                 {
                     "200": _event_stream(
-                        "`status` events (as the status URL shows it), `progress`, `log`, `preview`"
+                        "Status bodies only (as the status URL shows them), the last one COMPLETED; with "
+                        "logs=1 each carries the log lines new since the one before"
                     )
                 },
+                logs,
             )
         },
         base: {

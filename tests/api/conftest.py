@@ -17,7 +17,7 @@ from aiohttp import web
 
 from engine import folders
 from engine.api.app import create_app
-from engine.api.listen import bind, socket_url
+from engine.api.listen import bind, socket_url, tls_context
 from engine.diffusion.test_models import write_test_models
 from engine.service import Service
 from engine.settings import Settings
@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 
 class LiveServer:
-    """The service in a background thread, serving HTTP on 127.0.0.1 at a free port."""
+    """The service in a background thread, serving HTTP(S) on 127.0.0.1 at a free port."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -50,10 +50,11 @@ class LiveServer:
 
     async def _start(self) -> str:
         sock = bind("127.0.0.1", 0)
-        url = socket_url(sock)
+        ssl_context = tls_context(self.settings.tls_cert, self.settings.tls_key)
+        url = socket_url(sock, tls=ssl_context is not None)
         self.runner = web.AppRunner(create_app(self.service, url))
         await self.runner.setup()
-        await web.SockSite(self.runner, sock).start()
+        await web.SockSite(self.runner, sock, ssl_context=ssl_context).start()
         return url
 
     def __exit__(self, *_: object) -> None:
