@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 
-from aiohttp import web
-
-from engine.api.app import create_app
-from engine.api.listen import bind, is_wildcard, socket_url
+from engine.cli import global_options
 from engine.cli.settings_args import add_service_arguments, settings_from
-from engine.service import Service
 from engine.settings import LOCALHOST
 
 log = logging.getLogger("engine.serve")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web  # imported here, as is torch through the service: see engine.cli
+
+    from engine.api.app import create_app
+    from engine.api.listen import bind, is_wildcard, socket_url
+    from engine.service import Service
+
     settings = settings_from(args)
     service = Service(settings)
     host = settings.host
@@ -66,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the HTTP service")
     add_service_arguments(serve)
+    global_options.add_to_command(serve, global_options.ALL)
     serve.add_argument(
         "--test-models",
         dest="test_models",
