@@ -11,10 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from engine.diffusion.model_manager import ModelManager
+from engine import folders
+from engine.cli import global_options
+from engine.cli.console import err
+from engine.cli.overrides import check_overrides
 from engine.graph.events import (
     Event,
     ExecutionFailed,
@@ -31,16 +36,15 @@ from engine.graph.registry import NodeRegistry
 from engine.graph.types import Prompt
 from engine.graph.validate import ValidationResult, validate_prompt
 from engine.graph.workflow import WorkflowError
-from engine.nodes import create_registry
 
 EXIT_INVALID = 1
 EXIT_FAILED = 2
 EXIT_INTERRUPTED = 130
 
-err = Console(stderr=True)
-
 
 def _registry(args: argparse.Namespace) -> NodeRegistry:
+    from engine.nodes import create_registry  # torch: imported only by the commands that need it
+
     registry, reports = create_registry(args.custom_nodes)
     for report in reports:
         if not report.ok:
@@ -52,7 +56,10 @@ def _registry(args: argparse.Namespace) -> NodeRegistry:
 
 
 def _load(args: argparse.Namespace, registry: NodeRegistry) -> Prompt:
-    return apply_overrides(load_graph(Path(args.graph), registry), args.set or [])
+    graph = load_graph(Path(args.graph), registry)
+    prompt = apply_overrides(graph, args.set or [])
+    check_overrides(graph, prompt, registry)
+    return prompt
 
 
 def _unreadable(exc: Exception) -> dict[str, Any]:
@@ -116,13 +123,27 @@ class _Display:
             self.task = None
 
 
+class _StepsColumn(ProgressColumn):
+    """Steps as "3/20" for a node that reports them; nothing for one that does not (no known total)."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text(f"{task.completed:.0f}/{task.total:.0f}")
+
+
 def _describe_output(value: Any) -> str:
+    """A saved file as the full path a user can open; any other output value as it is."""
     if isinstance(value, dict) and "filename" in value:
-        return str(Path(value.get("subfolder") or "") / value["filename"])
+        directory = folders.get_directory_by_type(value.get("type") or "output")
+        relative = Path(value.get("subfolder") or "") / value["filename"]
+        return str(directory / relative if directory is not None else relative)
     return str(value)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.diffusion.model_manager import ModelManager  # torch, as for the registry
+
     registry = _registry(args)
     try:
         prompt = _load(args, registry)
@@ -139,13 +160,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     interrupt = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupt.set())
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total}"))
+    columns = (TextColumn("{task.description}"), BarColumn(), _StepsColumn())
     try:
         with Progress(*columns, TimeElapsedColumn(), console=err, transient=True) as progress:
             run = Executor(registry, resources={"models": ModelManager()}).run(
                 result.validated,
                 prompt_id=str(uuid.uuid4()),
-                on_event=_Display(progress, prompt, Console()),
+                on_event=_Display(progress, prompt, Console(soft_wrap=True)),  # paths whole, not wrapped
                 interrupt=interrupt,
             )
     finally:
@@ -167,10 +188,37 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _print_validation_errors(result: ValidationResult) -> None:
     if result.error is not None:
-        err.print(f"[red]{result.error.message}")
+        err.print(f"[red]{escape(result.error.message)}", highlight=False)
+    empty_choice = False
     for node_id, errors in result.node_errors.items():
         for error in errors.errors:
-            err.print(f"[red]  node {node_id} ({errors.class_type}): {error.message}: {error.details}")
+            line = f"  node {node_id} ({errors.class_type}): {error.message}: {error.details}"
+            err.print(f"[red]{escape(line)}", highlight=False)
+            empty_choice |= error.type == "value_not_in_list" and error.details.endswith(" not in []")
+    if empty_choice:
+        _print_model_folders()
+
+
+def _print_model_folders() -> None:
+    """An empty list of choices is, for a loader, a model folder with no files: say where it looked."""
+    settings = folders.current()
+    extra = sorted(
+        {
+            str(path)
+            for paths in settings.model_paths.values()
+            for path in paths
+            if not path.is_relative_to(settings.models_dir)
+        }
+    )
+    err.print(
+        f"  no files found for an empty list above: model files are looked up in {settings.models_dir}, "
+        f"in subfolders named for their kind ({', '.join(sorted(settings.model_paths))})"
+        + (f", and in {', '.join(extra)}" if extra else "")
+        + "; pass --models-dir or --extra-model-paths to look elsewhere, "
+        "or write tiny test models with `engine make-test-models DIR`",
+        markup=False,
+        highlight=False,
+    )
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -179,11 +227,23 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    rows = [
+        (name, info[name]["display_name"], info[name]["category"], info[name]["python_module"])
+        for name in sorted(info)
+    ]
+    console = Console()
+    if not console.is_terminal:
+        for row in rows:  # for grep and scripts: one node a line, fields split by tabs, nothing cut
+            print("\t".join(row))
+        return 0
     table = Table("class_type", "display name", "category", "module")
-    for name in sorted(info):
-        entry = info[name]
-        table.add_row(name, entry["display_name"], entry["category"], entry["python_module"])
-    Console().print(table)
+    table.columns[0].no_wrap = True  # the name a graph needs, so it is never cut or broken
+    table.columns[0].min_width = max(len(row[0]) for row in rows)
+    for column in table.columns[1:]:
+        column.overflow = "fold"
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
     return 0
 
 
@@ -193,12 +253,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--set", action="append", metavar="NODE_ID.INPUT=VALUE", help="override an input")
     run.add_argument("--out", metavar="DIR", help="folder for saved outputs (default: ./output)")
     run.set_defaults(handler=cmd_run)
+    global_options.add_to_command(run, global_options.GRAPHS)
 
     validate = commands.add_parser("validate", help="check a graph; print ComfyUI-shaped errors as JSON")
     validate.add_argument("graph", help="graph file (.json)")
     validate.add_argument("--set", action="append", metavar="NODE_ID.INPUT=VALUE", help="override an input")
     validate.set_defaults(handler=cmd_validate)
+    global_options.add_to_command(validate, global_options.GRAPHS)
 
     nodes = commands.add_parser("nodes", help="list the node definitions")
     nodes.add_argument("--json", action="store_true", help="print them as ComfyUI's /object_info")
     nodes.set_defaults(handler=cmd_nodes)
+    global_options.add_to_command(nodes, global_options.GRAPHS)

@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli import global_options
 from engine.cli.settings_args import settings_from
 from engine.jobs.sqlite_store import SqliteStore
 
@@ -61,7 +62,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--credits", type=float, default=100.0, help="starting balance (default 100)")
     add.add_argument("--rate", type=int, default=60, help="requests per minute (default 60)")
     add.set_defaults(handler=cmd_add)
-    actions.add_parser("list", help="list keys and balances").set_defaults(handler=cmd_list)
+    listing = actions.add_parser("list", help="list keys and balances")
+    listing.set_defaults(handler=cmd_list)
     revoke = actions.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=cmd_revoke)
@@ -69,3 +71,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     credit.add_argument("key_id")
     credit.add_argument("amount", type=float)
     credit.set_defaults(handler=cmd_credit)
+    for action in (add, listing, revoke, credit):
+        global_options.add_to_command(action, global_options.KEYS)

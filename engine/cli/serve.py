@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 
-from aiohttp import web
-
-from engine.api.app import create_app
-from engine.api.listen import TlsError, bind, is_wildcard, socket_url, tls_context
+from engine.cli import global_options
 from engine.cli.settings_args import add_service_arguments, add_tls_arguments, settings_from
-from engine.service import Service
 from engine.settings import LOCALHOST
 
 log = logging.getLogger("engine.serve")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web  # imported here, as is torch through the service: see engine.cli
+
+    from engine.api.app import create_app
+    from engine.api.listen import TlsError, bind, is_wildcard, socket_url, tls_context
+    from engine.service import Service
+
     settings = settings_from(args)
     try:
         ssl_context = tls_context(settings.tls_cert, settings.tls_key)
@@ -71,6 +73,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the HTTP service")
     add_service_arguments(serve)
     add_tls_arguments(serve)
+    global_options.add_to_command(serve, global_options.ALL)
     serve.add_argument(
         "--test-models",
         dest="test_models",

@@ -94,7 +94,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra_model_paths=tuple(Path(p) for p in args.extra_model_paths),
         data_dir=Path(args.data_dir) if args.data_dir else None,
         graphs_dir=Path(getattr(args, "graphs", None) or "graphs"),
-        custom_nodes_dirs=tuple(args.custom_nodes),
+        custom_nodes_dirs=tuple(Path(d) for d in args.custom_nodes or ["custom_nodes"]),
         allow_private_webhooks=bool(getattr(args, "allow_private_webhooks", False)),
         **extra,
     )

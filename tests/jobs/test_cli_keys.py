@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,8 @@ import pytest
 from engine.cli import main
 from engine.diffusion.safetensors_file import read_header
 from engine.jobs.sqlite_store import SqliteStore
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def engine(tmp_path: Path, *args: str) -> int:
@@ -46,3 +51,42 @@ def test_make_test_models_writes_marked_files(tmp_path: Path, capsys: pytest.Cap
         "vae/ae.safetensors",
     ):
         assert read_header(tmp_path / "models" / relative).holds_random_test_weights, relative
+
+
+def test_key_options_are_accepted_after_the_command(tmp_path: Path, capsys) -> None:
+    assert main(["keys", "add", "acme", "--base-dir", str(tmp_path), "--credits", "3"]) == 0
+    secret = capsys.readouterr().out.splitlines()[-1]
+    key = SqliteStore(tmp_path / "data" / "engine.sqlite3").authenticate(secret)
+    assert key is not None and key.balance == 3
+    assert main(["keys", "list", "--data-dir", str(tmp_path / "data")]) == 0
+    assert key.id in capsys.readouterr().out
+
+
+HEAVY_MODULES = ("torch", "diffusers", "transformers", "aiohttp")
+IMPORTS_AFTER = """
+import sys
+from engine.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("imported:", *sorted(name for name in {heavy} if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "command", [["keys", "add", "acme"], ["keys", "list"], ["--help"], ["keys", "--help"]]
+)
+def test_key_commands_and_help_import_no_model_library(tmp_path: Path, command: list[str]) -> None:
+    """They must answer at once: torch alone takes seconds to import."""
+    script = IMPORTS_AFTER.format(heavy=HEAVY_MODULES)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, "--base-dir", str(tmp_path), *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "imported:"
