@@ -127,6 +127,7 @@ def _run_pixels(registry: NodeRegistry, prompt: dict[str, Any], output_dir: Path
     assert validation.validated is not None
     result = Executor(registry).run(validation.validated, prompt_id="determinism")
     assert result.status == "success", result.failure
+    assert result.cached == [], "every node must really run, the sampler included"
     ((_, output),) = result.outputs.items()
     (saved,) = output["images"]
     with Image.open(output_dir / saved["subfolder"] / saved["filename"]) as png:
