@@ -34,3 +34,14 @@ def tensors(name: str) -> dict[str, torch.Tensor]:
 def object_info() -> dict[str, Any]:
     """ComfyUI's GET /object_info body: every built-in node class's declaration."""
     return index("object_info")
+
+
+def input_spec(node: str, name: str) -> tuple[str | list[Any], dict[str, Any]]:
+    """(type, options) of one input of a ComfyUI node, required or optional. A combo comes back as its
+    list of values whether ComfyUI declared it the V1 way (a list) or the V3 way ("COMBO", options)."""
+    inputs = object_info()[node]["input"]
+    spec = {**inputs.get("optional", {}), **inputs["required"]}[name]
+    kind, options = spec[0], spec[1] if len(spec) > 1 else {}
+    if kind == "COMBO":
+        return list(options["options"]), {k: v for k, v in options.items() if k != "options"}
+    return kind, options
