@@ -27,6 +27,7 @@ from engine.nodes.sampling import (
     SamplerCustom,
     SamplerCustomAdvanced,
 )
+from tests.comfy_fixtures import index
 from tests.sampling.analytic import GaussianFlowModel, prompt
 
 Make = Callable[..., GaussianFlowModel]
@@ -187,6 +188,15 @@ def test_model_sampling_nodes_patch_a_clone(make_model: Make) -> None:
     flux = ModelSamplingFlux().patch(model, 1.15, 0.5, 512, 768)[0]
     sd3 = ModelSamplingSD3().patch(model, 3.0)[0]
     assert model.model_sampling.shift == 1.0
-    assert (aura.model_sampling.shift, aura.model_sampling.multiplier) == (1.73, 1.0)
-    assert flux.model_sampling.mu == pytest.approx(0.5 + (1536 - 256) * 0.65 / 3840)
-    assert float(sd3.model_sampling.timestep(torch.tensor(0.5))) == 500.0
+    recorded = {name: value["model_sampling"] for name, value in index("sigmas")["samplings"].items()}
+    aura_recorded, sd3_recorded = recorded["auraflow_shift1.73"], recorded["sd3_shift3.0"]
+    assert (aura.model_sampling.shift, aura.model_sampling.multiplier) == (
+        aura_recorded["shift"],
+        aura_recorded["multiplier"],
+    )
+    assert flux.model_sampling.mu == pytest.approx(recorded["flux_dev_512x768"]["shift"], rel=1e-12)
+    assert (sd3.model_sampling.shift, sd3.model_sampling.multiplier) == (
+        sd3_recorded["shift"],
+        sd3_recorded["multiplier"],
+    )
+    assert float(sd3.model_sampling.timestep(torch.tensor(0.5))) == 0.5 * sd3_recorded["multiplier"]
