@@ -31,6 +31,7 @@ def small_flux_prompt() -> dict[str, Any]:
     return prompt
 
 
+@pytest.mark.slow
 def test_the_job_after_an_out_of_memory_succeeds(
     dirs: folders.FolderSettings, manager: ModelManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
