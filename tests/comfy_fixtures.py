@@ -19,16 +19,23 @@ from safetensors.torch import load_file
 FIXTURES = Path(os.environ.get("COMFY_FIXTURES", "/work/shared/reference/comfy-fixtures"))
 
 
+def _file(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: set COMFY_FIXTURES to the comfy-fixtures folder")
+    return path
+
+
 @cache
 def index(name: str) -> dict[str, Any]:
     """A fixture's JSON file (`samplers`, `sigmas`, `noise`, `validation`, `object_info`)."""
-    return json.loads((FIXTURES / f"{name}.json").read_text())
+    return json.loads(_file(f"{name}.json").read_text())
 
 
 @cache
 def tensors(name: str) -> dict[str, torch.Tensor]:
     """A fixture's tensors (`samplers`, `sigmas`, `noise`), by key."""
-    return load_file(FIXTURES / f"{name}.safetensors")
+    return load_file(_file(f"{name}.safetensors"))
 
 
 def object_info() -> dict[str, Any]:
