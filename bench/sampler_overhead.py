@@ -29,8 +29,8 @@ from engine.diffusion.latent_formats import FLUX, SDXL, LatentFormat
 from engine.diffusion.protocols import ModelInputs
 from engine.diffusion.sampling.model_sampling import DiscreteFlow, FlowModelSampling, FluxFlow
 from engine.diffusion.sampling.samplers import SAMPLER_NAMES
-from engine.graph.progress import node_context
 from engine.nodes.sampling import KSampler
+from engine.progress import node_context
 
 
 class NoOpModel:

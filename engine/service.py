@@ -13,12 +13,10 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from engine import folders
 from engine.diffusion.model_manager import get_manager
@@ -31,7 +29,7 @@ from engine.jobs.outputs import JobOutputs
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
 from engine.jobs.store import JobStore, StoreUnavailable
-from engine.jobs.types import ApiKey, Job, JobStatus, NewJob
+from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob
 from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
 from engine.metrics import Metrics
@@ -40,15 +38,6 @@ from engine.settings import Settings
 from engine.test_weights import prepare_models
 
 log = logging.getLogger(__name__)
-
-
-def memory_in_use() -> dict[str, float]:
-    manager = get_manager()
-    memory = {"model_weights": float(manager.used_bytes)}
-    if torch.cuda.is_available():
-        memory["cuda_allocated"] = float(torch.cuda.memory_allocated())
-        memory["cuda_reserved"] = float(torch.cuda.memory_reserved())
-    return memory
 
 
 EXPIRY_INTERVAL_SECONDS = 60.0
@@ -85,23 +74,21 @@ class Service:
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes))
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
-        self.metrics = Metrics(memory_in_use, self.executor.cache)
+        self.metrics = Metrics(get_manager().memory_in_use, self.executor.cache)
         get_manager().add_load_listener(self._model_loaded)
         self.worker: Worker | None = None
         self.broadcast: JobBroadcast | None = None
         self.webhooks: WebhookSender | None = None
-        self.render_webhook: Callable[[Job], dict[str, Any]] = lambda job: {"request_id": job.id}
-        """How a finished job is shown to its webhook; the HTTP layer installs its API's shape."""
         self._tasks: list[asyncio.Task[Any]] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.broadcast = JobBroadcast(loop)
+    async def start(self, render_webhook: Callable[[Job], dict[str, Any]]) -> None:
+        """Start working; `render_webhook` is how the HTTP layer shows a finished job to its webhook."""
+        self.broadcast = JobBroadcast(asyncio.get_running_loop())
         self.webhooks = WebhookSender(
             self.store,
-            lambda job: self.render_webhook(job),  # looked up late: the app installs it after construction
+            render_webhook,
             self.webhook_secret,
             allow_private=self.settings.allow_private_webhooks,
             delays=self.settings.webhook_delays,
@@ -246,6 +233,34 @@ class Service:
                     return job
                 with contextlib.suppress(TimeoutError):  # re-read the store at least every poll interval
                     await asyncio.wait_for(updates.get(), min(remaining, WAIT_POLL_SECONDS))
+
+    async def job(self, job_id: str) -> Job | None:
+        return await self.store.get(job_id)
+
+    async def queue_position(self, job: Job) -> int | None:
+        return await self.store.queue_position(job)
+
+    async def logs(self, job_id: str) -> list[LogLine]:
+        return await self.store.logs(job_id)
+
+    @contextlib.contextmanager
+    def updates(self, job_id: str) -> Iterator[asyncio.Queue[JobUpdate]]:
+        """Live updates of one job (status, logs, progress, previews) while the block runs."""
+        assert self.broadcast is not None, "the service is not started"
+        with self.broadcast.listen(job_id) as queue:
+            yield queue
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        return await self.store.authenticate(secret)
+
+    async def key(self, key_id: str) -> ApiKey | None:
+        return await self.store.key(key_id)
+
+    async def has_keys(self) -> bool:
+        return await self.store.has_keys()
+
+    async def render_metrics(self) -> bytes:
+        return self.metrics.render(await self.store.queue_depth())
 
     def output_path(self, relative_path: str) -> Path:
         return folders.resolve_in(folders.get_output_directory(), relative_path)

@@ -21,14 +21,13 @@ def create_app(service: Service, listen_url: str) -> web.Application:
     )
     app[SERVICE] = service
     app[BASE_URL] = (service.settings.public_url or listen_url).rstrip("/")
-    service.render_webhook = webhook_body
     app[RATE_LIMITER] = RateLimiter()
     meta.add_routes(app)
     segmind.add_routes(app)
     fal.add_routes(app)
 
     async def start(_: web.Application) -> None:
-        await service.start()
+        await service.start(render_webhook=webhook_body)
 
     async def stop(_: web.Application) -> None:
         await service.stop()

@@ -45,7 +45,7 @@ def presented_secret(request: web.Request) -> str | None:
 
 async def _no_keys_hint(service: Service) -> str:
     """What the operator of a server with no live keys can do (looked up only when refusing a request)."""
-    if await service.store.has_keys():
+    if await service.has_keys():
         return ""
     return (
         "; this server has no API keys yet: its operator creates one with `engine keys add NAME`, or "
@@ -67,7 +67,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "an API key is required: send it in the x-api-key header (or Authorization: Key ...)"
             + await _no_keys_hint(service),
         )
-    key = await service.store.authenticate(secret)
+    key = await service.authenticate(secret)
     if key is None:
         raise ApiError(401, "the API key is not valid (unknown or revoked)" + await _no_keys_hint(service))
     if getattr(route_handler, "engine_rate_limited", False):
@@ -84,7 +84,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
-    current = await service.store.key(key.id)
+    current = await service.key(key.id)
     if current is not None and not response.prepared:
         response.headers["x-remaining-credits"] = f"{current.available:g}"
     return response

@@ -1,7 +1,12 @@
-"""JSON errors: every failure, ours or aiohttp's (404, 405, 413), answers with a body saying what is wrong."""
+"""JSON errors: every failure, ours or aiohttp's (404, 405, 413), answers with a body saying what is wrong.
+
+Every JSON body the API writes goes through `json_response`, which writes strict JSON (RFC 8259): a NaN
+or Infinity reaching a response is a bug to raise here, not a body that strict parsers refuse.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +28,14 @@ REASONS = {
 }
 
 
+def strict_dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
+
+
+def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=strict_dumps)  # noqa: TID251
+
+
 class ApiError(Exception):
     """Raised by handlers; becomes `{"error": message, ...extra}` with the given status."""
 
@@ -36,9 +49,7 @@ class ApiError(Exception):
         self.extra = extra
 
     def response(self) -> web.Response:
-        return web.json_response(
-            {"error": self.message, **self.extra}, status=self.status, headers=self.headers
-        )
+        return json_response({"error": self.message, **self.extra}, status=self.status, headers=self.headers)
 
 
 @web.middleware

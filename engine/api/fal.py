@@ -12,6 +12,7 @@ from aiohttp import web
 
 from engine.api.auth import rate_limited
 from engine.api.context import service
+from engine.api.errors import json_response
 from engine.api.render import fal_result, fal_status, fal_submitted
 from engine.api.sse import stream_job
 from engine.api.submit import Webhook, find_endpoint, job_headers, own_job, submit
@@ -34,24 +35,24 @@ async def submit_request(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, _app_id(request), "fal")
     url = request.query.get("fal_webhook")
     job, created = await submit(request, endpoint, Webhook(url, "fal_webhook") if url else None)
-    position = await service(request).store.queue_position(job)
-    return web.json_response(fal_submitted(job, position), headers=job_headers(job, created))
+    position = await service(request).queue_position(job)
+    return json_response(fal_submitted(job, position), headers=job_headers(job, created))
 
 
 async def request_status(request: web.Request) -> web.Response:
     job = await _job(request)
-    store = service(request).store
-    logs = await store.logs(job.id) if request.query.get("logs") in ("1", "true") else None
-    body = fal_status(job, await store.queue_position(job), logs)
-    return web.json_response(body, status=200 if job.status.terminal else 202, headers=job_headers(job))
+    engine = service(request)
+    logs = await engine.logs(job.id) if request.query.get("logs") in ("1", "true") else None
+    body = fal_status(job, await engine.queue_position(job), logs)
+    return json_response(body, status=200 if job.status.terminal else 202, headers=job_headers(job))
 
 
 async def request_status_stream(request: web.Request) -> web.StreamResponse:
     job = await _job(request)
-    store = service(request).store
+    engine = service(request)
 
     async def render(current: Job) -> dict[str, Any]:
-        return fal_status(current, await store.queue_position(current), None)
+        return fal_status(current, await engine.queue_position(current), None)
 
     return await stream_job(request, job, render)
 
@@ -59,15 +60,15 @@ async def request_status_stream(request: web.Request) -> web.StreamResponse:
 async def request_result(request: web.Request) -> web.Response:
     job = await _job(request)
     body, status = fal_result(job)
-    return web.json_response(body, status=status, headers=job_headers(job))
+    return json_response(body, status=status, headers=job_headers(job))
 
 
 async def request_cancel(request: web.Request) -> web.Response:
     job = await _job(request)
     if job.status.terminal:
-        return web.json_response({"status": "ALREADY_COMPLETED"}, status=400)
+        return json_response({"status": "ALREADY_COMPLETED"}, status=400)
     await service(request).cancel(job.id)
-    return web.json_response({"status": "CANCELLATION_REQUESTED"}, status=202)
+    return json_response({"status": "CANCELLATION_REQUESTED"}, status=202)
 
 
 def add_routes(app: web.Application) -> None:

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from engine.api.auth import public
 from engine.api.context import base_url, service
+from engine.api.errors import json_response
 from engine.endpoints import build_openapi, render_docs_page
 from engine.jobs.worker import WorkerHealth
 
@@ -37,7 +38,7 @@ async def health(request: web.Request) -> web.Response:
         "test_weights": engine.test_weights,
         "worker": _worker(worker),
     }
-    return web.json_response(body, status=200 if ok else 503)
+    return json_response(body, status=200 if ok else 503)
 
 
 @public
@@ -60,13 +61,13 @@ async def ready(request: web.Request) -> web.Response:
         "warmup_seconds": readiness.warmup_seconds,
         "warmup_failed": readiness.warmup_failed,
     }
-    return web.json_response(body, status=200 if ok else 503)
+    return json_response(body, status=200 if ok else 503)
 
 
 @public
 async def metrics(request: web.Request) -> web.Response:
     engine = service(request)
-    body = engine.metrics.render(await engine.store.queue_depth())
+    body = await engine.render_metrics()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -84,12 +85,12 @@ async def endpoints(request: web.Request) -> web.Response:
         }
         for endpoint in service(request).endpoints.values()
     ]
-    return web.json_response({"endpoints": listing})
+    return json_response({"endpoints": listing})
 
 
 @public
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_openapi(service(request).endpoints, base_url(request)))
+    return json_response(build_openapi(service(request).endpoints, base_url(request)))
 
 
 @public

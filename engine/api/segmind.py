@@ -13,10 +13,11 @@ from aiohttp import web
 
 from engine.api.auth import public, rate_limited
 from engine.api.context import service
-from engine.api.errors import ApiError
+from engine.api.errors import ApiError, json_response
 from engine.api.render import segmind_result, segmind_status, segmind_submitted
 from engine.api.sse import stream_job
 from engine.api.submit import Webhook, find_endpoint, job_headers, own_job, submit
+from engine.folders import PathEscapeError, get_output_directory
 from engine.jobs.types import Job, JobStatus
 
 
@@ -68,27 +69,27 @@ def _image_response(request: web.Request, job: Job, headers: dict[str, str]) -> 
         }
         for output, path in zip(job.outputs, paths, strict=True)
     ]
-    return web.json_response({"images": images, "seed": job.params.get("seed")}, headers=headers)
+    return json_response({"images": images, "seed": job.params.get("seed")}, headers=headers)
 
 
 @rate_limited
 async def submit_async(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, request.match_info["endpoint"], "segmind")
     job, created = await submit(request, endpoint, _webhook(request))
-    position = await service(request).store.queue_position(job)
-    return web.json_response(segmind_submitted(job, position), headers=job_headers(job, created))
+    position = await service(request).queue_position(job)
+    return json_response(segmind_submitted(job, position), headers=job_headers(job, created))
 
 
 async def request_status(request: web.Request) -> web.Response:
     job = await own_job(request, request.match_info["request_id"])
-    body, status = segmind_status(job, await service(request).store.queue_position(job))
-    return web.json_response(body, status=status, headers=job_headers(job))
+    body, status = segmind_status(job, await service(request).queue_position(job))
+    return json_response(body, status=status, headers=job_headers(job))
 
 
 async def request_result(request: web.Request) -> web.Response:
     job = await own_job(request, request.match_info["request_id"])
     body, status = segmind_result(job)
-    return web.json_response(body, status=status, headers=job_headers(job))
+    return json_response(body, status=status, headers=job_headers(job))
 
 
 async def request_cancel(request: web.Request) -> web.Response:
@@ -96,7 +97,7 @@ async def request_cancel(request: web.Request) -> web.Response:
     if job.status.terminal:
         raise ApiError(409, f"request '{job.id}' already finished ({job.status})", status=job.status)
     cancelled = await service(request).cancel(job.id) or job
-    return web.json_response({"request_id": job.id, "status": cancelled.status, "cancel_requested": True})
+    return json_response({"request_id": job.id, "status": cancelled.status, "cancel_requested": True})
 
 
 async def request_events(request: web.Request) -> web.StreamResponse:
@@ -110,17 +111,27 @@ async def request_events(request: web.Request) -> web.StreamResponse:
 
 @public
 async def output_file(request: web.Request) -> web.StreamResponse:
-    """Images by URL: the unguessable request id is the credential, and the file goes when the job expires."""
-    job = await service(request).store.get(request.match_info["request_id"])
+    """Images by URL: the unguessable request id is the credential, and the file goes when the job expires.
+
+    The index is the output's position as the result lists it, in ASCII digits and nothing else
+    (int() would also take "-1", "0_0" or Arabic-Indic digits), and the file must be a plain file in
+    the output folder: a link there is never followed, wherever it points.
+    """
+    job = await service(request).job(request.match_info["request_id"])
+    text = request.match_info["index"]
+    index = int(text) if text.isascii() and text.isdigit() and text == str(int(text)) else None
+    if job is None or index is None or index >= len(job.outputs):
+        raise ApiError(404, "no such file (unknown request, or expired after the retention period)")
+    output = job.outputs[index]
+    directory = get_output_directory()
     try:
-        index = int(request.match_info["index"])
-        output = job.outputs[index] if job is not None else None
-    except (ValueError, IndexError):
-        output = None
-    if job is None or output is None:
+        path = service(request).output_path(output.relative_path)
+    except PathEscapeError:
+        path = None
+    if path is None or path.resolve() != directory.resolve() / path.relative_to(directory):
         raise ApiError(404, "no such file (unknown request, or expired after the retention period)")
     headers = {"Content-Type": output.content_type, "Cache-Control": "private, max-age=3600"}
-    return web.FileResponse(service(request).output_path(output.relative_path), headers=headers)
+    return web.FileResponse(path, headers=headers)
 
 
 def add_routes(app: web.Application) -> None:

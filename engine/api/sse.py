@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from engine.api.context import service
+from engine.api.errors import strict_dumps
 from engine.jobs.types import Job
 
 KEEPALIVE_SECONDS = 15.0
 
 
 async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
-    await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+    await response.write(f"event: {event}\ndata: {strict_dumps(data)}\n\n".encode())
 
 
 async def stream_job(
@@ -28,19 +28,18 @@ async def stream_job(
     )
     await response.prepare(request)
     engine = service(request)
-    assert engine.broadcast is not None
-    with engine.broadcast.listen(job.id) as updates:
-        current = await engine.store.get(job.id) or job
+    with engine.updates(job.id) as updates:
+        current = await engine.job(job.id) or job
         await _send(response, "status", await render_status(current))
         while not current.status.terminal:
             try:
                 update = await asyncio.wait_for(updates.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
-                current = await engine.store.get(job.id) or current
+                current = await engine.job(job.id) or current
                 continue
             if update.kind == "status":
-                current = await engine.store.get(job.id) or current
+                current = await engine.job(job.id) or current
                 await _send(response, "status", await render_status(current))
             else:
                 await _send(response, update.kind, update.data)

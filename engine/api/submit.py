@@ -77,7 +77,7 @@ async def _check_webhook(request: web.Request, endpoint: Endpoint, webhook: Webh
 
 async def own_job(request: web.Request, job_id: str) -> Job:
     """The job, if the caller may see it; others' jobs are indistinguishable from missing ones."""
-    job = await service(request).store.get(job_id)
+    job = await service(request).job(job_id)
     key = api_key(request)
     if job is None or (key is not None and job.key_id != key.id):
         raise ApiError(404, f"no request '{job_id}' (unknown, or expired after the retention period)")

@@ -1,7 +1,10 @@
 """AuraFlow (v0.2, v0.3) in fal's original layout, run by diffusers' AuraFlowTransformer2DModel.
 
-The config is read from tensor shapes. The head count is not recorded (the attention's QK norms have no
-weights): AuraFlow's heads are 256 wide, and a model narrower than one such head (a test model) has one.
+diffusers' single-file converter maps the keys. What it lacks is here: finding the model under a
+checkpoint's prefix, and the config, which diffusers takes from a published repository's config file
+and the engine reads from tensor shapes (so the tiny test models load through the same code). The head
+count is not recorded (the attention's QK norms have no weights): AuraFlow's heads are 256 wide, and a
+model narrower than one such head (a test model) has one.
 
 One behaviour follows ComfyUI rather than diffusers: where the image's patches sit in the learned
 position table. Both centre the patch grid in the table; ComfyUI rounds the offset of an odd-sized grid
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AuraFlowTransformer2DModel
+from diffusers.loaders.single_file_utils import convert_auraflow_transformer_checkpoint_to_diffusers
 from diffusers.models.transformers.auraflow_transformer_2d import AuraFlowPatchEmbed, find_multiple
 
 from engine.diffusion.latent_formats import SDXL, LatentFormat
@@ -24,7 +28,7 @@ from engine.diffusion.patching import pad_to_patches
 from engine.diffusion.protocols import ModelInputs
 from engine.diffusion.safetensors_file import TensorInfo, WeightsFileError
 from engine.diffusion.sampling.model_sampling import DiscreteFlow, FlowModelSampling
-from engine.diffusion.weights import count_blocks, swap_halves
+from engine.diffusion.weights import count_blocks
 
 PREFIXES = ("model.", "model.diffusion_model.", "")
 """fal's all-in-one checkpoints keep the diffusion model under `model.`."""
@@ -121,7 +125,7 @@ class AuraFlowConfig:
         return module
 
     def to_diffusers(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return to_diffusers(tensors, self)
+        return to_diffusers(tensors)
 
     def predict(
         self, module: AuraFlowTransformer2DModel, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs
@@ -207,45 +211,12 @@ def layout(config: AuraFlowConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-_MLP = {"c_fc1": "linear_1", "c_fc2": "linear_2", "c_proj": "out_projection"}
-_IMAGE_ATTENTION = {"w2q": "to_q", "w2k": "to_k", "w2v": "to_v", "w2o": "to_out.0"}
-_TEXT_ATTENTION = {"w1q": "add_q_proj", "w1k": "add_k_proj", "w1v": "add_v_proj", "w1o": "to_add_out"}
-_SINGLE_ATTENTION = {"w1q": "to_q", "w1k": "to_k", "w1v": "to_v", "w1o": "to_out.0"}
+def to_diffusers(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Original-layout tensors (prefix removed) under diffusers' names, by diffusers' own converter.
 
-
-def to_diffusers(tensors: Mapping[str, torch.Tensor], config: AuraFlowConfig) -> dict[str, torch.Tensor]:
-    """Original-layout tensors (prefix removed) under AuraFlowTransformer2DModel's names.
-
-    In a double layer the `w1*` projections serve the text stream and `w2*` the image stream; the final
-    modulation's (shift, scale) halves are swapped into diffusers' (scale, shift) order.
+    The converter takes the tensors it knows out of the dict it is given (a shallow copy here, so the
+    caller's stays whole; no tensor is copied but the final modulation, whose halves it swaps) and answers
+    None for a tensor it does not find: those are left out, so that loading names them as missing.
     """
-    out = {
-        "register_tokens": tensors["register_tokens"],
-        "pos_embed.pos_embed": tensors["positional_encoding"],
-        "pos_embed.proj.weight": tensors["init_x_linear.weight"],
-        "pos_embed.proj.bias": tensors["init_x_linear.bias"],
-        "context_embedder.weight": tensors["cond_seq_linear.weight"],
-        "proj_out.weight": tensors["final_linear.weight"],
-        "norm_out.linear.weight": swap_halves(tensors["modF.1.weight"]),
-    }
-    for source, target in (("0", "linear_1"), ("2", "linear_2")):
-        for suffix in ("weight", "bias"):
-            out[f"time_step_proj.{target}.{suffix}"] = tensors[f"t_embedder.mlp.{source}.{suffix}"]
-    for i in range(config.num_double_layers):
-        src, dst = f"double_layers.{i}.", f"joint_transformer_blocks.{i}."
-        out[dst + "norm1.linear.weight"] = tensors[src + "modX.1.weight"]
-        out[dst + "norm1_context.linear.weight"] = tensors[src + "modC.1.weight"]
-        for mapping in (_IMAGE_ATTENTION, _TEXT_ATTENTION):
-            for source, target in mapping.items():
-                out[f"{dst}attn.{target}.weight"] = tensors[f"{src}attn.{source}.weight"]
-        for stream, target_mlp in (("mlpX", "ff"), ("mlpC", "ff_context")):
-            for source, target in _MLP.items():
-                out[f"{dst}{target_mlp}.{target}.weight"] = tensors[f"{src}{stream}.{source}.weight"]
-    for i in range(config.num_single_layers):
-        src, dst = f"single_layers.{i}.", f"single_transformer_blocks.{i}."
-        out[dst + "norm1.linear.weight"] = tensors[src + "modCX.1.weight"]
-        for source, target in _SINGLE_ATTENTION.items():
-            out[f"{dst}attn.{target}.weight"] = tensors[f"{src}attn.{source}.weight"]
-        for source, target in _MLP.items():
-            out[f"{dst}ff.{target}.weight"] = tensors[f"{src}mlp.{source}.weight"]
-    return out
+    converted = convert_auraflow_transformer_checkpoint_to_diffusers(dict(tensors))
+    return {name: tensor for name, tensor in converted.items() if tensor is not None}

@@ -1,9 +1,11 @@
 """The KL autoencoders (SDXL's VAE for AuraFlow, Flux's `ae.safetensors`) in the original LDM layout,
 run by diffusers' AutoencoderKL.
 
-The config is read from tensor shapes: widths per level, residual blocks per level, latent channels,
-whether the 1x1 quant convs exist (SDXL's VAE has them, Flux's AE has not). The GroupNorm group count is
-not recorded; both families use 32, which is why every width must be a multiple of 32.
+diffusers' single-file converter maps the keys. Its config comes from an LDM YAML file, which a
+ComfyUI-layout file does not come with, so the engine reads the config from tensor shapes: widths per
+level, residual blocks per level, latent channels, whether the 1x1 quant convs exist (SDXL's VAE has
+them, Flux's AE has not). The GroupNorm group count is not recorded; both families use 32, which is why
+every width must be a multiple of 32.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL
+from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
 from engine.diffusion.safetensors_file import TensorInfo
 from engine.diffusion.weights import count_blocks
@@ -151,49 +154,12 @@ def layout(config: AutoencoderConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-_ATTENTION = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
-
-
-def _rename(name: str, levels: int) -> str:
-    """One LDM tensor name as AutoencoderKL names it."""
-    parts = name.split(".")
-    match parts:
-        case [part, "down", level, "block", j, *rest]:
-            return ".".join([part, "down_blocks", level, "resnets", j, *rest]).replace(
-                "nin_shortcut", "conv_shortcut"
-            )
-        case [part, "down", level, "downsample", *rest]:
-            return ".".join([part, "down_blocks", level, "downsamplers", "0", *rest])
-        case [part, "up", level, "block", j, *rest]:
-            up = str(levels - 1 - int(level))
-            return ".".join([part, "up_blocks", up, "resnets", j, *rest]).replace(
-                "nin_shortcut", "conv_shortcut"
-            )
-        case [part, "up", level, "upsample", *rest]:
-            return ".".join([part, "up_blocks", str(levels - 1 - int(level)), "upsamplers", "0", *rest])
-        case [part, "mid", block, *rest] if block.startswith("block_"):
-            index = str(int(block.removeprefix("block_")) - 1)
-            return ".".join([part, "mid_block", "resnets", index, *rest]).replace(
-                "nin_shortcut", "conv_shortcut"
-            )
-        case [part, "mid", "attn_1", projection, suffix]:
-            return ".".join([part, "mid_block", "attentions", "0", _ATTENTION[projection], suffix])
-        case [part, "norm_out", suffix]:
-            return f"{part}.conv_norm_out.{suffix}"
-    return name
-
-
 def to_diffusers(tensors: Mapping[str, torch.Tensor], config: AutoencoderConfig) -> dict[str, torch.Tensor]:
-    """LDM-layout tensors (prefix removed) under AutoencoderKL's names.
+    """LDM-layout tensors (prefix removed) under AutoencoderKL's names, by diffusers' own converter.
 
-    The decoder's levels are numbered from the top in diffusers and from the bottom in LDM files, and the
-    mid-block attention's 1x1 convolutions become linear layers.
+    It renumbers the decoder's levels (from the bottom in LDM files, from the top in diffusers) and turns
+    the mid-block attention's 1x1 convolutions into linear weights, as views: no tensor is copied. It needs
+    only the level count from the config; a tensor it does not know is left out (loading then names what
+    is missing).
     """
-    out = {}
-    levels = len(config.block_out_channels)
-    for name, tensor in tensors.items():
-        target = _rename(name, levels)
-        if ".attentions.0." in target and target.endswith(".weight") and tensor.ndim == 4:
-            tensor = tensor[:, :, 0, 0]
-        out[target] = tensor
-    return out
+    return convert_ldm_vae_checkpoint(tensors, config.diffusers_config())

@@ -4,7 +4,10 @@ The config is read from tensor shapes, so the published 12B files and the engine
 through the same code. Two things are not recorded in a file and follow BFL's choices: the RoPE split of
 each attention head over (time, row, column) is 1 : 3.5 : 3.5 (16, 56, 56 of 128), and theta is 10000.
 
-diffusers' own converter hard-codes the full-size width, so the key mapping lives here; it is checked
+The key mapping lives here, unlike AuraFlow's and the VAE's, because diffusers' own converter cannot
+serve: every release the project allows hard-codes the full-size width (3072) where it splits the single
+blocks' fused projection, so it cannot load the test models, and it copies each projection it splits
+(`torch.cat` of one part), where this mapping keeps views of the file's tensors. The mapping is checked
 against that converter on full-size layouts and against diffusers' loading path on tiny random weights.
 """
 

@@ -194,6 +194,14 @@ class ModelManager:
         with self._lock:
             return list(self._resident)
 
+    def memory_in_use(self) -> dict[str, float]:
+        """Bytes held by resident weights and, on a GPU, allocated and reserved by torch."""
+        memory = {"model_weights": float(self.used_bytes)}
+        if self.device.type == "cuda":
+            memory["cuda_allocated"] = float(torch.cuda.memory_allocated(self.device))
+            memory["cuda_reserved"] = float(torch.cuda.memory_reserved(self.device))
+        return memory
+
     def unload_all(self) -> None:
         with self._lock:
             self._resident.clear()

@@ -15,7 +15,7 @@ from engine.diffusion.autoencoder import AutoencoderConfig
 from engine.diffusion.model_manager import ModelKey, ModelManager
 from engine.diffusion.safetensors_file import load_tensors
 from engine.diffusion.weights import instantiate
-from engine.graph.progress import ProgressBar, throw_if_interrupted
+from engine.progress import ProgressBar, throw_if_interrupted
 
 
 class LatentShapeError(ValueError):

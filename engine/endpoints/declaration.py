@@ -26,6 +26,7 @@ from engine.endpoints.fields import (
 )
 from engine.endpoints.pricing import PriceTerm, Pricing
 from engine.endpoints.spec import APIS, Api, Endpoint, OutputSpec
+from engine.endpoints.tokens import TOKENIZERS, Tokenizers, TokenLimit
 from engine.graph.types import Prompt
 
 TOP_KEYS = frozenset({"api", "title", "description", "prompt", "output", "fields", "pricing", "response"})
@@ -41,6 +42,8 @@ FIELD_KEYS = frozenset(
         "multiple_of",
         "enum",
         "max_length",
+        "max_tokens",
+        "tokenizer",
         "affects_price",
         "accepted_only",
         "example",
@@ -50,7 +53,7 @@ FIELD_KEYS = frozenset(
 )
 OUTPUT_KEYS = frozenset({"node", "format", "quality"})
 PRICING_KEYS = frozenset({"base", "add", "multiply", "minimum"})
-TERM_KEYS = frozenset({"field", "per_unit", "divide_by", "table"})
+TERM_KEYS = frozenset({"field", "per_unit", "divide_by", "table", "per_tokens"})
 PRICE_TABLE_LIMIT = 1000
 """Integer fields with more values than this are priced per unit, not by table."""
 
@@ -59,9 +62,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_positive_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 class _Reader:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, tokenizers: Tokenizers) -> None:
         self.path = path
+        self.tokenizers = tokenizers
 
     def fail(self, where: str, message: str) -> NoReturn:
         raise EndpointError(f"{self.path}: {where}: {message}")
@@ -144,13 +152,9 @@ class _Reader:
         ):
             self.fail(where, "multiple_of must be a positive integer, on an integer field")
         max_length = spec.get("max_length", DEFAULT_MAX_LENGTH if kind == "string" else None)
-        if max_length is not None and (
-            kind != "string"
-            or not isinstance(max_length, int)
-            or isinstance(max_length, bool)
-            or max_length < 1
-        ):
+        if max_length is not None and (kind != "string" or not _is_positive_integer(max_length)):
             self.fail(where, "max_length must be a positive integer, on a string field")
+        max_tokens = self.token_limit(spec, kind, where)
         if flags["random"] and (kind != "integer" or flags["required"] or "default" in spec):
             self.fail(where, "random applies to an optional integer field without a default (a seed)")
         if flags["required"] and "default" in spec:
@@ -188,7 +192,20 @@ class _Reader:
                 field = replace(field, **{key: value})
         if "derive" in spec:
             field = replace(field, derive=self.derivation(field, spec["derive"], where))
-        return field
+        # set last: the checks above read no tokenizer; load.py checks default and example in tokens
+        return replace(field, max_tokens=max_tokens)
+
+    def token_limit(self, spec: Mapping[str, Any], kind: FieldType, where: str) -> TokenLimit | None:
+        if "max_tokens" not in spec and "tokenizer" not in spec:
+            return None
+        maximum, tokenizer = spec.get("max_tokens"), spec.get("tokenizer")
+        if kind != "string" or not _is_positive_integer(maximum) or tokenizer not in TOKENIZERS:
+            self.fail(
+                where,
+                "max_tokens must be a positive integer, on a string field, with a tokenizer "
+                f"({', '.join(TOKENIZERS)}) that counts them",
+            )
+        return TokenLimit(tokenizer, maximum, self.tokenizers)
 
     def typed(self, field: Field, value: Any, where: str) -> Any:
         """A declared value of the field's JSON type (its bounds are checked by the caller)."""
@@ -277,10 +294,13 @@ class _Reader:
                 self.fail(where, f"names field '{name}', which is not declared")
             if not field.affects_price:
                 self.fail(f"field '{name}'", "is used in pricing, so it must be marked affects_price")
-            if "table" in spec and ("per_unit" in spec or "divide_by" in spec):
-                self.fail(where, "give a table, or per_unit and divide_by, not both")
+            if "table" in spec and ("per_unit" in spec or "divide_by" in spec or "per_tokens" in spec):
+                self.fail(where, "give a table, or per_unit with divide_by or per_tokens, not both")
             if "table" in spec:
                 terms.append(PriceTerm(name, table=self.price_table(field, spec["table"], where)))
+                continue
+            if "per_tokens" in spec:
+                terms.append(self.token_term(field, spec, where))
                 continue
             if field.type not in ("integer", "number"):
                 self.fail(f"field '{name}'", "is not a number, so its price term needs a table")
@@ -292,6 +312,18 @@ class _Reader:
                 self.fail(f"field '{name}'", "is priced per unit, so it needs a minimum of 0 or more")
             terms.append(PriceTerm(name, per_unit=per_unit, divide_by=divide_by))
         return terms
+
+    def token_term(self, field: Field, spec: Mapping[str, Any], where: str) -> PriceTerm:
+        """Per started block of tokens: only for a field bounded in tokens, so the price is bounded too."""
+        if field.max_tokens is None:
+            self.fail(f"field '{field.name}'", "is priced per_tokens, so it needs max_tokens and a tokenizer")
+        if "divide_by" in spec:
+            self.fail(where, "give per_tokens or divide_by, not both")
+        per_tokens = spec["per_tokens"]
+        if not _is_positive_integer(per_tokens):
+            self.fail(where, "per_tokens must be a positive integer (tokens per priced block)")
+        per_unit = self.number(spec.get("per_unit", 1), f"{where}: per_unit", non_negative=True)
+        return PriceTerm(field.name, per_unit=per_unit, per_tokens=per_tokens, tokens=field.max_tokens)
 
     def price_table(self, field: Field, value: Any, where: str) -> dict[str, float]:
         if field.enum is not None:
@@ -318,9 +350,10 @@ class _Reader:
         }
 
 
-def read_endpoint(endpoint_id: str, path: Path, data: Any) -> Endpoint:
-    """The endpoint a template file declares, checked for shape and internal consistency."""
-    reader = _Reader(path)
+def read_endpoint(endpoint_id: str, path: Path, data: Any, tokenizers: Tokenizers) -> Endpoint:
+    """The endpoint a template file declares, checked for shape and internal consistency; prompts
+    bounded in tokens count them with `tokenizers` (nothing is read from them here)."""
+    reader = _Reader(path, tokenizers)
     spec = reader.mapping(data, "the file", TOP_KEYS)
     api = spec.get("api")
     if api not in APIS:

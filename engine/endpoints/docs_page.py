@@ -48,6 +48,8 @@ def _bounds(field: Field) -> str:
         parts.append("one of " + ", ".join(table_key(v) for v in field.enum))
     if field.type == "string" and field.max_length is not None and field.enum is None:
         parts.append(f"up to {field.max_length} characters")
+    if field.max_tokens is not None:
+        parts.append(f"up to {field.max_tokens.maximum} {field.max_tokens.tokenizer_name} tokens")
     return "; ".join(parts)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-ErrorCode = Literal["required", "type", "range", "multiple_of", "enum", "max_length"]
+ErrorCode = Literal["required", "type", "range", "multiple_of", "enum", "max_length", "max_tokens", "unicode"]
 
 
 class EndpointError(ValueError):
@@ -32,6 +32,10 @@ class FieldError(TypedDict):
     allowed: NotRequired[list[Any]]
     max_length: NotRequired[int]
     received_length: NotRequired[int]
+    max_tokens: NotRequired[int]
+    received_tokens: NotRequired[int]
+    tokenizer: NotRequired[str]
+    """Whose tokens a max_tokens bound counts: clip_l, t5xxl or pile_t5xl."""
 
 
 class RequestError(ValueError):
@@ -69,4 +73,6 @@ _FAL_TYPES: dict[str, str] = {
     "multiple_of": "value_error",
     "enum": "value_error",
     "max_length": "value_error",
+    "max_tokens": "value_error",
+    "unicode": "value_error",
 }

@@ -7,17 +7,25 @@ than not), with two tolerances JSON itself forces on us: an integral number such
 urlencoded, as Segmind's JavaScript sample sends) carries only text, so there every value is parsed from
 its string: "25", "1.73", "true"/"false"/"1"/"0", and an empty string for a non-string field means
 "not sent" (an empty form input). A non-text value in a form (an uploaded file) is judged as JSON.
+
+A number too large for Python's int or float conversions (1e400, or over 4,300 digits) is held as an
+exact Decimal until its bound refuses it, so the answer names the bound rather than failing on the
+conversion; a field declaring no bound is bounded by what its type can carry (UNBOUNDED_INTEGER,
+the largest finite double).
 """
 
 from __future__ import annotations
 
 import math
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, NamedTuple
 
 from engine.endpoints.errors import FieldError
+from engine.endpoints.tokens import TokenLimit
 
 FieldType = Literal["integer", "number", "string", "boolean"]
 FIELD_TYPES: tuple[FieldType, ...] = ("integer", "number", "string", "boolean")
@@ -29,8 +37,14 @@ DEFAULT_MAX_LENGTH = 10_000
 RANDOM_SEED_LIMIT = 2**53
 """Random seeds are drawn below this, so a JavaScript client can send the returned seed back exactly."""
 
+UNBOUNDED_INTEGER = 2**64 - 1
+"""The magnitude bound of an integer field that declares none: the widest integer ComfyUI's INT inputs
+take (a seed's maximum), and far below where storing and echoing an integer gets costly."""
+
 _ECHO_LIMIT = 100
-"""Longer received strings are cut in error reports: the client already has them."""
+"""Longer received strings (and numbers' texts) are cut in error reports: the client already has them."""
+
+Number = int | float | Decimal
 
 
 class InputRef(NamedTuple):
@@ -76,12 +90,39 @@ def format_number(value: float | int) -> str:
     return repr(value)
 
 
+def _cut(text: str) -> str:
+    return text[:_ECHO_LIMIT] + "…" if len(text) > _ECHO_LIMIT else text
+
+
+def _number_text(value: Number) -> str:
+    """How a number reads in JSON, NaN and Infinity spelt as JavaScript spells them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, int):
+        return str(Decimal(value))  # str(int) refuses over 4,300 digits
+    return str(value) if isinstance(value, Decimal) else repr(value)
+
+
 def _echo(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > _ECHO_LIMIT:
-        return value[:_ECHO_LIMIT] + "…"
-    if value is None or isinstance(value, bool | int | float | str):
+    """What was received, as strict JSON can carry it: a number JSON cannot hold comes back as text."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, int | float | Decimal):
+        text = _number_text(value)
+        exact = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+        return value if exact and len(text) <= _ECHO_LIMIT else _cut(text)
     return type(value).__name__
+
+
+def _is_encodable(text: str) -> bool:
+    """False for a string holding a lone surrogate ("\\ud800" is valid JSON but not Unicode text)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _ARTICLE = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false"}
@@ -102,6 +143,8 @@ class Field:
     multiple_of: int | None = None
     enum: tuple[Any, ...] | None = None
     max_length: int | None = None
+    max_tokens: TokenLimit | None = None
+    """A prompt's bound in its encoder's tokens (checked after max_length, which bounds the counting)."""
     affects_price: bool = False
     accepted_only: bool = False
     """Accepted for compatibility with the API it imitates, but it changes nothing in the image."""
@@ -119,6 +162,10 @@ class Field:
         error = self.check(value)
         if error is not None:
             raise FieldProblem(error)
+        if self.type == "integer":
+            return int(value)
+        if self.type == "number":
+            return float(value)
         return value
 
     def check(self, value: Any) -> FieldError | None:
@@ -133,6 +180,16 @@ class Field:
             }
         if self.type in ("integer", "number"):
             return self._check_number(value)
+        if self.type == "string" and not _is_encodable(value):
+            position = next(index for index, char in enumerate(value) if not _is_encodable(char))
+            return {
+                "field": self.name,
+                "code": "unicode",
+                "message": (
+                    f"{self.name} must be Unicode text: character {position} is a lone surrogate "
+                    f"({ascii(value[position])[1:-1]} without its pair), which UTF-8 cannot encode"
+                ),
+            }
         if self.type == "string" and self.max_length is not None and len(value) > self.max_length:
             return {
                 "field": self.name,
@@ -141,6 +198,8 @@ class Field:
                 "max_length": self.max_length,
                 "received_length": len(value),
             }
+        if self.type == "string" and self.max_tokens is not None:
+            return self.max_tokens.check(self.name, value)
         return None
 
     def random_value(self) -> int:
@@ -151,22 +210,30 @@ class Field:
         )
         return low + secrets.randbelow(max(high, low) - low + 1)
 
-    def _check_number(self, value: int | float) -> FieldError | None:
-        low, high = self.minimum, self.maximum
-        if (low is not None and value < low) or (high is not None and value > high):
-            error: FieldError = {"field": self.name, "code": "range", "message": "", "received": value}
-            if low is not None and high is not None:
+    def _bounds(self) -> tuple[int | float, int | float]:
+        """The declared bounds, a missing one replaced by the extreme the field's type can carry."""
+        limit = UNBOUNDED_INTEGER if self.type == "integer" else sys.float_info.max
+        return (
+            -limit if self.minimum is None else self.minimum,
+            limit if self.maximum is None else self.maximum,
+        )
+
+    def _check_number(self, value: Number) -> FieldError | None:
+        """Exact comparisons (int, float and Decimal compare exactly in Python), before any conversion."""
+        low, high = self._bounds()
+        if value < low or value > high:
+            error: FieldError = {"field": self.name, "code": "range", "message": "", "received": _echo(value)}
+            if value < low and self.maximum is None and self.minimum is not None:
+                error["message"] = f"{self.name} must be at least {format_number(low)}"
+            elif value > high and self.minimum is None and self.maximum is not None:
+                error["message"] = f"{self.name} must be at most {format_number(high)}"
+            else:
                 error["message"] = (
                     f"{self.name} must be between {format_number(low)} and {format_number(high)}"
                 )
-            elif low is not None:
-                error["message"] = f"{self.name} must be at least {format_number(low)}"
-            else:
-                assert high is not None
-                error["message"] = f"{self.name} must be at most {format_number(high)}"
-            if low is not None:
+            if self.minimum is not None or value < low:  # the implicit bound only where it was broken
                 error["minimum"] = low
-            if high is not None:
+            if self.maximum is not None or value > high:
                 error["maximum"] = high
             return error
         if self.multiple_of and value % self.multiple_of:
@@ -175,7 +242,7 @@ class Field:
                 "code": "multiple_of",
                 "message": f"{self.name} must be a multiple of {self.multiple_of}",
                 "multiple_of": self.multiple_of,
-                "received": value,
+                "received": _echo(value),
             }
         return None
 
@@ -186,8 +253,8 @@ class Field:
             got = f'the string "{_echo(raw)}"'
         elif isinstance(raw, bool):
             got = "true" if raw else "false"
-        elif isinstance(raw, int | float):
-            got = format_number(raw)
+        elif isinstance(raw, int | float | Decimal):
+            got = _cut(_number_text(raw))
         elif isinstance(raw, list | tuple):
             got = "a list"
         elif isinstance(raw, Mapping):
@@ -205,14 +272,19 @@ class Field:
         )
 
     def _from_json(self, raw: Any) -> Any:
+        """The value as its exact number (converted to int or float once its bounds are checked)."""
         if self.type == "integer":
             if isinstance(raw, int) and not isinstance(raw, bool):
                 return raw
             if isinstance(raw, float) and raw.is_integer():
                 return int(raw)
+            if isinstance(raw, Decimal) and _is_integral(raw):
+                return raw
         elif self.type == "number":
-            if isinstance(raw, int | float) and not isinstance(raw, bool) and math.isfinite(raw):
-                return float(raw)
+            if isinstance(raw, int | Decimal) and not isinstance(raw, bool) and _is_finite(raw):
+                return raw
+            if isinstance(raw, float) and math.isfinite(raw):
+                return raw
         elif self.type == "string":
             if isinstance(raw, str):
                 return raw
@@ -231,20 +303,26 @@ class Field:
                 return False
             raise self._wrong_type(raw, text=True)
         try:
-            number = int(text) if self.type == "integer" else float(text)
-        except ValueError:
-            number = None
-        if number is None and self.type == "integer":
-            try:
-                decimal = float(text)
-            except ValueError:
-                decimal = math.nan
-            if decimal.is_integer():
-                number = int(decimal)
-        if number is None or not math.isfinite(number):
+            number = Decimal(text)
+        except InvalidOperation:
+            raise self._wrong_type(raw, text=True) from None
+        if self.type == "integer":
+            if not _is_integral(number):
+                raise self._wrong_type(raw, text=True)
+            return int(number) if number.adjusted() < sys.int_info.default_max_str_digits else number
+        if not number.is_finite():
             raise self._wrong_type(raw, text=True)
-        return number
+        rounded = float(number)  # as JSON's "1.73" is read, so a form and a JSON body agree
+        return rounded if math.isfinite(rounded) else number
 
     def is_absent(self, raw: Any, *, text: bool) -> bool:
         """JSON null, or an empty form input for a field that is not a string."""
         return raw is None or (text and self.type != "string" and isinstance(raw, str) and not raw.strip())
+
+
+def _is_finite(value: int | Decimal) -> bool:
+    return isinstance(value, int) or value.is_finite()
+
+
+def _is_integral(value: Decimal) -> bool:
+    return value.is_finite() and value == value.to_integral_value()

@@ -4,10 +4,11 @@ A template's URL name is its path below the folder without `.json`: `graphs/aura
 `aura-flow`, `graphs/fal-ai/aura-flow.json` serves `fal-ai/aura-flow`, so a file's place tells where it
 is served and nothing can disagree with it. Each file is read, its bindings checked against the node
 definitions, and its graph, built with default values, checked by `validate_prompt` as a request would
-be. Any problem stops start-up with an EndpointError naming the file, except a missing model file or one
-that cannot be used (a damaged header, a pickle, no model this engine runs): that marks the endpoint
-unavailable with the reason (a server with one model installed still serves that model, and one broken
-download takes down only the endpoints that name it).
+be. Any problem stops start-up with an EndpointError naming the file, except a missing model file or
+tokenizer, or a model file that cannot be used (a damaged header, a pickle, no model this engine runs):
+that marks the endpoint unavailable with the reason (a server with one model installed still serves
+that model, and one broken download takes down only the endpoints that name it). The tokenizers
+prompts are counted with are read here, once, and shared by every endpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from engine.endpoints.bindings import check_bindings
 from engine.endpoints.declaration import read_endpoint
 from engine.endpoints.errors import EndpointError
 from engine.endpoints.spec import Endpoint
+from engine.endpoints.tokens import Tokenizers
 from engine.folders import MODEL_EXTENSIONS
 from engine.graph.registry import NodeRegistry
 from engine.graph.types import Prompt
@@ -46,23 +48,26 @@ def load_endpoints(directory: Path, registry: NodeRegistry) -> dict[str, Endpoin
     if not directory.is_dir():
         raise EndpointError(f"{directory}: the endpoint templates folder does not exist")
     endpoints: dict[str, Endpoint] = {}
+    tokenizers = Tokenizers.from_model_folders()
     for path in sorted(directory.rglob("*.json")):
         relative = path.relative_to(directory)
         if any(part.startswith(".") for part in relative.parts):
             continue
         endpoint_id = relative.with_suffix("").as_posix()
-        endpoints[endpoint_id] = load_endpoint(path, endpoint_id, registry)
+        endpoints[endpoint_id] = load_endpoint(path, endpoint_id, registry, tokenizers)
     return endpoints
 
 
-def load_endpoint(path: Path, endpoint_id: str, registry: NodeRegistry) -> Endpoint:
+def load_endpoint(
+    path: Path, endpoint_id: str, registry: NodeRegistry, tokenizers: Tokenizers | None = None
+) -> Endpoint:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise EndpointError(f"{path}: cannot be read ({exc.strerror})") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EndpointError(f"{path}: not a JSON file ({exc})") from exc
-    endpoint = read_endpoint(endpoint_id, path, data)
+    endpoint = read_endpoint(endpoint_id, path, data, tokenizers or Tokenizers.from_model_folders())
     segments = endpoint_id.split("/")
     if len(segments) != SEGMENTS_BY_API[endpoint.api] or not all(_SEGMENT.fullmatch(s) for s in segments):
         shape = "a name" if endpoint.api == "segmind" else "owner/app"
@@ -76,8 +81,34 @@ def load_endpoint(path: Path, endpoint_id: str, registry: NodeRegistry) -> Endpo
         )
     check_bindings(endpoint, registry)
     prompt = endpoint.build(endpoint.defaults(), output_prefix=CHECK_PREFIX)
-    reasons = [_missing_models(endpoint, prompt, registry), _unusable_models(prompt, registry)]
+    missing_tokenizers = _missing_tokenizers(endpoint)
+    if missing_tokenizers is None:
+        _check_token_bounds(endpoint)
+    reasons = [
+        _missing_models(endpoint, prompt, registry),
+        _unusable_models(prompt, registry),
+        missing_tokenizers,
+    ]
     return replace(endpoint, unavailable="; ".join(r for r in reasons if r) or None)
+
+
+def _missing_tokenizers(endpoint: Endpoint) -> str | None:
+    """Reads each tokenizer the endpoint counts prompts with (now, so no request waits for it)."""
+    limits = {field.max_tokens for field in endpoint.fields.values() if field.max_tokens is not None}
+    problems = {problem for limit in limits if (problem := limit.tokenizers.problem(limit.tokenizer))}
+    return f"missing tokenizer(s): {'; '.join(sorted(problems))}" if problems else None
+
+
+def _check_token_bounds(endpoint: Endpoint) -> None:
+    """A default or example prompt must keep to its field's token bound, as a request's must (they are
+    checked here, not when the file is read, because only now are the tokenizers known to be there)."""
+    for field in endpoint.fields.values():
+        for key in ("default", "example"):
+            value = getattr(field, key)
+            if field.max_tokens is not None and isinstance(value, str):
+                error = field.max_tokens.check(field.name, value)
+                if error is not None:
+                    raise EndpointError(f"{endpoint.source}: field '{field.name}': {key}: {error['message']}")
 
 
 def _is_missing_model(error: ValidationError) -> bool:

@@ -1,8 +1,11 @@
-"""The OpenAPI 3.1 document of the served endpoints, generated from their templates.
+"""The OpenAPI 3.1 document of the server: every route, with each status and content type it answers.
 
 Request bodies are the endpoints' JSON schemas (the same ones `Endpoint.json_schema` gives), so the
 document always matches what the server accepts. Segmind-style endpoints get their synchronous
-`/v1/<id>` route (image bytes) and the `/v2` queue; fal-style apps get fal's queue routes.
+`/v1/<id>` route (image bytes) and the `/v2` queue; fal-style apps get fal's queue routes; the service
+routes (health, readiness, metrics, the catalogue, this document, the docs page) and output files come
+with every document. The responses are the handlers' own (engine/api): the fuzz test
+(tests/api/test_fuzz.py) holds the server to this document, status, content type, headers and body.
 """
 
 from __future__ import annotations
@@ -13,36 +16,31 @@ from typing import Any
 
 from engine.endpoints.schema import field_schema
 from engine.endpoints.spec import Endpoint
+from engine.endpoints.tokens import TOKENIZERS
 from engine.nodes.save_image_as import CONTENT_TYPES
 
 OPENAPI_VERSION = "3.1.0"
 
-SEGMIND_ERRORS = {
-    "400": "Invalid parameters: the body names each field and the bound it broke",
-    "401": "Missing or invalid API key (x-api-key header)",
-    "404": "Unknown endpoint",
-    "405": "Method not allowed",
-    "406": "Not enough credits",
-    "422": "The request failed while running; the body carries the error",
-    "429": "Too many requests",
-    "500": "Server error",
-}
-QUEUE_ERRORS = {
-    "401": "Missing or invalid API key",
-    "404": "Unknown or expired request id (results are kept for one hour)",
-    "429": "Too many requests",
-    "500": "Server error",
-}
-FAL_ERRORS = {
-    "400": "The body is not a JSON object",
-    "401": "Missing or invalid API key (Authorization: Key <key>)",
-    "404": "Unknown app",
-    "429": "Too many requests",
-    "500": "Server error",
-}
+PRIVATE = [{"segmindKey": []}, {"falKey": []}]
+"""Either header carries the key on every route; only a server started with --open-access needs none."""
+PUBLIC: list[dict[str, list[str]]] = []
 
-SEGMIND_SECURITY = [{"segmindKey": []}]
-FAL_SECURITY = [{"falKey": []}]
+SEGMIND_STATUSES = ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]
+JOB_STATUSES = [*SEGMIND_STATUSES, "CANCELLED"]
+MAX_IDEMPOTENCY_KEY = 255
+"""The bound engine/api/submit.py enforces (this layer cannot import the HTTP one)."""
+
+SUBMIT_ERRORS = {
+    "400": "The body or a parameter is invalid: the body names the field and the bound it broke",
+    "401": "Missing or invalid API key",
+    "406": "Not enough credits for this request",
+    "413": "The body is larger than the server accepts",
+    "415": "The body is neither JSON nor a form",
+}
+LOOKUP_ERRORS = {
+    "401": "Missing or invalid API key",
+    "404": "Unknown request id, another key's request, or expired (results are kept for an hour)",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -54,16 +52,106 @@ def schema_name(endpoint_id: str, suffix: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9._-]', '.', endpoint_id)}.{suffix}"
 
 
-def _json(schema: Mapping[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": dict(schema)}}}
+def _json(
+    schema: Mapping[str, Any], description: str, headers: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": dict(schema)}},
+    }
+    if headers:
+        response["headers"] = dict(headers)
+    return response
 
 
 def _errors(codes: Mapping[str, str]) -> dict[str, Any]:
     return {code: _json(_ref("Error"), description) for code, description in codes.items()}
 
 
+def _header(schema: Mapping[str, Any], description: str, *, required: bool = False) -> dict[str, Any]:
+    return {"schema": dict(schema), "description": description, "required": required}
+
+
+RETRY_AFTER = _header({"type": "string", "pattern": "^[0-9]+$"}, "Seconds to wait before trying again.")
+REQUEST_HEADERS = {
+    "x-request-id": _header({"type": "string"}, "The request's id.", required=True),
+    "x-request-cost": _header({"type": "string"}, "What the request costs, in credits.", required=True),
+}
+SUBMITTED_HEADERS = {
+    **REQUEST_HEADERS,
+    "Idempotent-Replayed": _header(
+        {"type": "string", "enum": ["true"]}, "The Idempotency-Key was seen before: this is that request."
+    ),
+    "x-remaining-credits": _header({"type": "string"}, "Credits left on the key (when keys are in use)."),
+}
+
+
+def _submit_responses(
+    accepted: dict[str, Any], *, validation: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    responses = {"200": accepted, **_errors(SUBMIT_ERRORS)}
+    if validation is not None:
+        responses["422"] = validation
+    responses["429"] = _json(
+        _ref("Error"), "The key's requests per minute are spent", {"Retry-After": RETRY_AFTER}
+    )
+    responses["503"] = _json(
+        _ref("Error"),
+        "The endpoint is unavailable (its model is missing), or the output storage is full",
+        {"Retry-After": RETRY_AFTER},
+    )
+    return responses
+
+
 def _request_id() -> dict[str, Any]:
     return {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _idempotency_key() -> dict[str, Any]:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "A request sent again with the same key returns the first one, not a new one.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    }
+
+
+def _webhook(name: str, where: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": False,
+        "description": "An http(s) URL called with the result when the request finishes.",
+        "schema": {"type": "string", "format": "uri"},
+    }
+
+
+def _request_body(input_ref: dict[str, str]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "description": "JSON with typed values, or a form (multipart or urlencoded) whose values are text.",
+        "content": {
+            "application/json": {"schema": input_ref},
+            "multipart/form-data": {"schema": input_ref},
+            "application/x-www-form-urlencoded": {"schema": input_ref},
+        },
+    }
+
+
+SERVER_SENT_EVENT = {
+    "type": "object",
+    "description": "One event (OpenAPI 3.1 describes each event of a stream, not the stream).",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "description": "status, progress, log or preview."},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
+
+def _event_stream(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/event-stream": {"schema": SERVER_SENT_EVENT}}}
 
 
 def _common_schemas() -> dict[str, Any]:
@@ -76,7 +164,7 @@ def _common_schemas() -> dict[str, Any]:
                 "field": {"type": "string", "description": "The request field at fault."},
                 "code": {
                     "type": "string",
-                    "enum": ["required", "type", "range", "multiple_of", "enum", "max_length"],
+                    "enum": ["required", "type", "range", "multiple_of", "enum", "max_length", "max_tokens"],
                 },
                 "message": {"type": "string"},
                 "received": {"description": "The value sent (long strings are cut)."},
@@ -87,46 +175,177 @@ def _common_schemas() -> dict[str, Any]:
                 "allowed": {"type": "array"},
                 "max_length": {"type": "integer"},
                 "received_length": {"type": "integer"},
+                "max_tokens": {"type": "integer"},
+                "received_tokens": {"type": "integer"},
+                "tokenizer": {"type": "string", "enum": list(TOKENIZERS)},
             },
         },
         "Error": {
             "type": "object",
             "required": ["error"],
+            "description": "Every error answer; some carry more (the field at fault, the request id).",
             "properties": {
                 "error": {"type": "string", "description": "What went wrong, in a sentence."},
                 "errors": {"type": "array", "items": _ref("FieldError")},
+                "field": {"type": "string", "description": "The parameter at fault, outside the body."},
+                "request_id": {"type": "string"},
+                "status_url": {"type": "string", "format": "uri"},
+                "required": {"type": "number", "description": "Credits the request needs (406)."},
+                "available": {"type": "number", "description": "Credits the key has (406)."},
+                "retry_after": {"type": "number", "description": "Seconds to wait (429)."},
+                "status": {
+                    "type": "string",
+                    "enum": JOB_STATUSES,
+                    "description": "The request's state (409).",
+                },
+            },
+        },
+    }
+
+
+def _service_schemas() -> dict[str, Any]:
+    return {
+        "Health": {
+            "type": "object",
+            "required": ["status", "uptime_seconds", "test_weights"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok"]},
+                "uptime_seconds": {"type": "number"},
+                "test_weights": {
+                    "type": "boolean",
+                    "description": "The images are noise from random weights.",
+                },
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["ready", "reason", "warmup_seconds"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "reason": {"type": "string"},
+                "warmup_seconds": {"type": "object", "additionalProperties": {"type": "number"}},
+            },
+        },
+        "EndpointList": {
+            "type": "object",
+            "required": ["endpoints"],
+            "properties": {
+                "endpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "api", "title", "description", "available", "schema"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "api": {"type": "string", "enum": ["segmind", "fal"]},
+                            "title": {"type": "string"},
+                            "description": {"type": "string"},
+                            "available": {"type": "boolean"},
+                            "unavailable_reason": {"type": ["string", "null"]},
+                            "schema": {"type": "object", "description": "The request body's JSON Schema."},
+                        },
+                    },
+                }
             },
         },
     }
 
 
 def _segmind_schemas() -> dict[str, Any]:
-    status = {"type": "string", "enum": ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]}
+    status = {"type": "string", "enum": SEGMIND_STATUSES}
     url = {"type": "string", "format": "uri"}
+    size = {"type": "integer", "minimum": 1}
+    metrics = {
+        "type": "object",
+        "description": "Seconds the request waited in the queue and ran.",
+        "properties": {"queue_time": {"type": "number"}, "inference_time": {"type": "number"}},
+    }
     return {
+        "SegmindImages": {
+            "type": "object",
+            "required": ["images", "seed"],
+            "description": "Several images, each base64-encoded.",
+            "properties": {
+                "images": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["content_type", "width", "height", "data"],
+                        "properties": {
+                            "content_type": {"type": "string"},
+                            "width": size,
+                            "height": size,
+                            "data": {"type": "string", "contentEncoding": "base64"},
+                        },
+                    },
+                },
+                "seed": {"type": ["integer", "null"]},
+            },
+        },
         "SegmindSubmitted": {
             "type": "object",
-            "required": ["request_id", "status_url", "response_url"],
-            "properties": {"request_id": {"type": "string"}, "status_url": url, "response_url": url},
+            "required": ["request_id", "status", "status_url", "response_url", "queue_position", "cost"],
+            "properties": {
+                "request_id": {"type": "string"},
+                "status": status,
+                "status_url": url,
+                "response_url": url,
+                "queue_position": {"type": ["integer", "null"], "description": "Requests ahead of it."},
+                "cost": {"type": "number"},
+            },
         },
         "SegmindStatus": {
             "type": "object",
-            "required": ["status"],
-            "properties": {"status": status, "error": {"type": "string", "description": "When FAILED."}},
+            "required": ["request_id", "status"],
+            "properties": {
+                "request_id": {"type": "string"},
+                "status": status,
+                "queue_position": {"type": ["integer", "null"], "description": "When QUEUED."},
+                "progress": {
+                    "type": "object",
+                    "description": "Sampling steps done, when PROCESSING.",
+                    "properties": {"value": {"type": "number"}, "max": {"type": "number"}},
+                },
+                "error": {"type": ["string", "null"], "description": "When FAILED."},
+            },
         },
         "SegmindResult": {
             "type": "object",
-            "required": ["status", "output", "metrics"],
+            "required": ["request_id", "status", "metrics", "cost"],
             "properties": {
+                "request_id": {"type": "string"},
                 "status": status,
-                "output": {"description": "URL(s) of the generated image(s)."},
-                "metrics": {
-                    "type": "object",
-                    "properties": {
-                        "inference_time": {"type": "number", "description": "Server compute seconds."}
+                "metrics": metrics,
+                "cost": {"type": "number"},
+                "output": {
+                    "description": "URL of the image, or of each image when there are several.",
+                    "oneOf": [url, {"type": "array", "items": url}],
+                },
+                "images": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["url", "content_type", "width", "height", "size"],
+                        "properties": {
+                            "url": url,
+                            "content_type": {"type": "string"},
+                            "width": size,
+                            "height": size,
+                            "size": {"type": "integer", "description": "Bytes."},
+                        },
                     },
                 },
-                "error": {"type": "string"},
+                "seed": {"type": ["integer", "null"]},
+                "error": {"type": ["string", "null"], "description": "When FAILED."},
+            },
+        },
+        "SegmindCancelled": {
+            "type": "object",
+            "required": ["request_id", "status", "cancel_requested"],
+            "properties": {
+                "request_id": {"type": "string"},
+                "status": {"type": "string", "enum": JOB_STATUSES},
+                "cancel_requested": {"type": "boolean", "enum": [True]},
             },
         },
     }
@@ -134,10 +353,11 @@ def _segmind_schemas() -> dict[str, Any]:
 
 def _fal_schemas() -> dict[str, Any]:
     url = {"type": "string", "format": "uri"}
+    optional_seconds = {"type": ["number", "null"]}
     return {
         "FalSubmitted": {
             "type": "object",
-            "required": ["request_id", "status_url", "response_url", "cancel_url"],
+            "required": ["request_id", "status_url", "response_url", "cancel_url", "queue_position"],
             "properties": {
                 "request_id": {"type": "string"},
                 "status_url": url,
@@ -148,16 +368,30 @@ def _fal_schemas() -> dict[str, Any]:
         },
         "FalStatus": {
             "type": "object",
-            "required": ["status"],
+            "required": ["status", "request_id", "status_url", "response_url", "cancel_url"],
             "properties": {
                 "status": {"type": "string", "enum": ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]},
+                "request_id": {"type": "string"},
+                "status_url": url,
+                "response_url": url,
+                "cancel_url": url,
                 "queue_position": {"type": "integer"},
                 "logs": {
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "properties": {"message": {"type": "string"}, "timestamp": {"type": "string"}},
+                        "required": ["message", "timestamp", "level"],
+                        "properties": {
+                            "message": {"type": "string"},
+                            "timestamp": {"type": "number", "description": "Unix time."},
+                            "level": {"type": "string"},
+                        },
                     },
+                },
+                "metrics": {"type": "object", "properties": {"inference_time": optional_seconds}},
+                "error": {
+                    "type": ["string", "null"],
+                    "description": "When the request failed or was cancelled.",
                 },
             },
         },
@@ -165,6 +399,7 @@ def _fal_schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["detail"],
             "properties": {
+                "error": {"type": "string"},
                 "detail": {
                     "type": "array",
                     "items": {
@@ -177,12 +412,12 @@ def _fal_schemas() -> dict[str, Any]:
                             "ctx": {"type": "object", "description": "The bound broken, as in FieldError."},
                         },
                     },
-                }
+                },
             },
         },
         "FalImage": {
             "type": "object",
-            "required": ["url"],
+            "required": ["url", "content_type", "file_name", "file_size", "width", "height"],
             "properties": {
                 "url": url,
                 "content_type": {"type": "string"},
@@ -190,6 +425,22 @@ def _fal_schemas() -> dict[str, Any]:
                 "file_size": {"type": "integer"},
                 "width": {"type": "integer"},
                 "height": {"type": "integer"},
+            },
+        },
+        "FalNoResult": {
+            "type": "object",
+            "required": ["detail", "request_id"],
+            "properties": {
+                "detail": {"type": ["string", "null"], "description": "Why there is no output."},
+                "request_id": {"type": "string"},
+                "status": {"type": "string", "enum": ["IN_QUEUE", "IN_PROGRESS"]},
+            },
+        },
+        "FalCancel": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]}
             },
         },
     }
@@ -203,6 +454,10 @@ def content_types(endpoint: Endpoint) -> list[str]:
     else:
         formats = [output.format]
     return list(dict.fromkeys(CONTENT_TYPES[f] for f in formats))
+
+
+def _image_content(media_types: Iterable[str]) -> dict[str, Any]:
+    return {media: {"schema": {"type": "string", "contentMediaType": media}} for media in media_types}
 
 
 def _operation_notes(endpoint: Endpoint) -> dict[str, Any]:
@@ -220,113 +475,169 @@ def _description(endpoint: Endpoint) -> str:
 
 
 def _segmind_paths(endpoint: Endpoint, input_ref: dict[str, str]) -> dict[str, Any]:
-    body = {
-        "required": True,
-        "description": "JSON with typed values, or a form (multipart or urlencoded) whose values are text.",
-        "content": {
-            "application/json": {"schema": input_ref},
-            "multipart/form-data": {"schema": input_ref},
-            "application/x-www-form-urlencoded": {"schema": input_ref},
-        },
+    finished_headers = {
+        **SUBMITTED_HEADERS,
+        "x-seed": _header({"type": "string"}, "The seed used.", required=True),
+        "x-inference-time": _header({"type": "string"}, "Seconds the graph ran.", required=True),
+        "x-queue-time": _header({"type": "string"}, "Seconds the request waited.", required=True),
     }
     image = {
-        "description": "The generated image",
-        "headers": {
-            "x-remaining-credits": {
-                "schema": {"type": "number"},
-                "description": "Credits left after this call.",
-            }
-        },
+        "description": "The image's bytes; JSON with each image base64-encoded when there are several",
+        "headers": finished_headers,
         "content": {
-            media: {"schema": {"type": "string", "contentMediaType": media}}
-            for media in content_types(endpoint)
+            **_image_content(content_types(endpoint)),
+            "application/json": {"schema": _ref("SegmindImages")},
         },
     }
-    tag = [endpoint.id]
+    sync_responses = _submit_responses(image)
+    sync_responses["500"] = _json(_ref("Error"), "The request failed while running", REQUEST_HEADERS)
+    sync_responses["504"] = _json(
+        _ref("Error"),
+        "Not finished in the server's sync timeout; it goes on: poll the status_url in the body",
+        REQUEST_HEADERS,
+    )
+    parameters = [_webhook("webhook", "query"), _webhook("x-webhook-url", "header"), _idempotency_key()]
+    common = {
+        "description": _description(endpoint),
+        "tags": [endpoint.id],
+        "security": PRIVATE,
+        "parameters": parameters,
+        "requestBody": _request_body(input_ref),
+        **_operation_notes(endpoint),
+    }
+    submitted = _json(
+        _ref("SegmindSubmitted"), "Queued; poll status_url, then fetch response_url", SUBMITTED_HEADERS
+    )
     return {
         f"/v1/{endpoint.id}": {
             "post": {
                 "operationId": schema_name(endpoint.id, "v1"),
                 "summary": f"{endpoint.title} (synchronous)",
-                "description": _description(endpoint),
-                "tags": tag,
-                "security": SEGMIND_SECURITY,
-                "requestBody": body,
-                "responses": {"200": image, **_errors(SEGMIND_ERRORS)},
-                **_operation_notes(endpoint),
+                **common,
+                "responses": sync_responses,
             }
         },
         f"/v2/{endpoint.id}": {
             "post": {
                 "operationId": schema_name(endpoint.id, "v2"),
                 "summary": f"{endpoint.title} (queued)",
-                "description": _description(endpoint),
-                "tags": tag,
-                "security": SEGMIND_SECURITY,
-                "requestBody": body,
-                "responses": {
-                    "200": _json(
-                        _ref("SegmindSubmitted"), "Queued; poll status_url, then fetch response_url"
-                    ),
-                    **_errors({k: v for k, v in SEGMIND_ERRORS.items() if k != "422"}),
-                },
-                **_operation_notes(endpoint),
+                **common,
+                "responses": _submit_responses(submitted),
             }
         },
     }
 
 
 def _segmind_queue_paths() -> dict[str, Any]:
-    failed = _json(_ref("SegmindStatus"), "The request FAILED; the body carries the error")
+    def lookup(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["v2 queue"],
+            "security": PRIVATE,
+            "parameters": [_request_id()],
+            "responses": {**responses, **_errors(LOOKUP_ERRORS)},
+        }
+
+    status = _ref("SegmindStatus")
+    result = _ref("SegmindResult")
     return {
         "/v2/requests/{request_id}/status": {
-            "get": {
-                "operationId": "segmind.status",
-                "summary": "Status of a queued request",
-                "tags": ["v2 queue"],
-                "security": SEGMIND_SECURITY,
-                "parameters": [_request_id()],
-                "responses": {
-                    "200": _json(_ref("SegmindStatus"), "QUEUED, PROCESSING or COMPLETED"),
-                    "422": failed,
-                    **_errors(QUEUE_ERRORS),
+            "get": lookup(
+                "segmind.status",
+                "Status of a queued request",
+                {
+                    "200": _json(status, "QUEUED, PROCESSING or COMPLETED", REQUEST_HEADERS),
+                    "422": _json(
+                        status, "The request FAILED (or was cancelled); `error` says why", REQUEST_HEADERS
+                    ),
                 },
-            }
+            )
         },
         "/v2/requests/{request_id}": {
-            "get": {
-                "operationId": "segmind.result",
-                "summary": "Result of a queued request",
-                "tags": ["v2 queue"],
-                "security": SEGMIND_SECURITY,
-                "parameters": [_request_id()],
-                "responses": {
-                    "200": _json(_ref("SegmindResult"), "The final body"),
-                    "422": _json(_ref("SegmindResult"), "The request FAILED"),
-                    **_errors(QUEUE_ERRORS),
+            "get": lookup(
+                "segmind.result",
+                "Result of a queued request",
+                {
+                    "200": _json(result, "COMPLETED: the image URLs", REQUEST_HEADERS),
+                    "202": _json(result, "Still QUEUED or PROCESSING: no output yet", REQUEST_HEADERS),
+                    "422": _json(
+                        result, "The request FAILED (or was cancelled); `error` says why", REQUEST_HEADERS
+                    ),
                 },
-            }
+            )
+        },
+        "/v2/requests/{request_id}/events": {
+            "get": lookup(
+                "segmind.events",
+                "Server-sent events of a request until it finishes",
+                {
+                    "200": _event_stream(
+                        "`status` events (as the status URL shows it), `progress`, `log` and `preview` events"
+                    )
+                },
+            )
+        },
+        "/v2/requests/{request_id}/cancel": {
+            "post": lookup(
+                "segmind.cancel",
+                "Cancel a request",
+                {
+                    "200": _json(
+                        _ref("SegmindCancelled"), "Cancelled, or cancelling once the current step ends"
+                    ),
+                    "409": _json(_ref("Error"), "The request had already finished; `status` says how"),
+                },
+            )
         },
     }
 
 
+def _files_path(media_types: Iterable[str]) -> dict[str, Any]:
+    index = {
+        "name": "index",
+        "in": "path",
+        "required": True,
+        "description": "Which image of the request, from 0.",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+    return {
+        "/files/{request_id}/{index}": {
+            "get": {
+                "operationId": "files.get",
+                "summary": "An output image, by the URL a result gave",
+                "description": "No key needed: the request id in the URL is the credential.",
+                "tags": ["files"],
+                "security": PUBLIC,
+                "parameters": [_request_id(), index],
+                "responses": {
+                    "200": {
+                        "description": "The image",
+                        "headers": {"Cache-Control": _header({"type": "string"}, "Private, an hour.")},
+                        "content": _image_content(media_types),
+                    },
+                    "404": _json(_ref("Error"), "No such file: unknown request or index, or expired"),
+                },
+            }
+        }
+    }
+
+
 def _fal_output_schema(endpoint: Endpoint) -> dict[str, Any]:
-    properties: dict[str, Any] = {"images": {"type": "array", "items": _ref("FalImage")}}
+    properties: dict[str, Any] = {
+        "images": {"type": "array", "items": _ref("FalImage")},
+        "seed": {"type": ["integer", "null"]},
+        "prompt": {"type": "string"},
+        "has_nsfw_concepts": {"type": "array", "items": {"type": "boolean"}},
+        "timings": {"type": "object", "properties": {"inference": {"type": ["number", "null"]}}},
+    }
     for name in endpoint.echo:
         properties[name] = field_schema(endpoint.fields[name])
     return {"type": "object", "required": ["images", *endpoint.echo], "properties": properties}
 
 
 def _fal_paths(endpoint: Endpoint, input_ref: dict[str, str], output_ref: dict[str, str]) -> dict[str, Any]:
-    tag = [endpoint.id]
     base = f"/{endpoint.id}/requests/{{request_id}}"
-    webhook = {
-        "name": "fal_webhook",
-        "in": "query",
-        "required": False,
-        "description": "URL called with the result when the request completes.",
-        "schema": {"type": "string", "format": "uri"},
-    }
     logs = {
         "name": "logs",
         "in": "query",
@@ -334,76 +645,148 @@ def _fal_paths(endpoint: Endpoint, input_ref: dict[str, str], output_ref: dict[s
         "description": "1 to include the request's log lines.",
         "schema": {"type": "integer", "enum": [0, 1]},
     }
+
+    def operation(suffix: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {
+            "operationId": schema_name(endpoint.id, suffix),
+            "summary": f"{endpoint.title}: {summary}",
+            "tags": [endpoint.id],
+            "security": PRIVATE,
+            **extra,
+            "responses": responses,
+        }
+
+    def lookup(suffix: str, summary: str, responses: dict[str, Any], *parameters: Any) -> dict[str, Any]:
+        return operation(
+            suffix, summary, {**responses, **_errors(LOOKUP_ERRORS)}, parameters=[_request_id(), *parameters]
+        )
+
+    status = _ref("FalStatus")
+    no_result = _ref("FalNoResult")
+    cancel = _ref("FalCancel")
+    submit_responses = _submit_responses(
+        _json(_ref("FalSubmitted"), "Queued", SUBMITTED_HEADERS),
+        validation=_json(_ref("FalValidationError"), "Input that does not fit: each field and its bound"),
+    )
     return {
         f"/{endpoint.id}": {
-            "post": {
-                "operationId": schema_name(endpoint.id, "submit"),
-                "summary": f"{endpoint.title}: queue a request",
-                "description": _description(endpoint),
-                "tags": tag,
-                "security": FAL_SECURITY,
-                "parameters": [webhook],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": input_ref}}},
-                "responses": {
-                    "200": _json(_ref("FalSubmitted"), "Queued"),
-                    "422": _json(
-                        _ref("FalValidationError"), "Input that does not fit: each field and its bound"
-                    ),
-                    **_errors(FAL_ERRORS),
-                },
+            "post": operation(
+                "submit",
+                "queue a request",
+                submit_responses,
+                description=_description(endpoint),
+                parameters=[_webhook("fal_webhook", "query"), _idempotency_key()],
+                requestBody=_request_body(input_ref),
                 **_operation_notes(endpoint),
-            }
+            )
         },
         f"{base}/status": {
-            "get": {
-                "operationId": schema_name(endpoint.id, "status"),
-                "summary": f"{endpoint.title}: request status",
-                "tags": tag,
-                "security": FAL_SECURITY,
-                "parameters": [_request_id(), logs],
-                "responses": {
-                    "200": _json(_ref("FalStatus"), "Where the request is"),
-                    **_errors(QUEUE_ERRORS),
+            "get": lookup(
+                "status",
+                "request status",
+                {
+                    "200": _json(
+                        status, "COMPLETED (with `error` if it failed or was cancelled)", REQUEST_HEADERS
+                    ),
+                    "202": _json(status, "IN_QUEUE or IN_PROGRESS", REQUEST_HEADERS),
                 },
-            }
+                logs,
+            )
+        },
+        f"{base}/status/stream": {
+            "get": lookup(
+                "status-stream",
+                "request status as server-sent events",
+                {
+                    "200": _event_stream(
+                        "`status` events (as the status URL shows it), `progress`, `log`, `preview`"
+                    )
+                },
+            )
         },
         base: {
-            "get": {
-                "operationId": schema_name(endpoint.id, "result"),
-                "summary": f"{endpoint.title}: request result",
-                "tags": tag,
-                "security": FAL_SECURITY,
-                "parameters": [_request_id()],
-                "responses": {"200": _json(output_ref, "The output"), **_errors(QUEUE_ERRORS)},
-            }
+            "get": lookup(
+                "result",
+                "request result",
+                {
+                    "200": _json(output_ref, "The output", REQUEST_HEADERS),
+                    "400": _json(no_result, "Still in the queue or running, or cancelled", REQUEST_HEADERS),
+                    "500": _json(no_result, "The request failed; `detail` says why", REQUEST_HEADERS),
+                },
+            )
         },
         f"{base}/cancel": {
-            "put": {
-                "operationId": schema_name(endpoint.id, "cancel"),
-                "summary": f"{endpoint.title}: cancel a request",
-                "tags": tag,
-                "security": FAL_SECURITY,
-                "parameters": [_request_id()],
-                "responses": {
-                    "202": _json(
-                        {"type": "object", "properties": {"status": {"type": "string"}}},
-                        "Cancellation requested",
-                    ),
-                    "400": _json(
-                        {"type": "object", "properties": {"status": {"type": "string"}}},
-                        "Already completed",
-                    ),
-                    **_errors(QUEUE_ERRORS),
+            "put": lookup(
+                "cancel",
+                "cancel a request",
+                {
+                    "202": _json(cancel, "Cancellation requested"),
+                    "400": _json(cancel, "Already completed"),
                 },
-            }
+            )
         },
+    }
+
+
+def _service_paths() -> dict[str, Any]:
+    def public(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "get": {
+                "operationId": operation_id,
+                "summary": summary,
+                "tags": ["service"],
+                "security": PUBLIC,
+                "responses": responses,
+            }
+        }
+
+    return {
+        "/health": public("service.health", "Liveness", {"200": _json(_ref("Health"), "The process is up")}),
+        "/ready": public(
+            "service.ready",
+            "Readiness: warm-up is over",
+            {
+                "200": _json(_ref("Readiness"), "Ready for requests"),
+                "503": _json(_ref("Readiness"), "Still starting; `reason` says what it is doing"),
+            },
+        ),
+        "/metrics": public(
+            "service.metrics",
+            "Prometheus metrics",
+            {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        ),
+        "/v1/endpoints": public(
+            "service.endpoints",
+            "The endpoints served, with their request schemas",
+            {"200": _json(_ref("EndpointList"), "Every endpoint, available or not")},
+        ),
+        "/openapi.json": public(
+            "service.openapi",
+            "This document",
+            {"200": _json({"type": "object"}, "The OpenAPI 3.1 document")},
+        ),
+        "/docs": public(
+            "service.docs",
+            "The endpoints' documentation page",
+            {
+                "200": {
+                    "description": "HTML",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        ),
     }
 
 
 def build_openapi(endpoints: Mapping[str, Endpoint], server_url: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document for these endpoints as served at `server_url`."""
-    paths: dict[str, Any] = {}
-    schemas = _common_schemas()
+    paths: dict[str, Any] = _service_paths()
+    schemas = {**_common_schemas(), **_service_schemas()}
     apis = {endpoint.api for endpoint in endpoints.values()}
     if "segmind" in apis:
         schemas.update(_segmind_schemas())
@@ -422,12 +805,17 @@ def build_openapi(endpoints: Mapping[str, Endpoint], server_url: str) -> dict[st
             paths.update(_fal_paths(endpoint, _ref(input_name), _ref(output_name)))
     if "segmind" in apis:
         paths.update(_segmind_queue_paths())
+    paths.update(_files_path(dict.fromkeys(CONTENT_TYPES.values())))
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "Image generation API",
             "version": "1",
-            "description": "Segmind- and fal-style endpoints, each running a ComfyUI graph.",
+            "description": (
+                "Segmind- and fal-style endpoints, each running a ComfyUI graph. Send the API key in "
+                "`x-api-key` or as `Authorization: Key <key>`; only a server started with `--open-access` "
+                "(local use) needs none."
+            ),
         },
         "servers": [{"url": server_url}],
         "paths": paths,

@@ -25,8 +25,12 @@ def field_schema(field: Field) -> dict[str, Any]:
         schema["multipleOf"] = field.multiple_of
     if field.max_length is not None:
         schema["maxLength"] = field.max_length
+    if field.max_tokens is not None:
+        schema["x-max-tokens"] = field.max_tokens.maximum
+        schema["x-tokenizer"] = field.max_tokens.tokenizer
     if field.required and field.type == "string":
         schema["minLength"] = 1
+        schema["pattern"] = r"\S"  # not only whitespace
     if field.has_default:
         schema["default"] = field.default
     if field.example is not None:

@@ -115,8 +115,8 @@ class Endpoint:
                 elif spec.has_default:
                     parsed[name] = spec.default
                 continue
-            if spec.required and raw == "":
-                message = f"{name} is required and must not be empty"
+            if spec.required and isinstance(raw, str) and not raw.strip():
+                message = f"{name} is required and must not be empty or only whitespace"
                 errors.append({"field": name, "code": "required", "message": message})
                 continue
             try:

@@ -36,10 +36,10 @@ from engine.graph.events import (
     UiOutput,
 )
 from engine.graph.node_def import NodeDefinition
-from engine.graph.progress import Interrupted, node_context
 from engine.graph.registry import NodeRegistry
 from engine.graph.types import NodeId, PromptNode, as_link, is_link
 from engine.graph.validate import ValidatedPrompt
+from engine.progress import Interrupted, node_context
 
 HIDDEN_VALUES = (
     "PROMPT",

@@ -2,13 +2,15 @@
 
 Each reference is what a diffusers user would run: diffusers' converter from the original layout,
 the diffusers model built from the same config, and the model called as diffusers' pipeline calls it
-(Flux latents packed by FluxPipeline's own helpers, sigma as the timestep). The engine's forward through
-its MODEL and VAE objects must match it to 1e-5 in fp32.
+(Flux latents packed by FluxPipeline's own helpers, sigma as the timestep). The engine's modules must hold
+exactly the reference's tensors, and its forward through its MODEL and VAE objects must match the
+reference's to 1e-5 in fp32.
 """
 
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,14 +21,24 @@ from diffusers.loaders.single_file_utils import (
     convert_flux_transformer_checkpoint_to_diffusers,
     convert_ldm_vae_checkpoint,
 )
+from safetensors.torch import save_file
 
+from engine.diffusion import auraflow, autoencoder, flux
+from engine.diffusion.autoencoder import AutoencoderConfig
 from engine.diffusion.diffusion_model import LoadedDiffusionModel
 from engine.diffusion.flux import FluxConfig
 from engine.diffusion.loading import load_checkpoint, load_diffusion_model, load_vae
 from engine.diffusion.model_manager import ModelManager
 from engine.diffusion.protocols import ModelInputs
-from engine.diffusion.safetensors_file import load_tensors
-from engine.diffusion.test_models import TINY_AURAFLOW, TINY_FLUX_DEV, TINY_FLUX_SCHNELL, TINY_SDXL_VAE
+from engine.diffusion.safetensors_file import WeightsFileError, load_tensors
+from engine.diffusion.test_models import (
+    TINY_AURAFLOW,
+    TINY_FLUX_AE,
+    TINY_FLUX_DEV,
+    TINY_FLUX_SCHNELL,
+    TINY_SDXL_VAE,
+)
+from engine.diffusion.vae import VAE
 
 TOLERANCE = 1e-5
 FULL_FLUX_WIDTH = 3072
@@ -192,3 +204,111 @@ def test_vae_decode_equals_diffusers_loading_path(test_models_dir: Path, fp32_ma
     decoded = vae.decode(latent)
     assert decoded.shape == (2, 96, 128, 3)
     assert_same(decoded, expected)
+
+
+AURAFLOW_CHECKPOINT = "checkpoints/aura_flow_0.3.safetensors"
+
+
+def flux_conversion(config: FluxConfig) -> Callable[[Path], dict[str, torch.Tensor]]:
+    return lambda path: diffusers_flux_converter(config.hidden_size)(fp32(load_tensors(path)))
+
+
+def vae_conversion(config: AutoencoderConfig) -> Callable[[Path], dict[str, torch.Tensor]]:
+    """diffusers' VAE conversion of a whole file: in a checkpoint, diffusers finds the VAE itself."""
+    return lambda path: convert_ldm_vae_checkpoint(fp32(load_tensors(path)), config.diffusers_config())
+
+
+@pytest.mark.parametrize(
+    ("relative", "load", "reference"),
+    [
+        pytest.param(
+            "diffusion_models/flux1-dev.safetensors",
+            load_diffusion_model,
+            flux_conversion(TINY_FLUX_DEV),
+            id="flux-dev",
+        ),
+        pytest.param(
+            "diffusion_models/flux1-schnell.safetensors",
+            load_diffusion_model,
+            flux_conversion(TINY_FLUX_SCHNELL),
+            id="flux-schnell",
+        ),
+        pytest.param(
+            AURAFLOW_CHECKPOINT,
+            load_diffusion_model,
+            lambda path: convert_auraflow_transformer_checkpoint_to_diffusers(
+                fp32(load_tensors(path, "model."))
+            ),
+            id="auraflow",
+        ),
+        pytest.param(AURAFLOW_CHECKPOINT, load_vae, vae_conversion(TINY_SDXL_VAE), id="sdxl-vae"),
+        pytest.param("vae/ae.safetensors", load_vae, vae_conversion(TINY_FLUX_AE), id="flux-ae"),
+    ],
+)
+def test_loaded_modules_hold_exactly_diffusers_conversion_of_the_file(
+    test_models_dir: Path,
+    fp32_manager: ModelManager,
+    relative: str,
+    load: Callable[..., LoadedDiffusionModel | VAE],
+    reference: Callable[[Path], dict[str, torch.Tensor]],
+) -> None:
+    path = test_models_dir / relative
+    loaded = load(path, manager=fp32_manager).module().state_dict()
+    expected = reference(path)
+
+    assert sorted(loaded) == sorted(expected)
+    different = [name for name, tensor in expected.items() if not torch.equal(loaded[name], tensor)]
+    assert different == []
+
+
+@pytest.mark.parametrize(
+    ("relative", "removed", "load", "diffusers_name"),
+    [
+        pytest.param(
+            AURAFLOW_CHECKPOINT,
+            "model.double_layers.1.mlpX.c_fc2.weight",
+            load_diffusion_model,
+            "joint_transformer_blocks.1.ff.linear_2.weight",
+            id="auraflow",
+        ),
+        pytest.param(
+            AURAFLOW_CHECKPOINT,
+            "vae.decoder.up.1.block.0.conv1.bias",
+            load_vae,
+            "decoder.up_blocks.2.resnets.0.conv1.bias",
+            id="sdxl-vae",
+        ),
+    ],
+)
+def test_a_file_lacking_a_tensor_is_refused_naming_what_is_missing(
+    test_models_dir: Path,
+    fp32_manager: ModelManager,
+    tmp_path: Path,
+    relative: str,
+    removed: str,
+    load: Callable[..., LoadedDiffusionModel | VAE],
+    diffusers_name: str,
+) -> None:
+    tensors = load_tensors(test_models_dir / relative)
+    del tensors[removed]
+    truncated = tmp_path / "truncated.safetensors"
+    save_file(tensors, truncated)
+
+    with pytest.raises(WeightsFileError, match=rf"truncated\.safetensors.*missing \['{diffusers_name}"):
+        load(truncated, manager=fp32_manager)
+
+
+def test_key_mapping_copies_no_weight_but_the_swapped_final_modulation(test_models_dir: Path) -> None:
+    """Loading holds a model's weights once: every converted tensor is a file tensor or a view of one,
+    except the final layer's modulation, whose (shift, scale) halves are swapped into a new tensor."""
+    aura = load_tensors(test_models_dir / AURAFLOW_CHECKPOINT, "model.")
+    vae = load_tensors(test_models_dir / AURAFLOW_CHECKPOINT, "vae.")
+    schnell = load_tensors(test_models_dir / "diffusion_models" / "flux1-schnell.safetensors")
+    for source, converted in (
+        (aura, auraflow.to_diffusers(aura)),
+        (vae, autoencoder.to_diffusers(vae, TINY_SDXL_VAE)),
+        (schnell, flux.to_diffusers(schnell, TINY_FLUX_SCHNELL)),
+    ):
+        storages = {tensor.untyped_storage().data_ptr() for tensor in source.values()}
+        copied = {n for n, t in converted.items() if t.untyped_storage().data_ptr() not in storages}
+        assert copied <= {"norm_out.linear.weight", "norm_out.linear.bias"}

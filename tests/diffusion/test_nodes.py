@@ -18,10 +18,10 @@ from engine.diffusion.model_manager import ModelManager
 from engine.diffusion.protocols import ModelInputs
 from engine.diffusion.safetensors_file import WeightsFileError
 from engine.diffusion.vae import LatentShapeError
-from engine.graph.progress import Interrupted, node_context
 from engine.nodes.image import EmptyImage, LoadImage, PreviewImage, SaveImage, VAEDecode, VAEEncode
 from engine.nodes.latent import EmptyLatentImage, EmptySD3LatentImage
 from engine.nodes.loaders import CheckpointLoaderSimple, UNETLoader, VAELoader
+from engine.progress import Interrupted, node_context
 
 pytestmark = pytest.mark.usefixtures("dirs", "manager")
 

@@ -7,6 +7,7 @@ import pytest
 
 from engine import folders
 from engine.diffusion.test_models import write_test_models
+from engine.diffusion.text_encoders.test_files import write_test_tokenizers
 from engine.endpoints import Endpoint, load_endpoints
 from engine.graph.registry import NodeRegistry
 from engine.nodes import create_registry
@@ -24,10 +25,11 @@ MODEL_FILES = {
 
 
 @pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[folders.FolderSettings]:
-    """Model, input and output folders under a fresh temporary directory, restored afterwards."""
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[folders.FolderSettings]:
+    """Model, input and output folders under a fresh temporary directory, restored afterwards (not
+    tmp_path, where tests write templates: a tokenizer's vocab.json there would read as one)."""
     previous = folders.current()
-    yield folders.configure(base_dir=tmp_path)
+    yield folders.configure(base_dir=tmp_path_factory.mktemp("workdir"))
     folders.use(previous)
 
 
@@ -41,12 +43,14 @@ def test_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def models(workdir: folders.FolderSettings, test_models_dir: Path) -> Path:
-    """Links to the test models under the names the templates use: loading reads their headers."""
+    """Links to the test models under the names the templates use (loading reads their headers), and
+    the tiny tokenizers, which endpoints count prompt tokens with."""
     for folder, names in MODEL_FILES.items():
         directory = workdir.models_dir / folder
         directory.mkdir(parents=True, exist_ok=True)
         for name in names:
             (directory / name).symlink_to(test_models_dir / folder / name)
+    write_test_tokenizers(workdir.models_dir / "text_encoders")
     return workdir.models_dir
 
 

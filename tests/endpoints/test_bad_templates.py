@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from engine import folders
+from engine.diffusion.text_encoders.test_files import write_test_tokenizers
 from engine.endpoints import EndpointError, load_endpoints
 from engine.graph.registry import NodeRegistry
 from tests.diffusion.bad_weights import MALFORMED, write_malformed
@@ -202,6 +204,7 @@ def test_a_missing_model_file_marks_the_endpoint_unavailable_instead(
 def test_a_model_file_added_later_is_found_at_the_next_load(
     registry: NodeRegistry, workdir: folders.FolderSettings, test_models_dir: Path
 ) -> None:
+    write_test_tokenizers(workdir.models_dir / "text_encoders")
     assert load_endpoints(GRAPHS, registry)["aura-flow"].unavailable is not None
     checkpoints = workdir.models_dir / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -239,3 +242,17 @@ def test_a_pickle_or_an_unknown_model_marks_its_endpoint_unavailable(
     reason = load_endpoints(tmp_path / "graphs", registry)["flux-schnell"].unavailable or ""
     assert "flux1-schnell.ckpt: '.ckpt' files are Python pickles" in reason
     assert "mystery.safetensors: not a model this engine runs" in reason
+
+
+def test_without_the_tokenizer_a_prompt_is_counted_with_the_endpoint_is_unavailable_saying_where_to_put_it(
+    registry: NodeRegistry, models: Path
+) -> None:
+    shutil.rmtree(models / "text_encoders" / "tokenizers" / "t5xxl")
+
+    endpoints = load_endpoints(GRAPHS, registry)
+
+    assert endpoints["aura-flow"].unavailable is None
+    for endpoint_id in ("flux-schnell", "flux-dev", "flux-pro"):
+        reason = endpoints[endpoint_id].unavailable or ""
+        assert reason.startswith("missing tokenizer(s): no T5-XXL tokenizer found. Put spiece.model")
+        assert str(models / "text_encoders" / "tokenizers" / "t5xxl") in reason

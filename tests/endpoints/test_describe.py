@@ -15,7 +15,7 @@ from tests.endpoints.conftest import GRAPHS
 from tests.endpoints.samples import SOLID, write
 
 SERVER = "http://gpu-box:8000"
-SEGMIND_ERRORS = {"400", "401", "404", "405", "406", "422", "429", "500"}
+SYNC_ERRORS = {"400", "401", "406", "413", "415", "429", "500", "503", "504"}
 
 
 def resolve(document: dict[str, Any], node: Any) -> Any:
@@ -75,8 +75,14 @@ def test_openapi_has_the_segmind_and_fal_routes(endpoints: dict[str, Endpoint]) 
     schemes = document["components"]["securitySchemes"]
     assert schemes["segmindKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
     assert schemes["falKey"]["name"] == "Authorization"
-    assert paths["/v1/aura-flow"]["post"]["security"] == [{"segmindKey": []}]
-    assert paths[fal]["post"]["security"] == [{"falKey": []}]
+    either_key = [{"segmindKey": []}, {"falKey": []}]
+    assert paths["/v1/aura-flow"]["post"]["security"] == paths[fal]["post"]["security"] == either_key
+    assert set(paths[f"{fal}/requests/{{request_id}}/status/stream"]) == {"get"}
+    assert set(paths["/v2/requests/{request_id}/events"]) == {"get"}
+    assert set(paths["/v2/requests/{request_id}/cancel"]) == {"post"}
+    assert paths["/files/{request_id}/{index}"]["get"]["security"] == []
+    for service_path in ("/health", "/ready", "/metrics", "/v1/endpoints", "/openapi.json", "/docs"):
+        assert paths[service_path]["get"]["security"] == []
     invalid = paths[fal]["post"]["responses"]["422"]["content"]["application/json"]["schema"]
     assert resolve(document, invalid)["required"] == ["detail"]
     for ref in all_refs(document):
@@ -89,11 +95,13 @@ def test_the_sync_route_answers_image_bytes_or_json_errors(endpoints: dict[str, 
     document = build_openapi(endpoints, SERVER)
     operation = document["paths"]["/v1/aura-flow"]["post"]
     responses = operation["responses"]
-    assert set(responses) == {"200"} | SEGMIND_ERRORS
-    assert list(responses["200"]["content"]) == ["image/webp", "image/jpeg", "image/png"]
+    assert set(responses) == {"200"} | SYNC_ERRORS
+    several = "application/json"  # several images come base64-encoded in JSON
+    assert list(responses["200"]["content"]) == ["image/webp", "image/jpeg", "image/png", several]
+    assert responses["429"]["headers"]["Retry-After"] and responses["503"]["headers"]["Retry-After"]
     assert "x-remaining-credits" in responses["200"]["headers"]
     error = resolve(document, responses["400"]["content"]["application/json"]["schema"])
-    assert set(error["properties"]) == {"error", "errors"}
+    assert error["required"] == ["error"] and {"error", "errors", "field"} <= set(error["properties"])
     assert set(operation["requestBody"]["content"]) == {
         "application/json",
         "multipart/form-data",
@@ -104,10 +112,10 @@ def test_the_sync_route_answers_image_bytes_or_json_errors(endpoints: dict[str, 
     del expected["$schema"]
     assert body == expected
     schnell = document["paths"]["/v1/flux-schnell"]["post"]["responses"]["200"]["content"]
-    assert list(schnell) == ["image/jpeg"]
+    assert list(schnell) == ["image/jpeg", "application/json"]
     submitted = document["paths"]["/v2/aura-flow"]["post"]["responses"]["200"]["content"]["application/json"]
     queued = resolve(document, submitted["schema"])
-    assert queued["required"] == ["request_id", "status_url", "response_url"]
+    assert {"request_id", "status_url", "response_url"} <= set(queued["required"])
 
 
 def test_the_fal_result_schema_has_images_and_the_echoed_fields(endpoints: dict[str, Endpoint]) -> None:

@@ -3,11 +3,15 @@ an error for every bad field that names the field and the bound it broke."""
 
 from __future__ import annotations
 
+import json
+import math
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from engine.endpoints import Endpoint, RequestError
+from engine.endpoints.fields import Field, FieldProblem
 from tests.endpoints.samples import AURA_SAMPLE, FLUX_PRO_SAMPLE, FLUX_SCHNELL_SAMPLE
 
 SAMPLES = {"aura-flow": AURA_SAMPLE, "flux-pro": FLUX_PRO_SAMPLE, "flux-schnell": FLUX_SCHNELL_SAMPLE}
@@ -88,7 +92,7 @@ def test_json_null_and_an_empty_form_value_mean_not_sent(endpoints: dict[str, En
     [
         ("aura-flow", "steps", 0, "steps must be between 1 and 100", {"minimum": 1, "maximum": 100}),
         ("aura-flow", "cfg", 20.5, "cfg must be between 0 and 20", {"minimum": 0, "maximum": 20}),
-        ("aura-flow", "shift", -0.1, "shift must be between 0 and 10", {"minimum": 0, "maximum": 10}),
+        ("aura-flow", "shift", 0.001, "shift must be between 0.01 and 10", {"minimum": 0.01, "maximum": 10}),
         ("aura-flow", "width", 4096, "width must be between 512 and 2048", {"minimum": 512, "maximum": 2048}),
         ("aura-flow", "number_of_images", 11, "between 1 and 10", {"minimum": 1, "maximum": 10}),
         ("aura-flow", "output_quality", 101, "between 0 and 100", {"minimum": 0, "maximum": 100}),
@@ -97,7 +101,7 @@ def test_json_null_and_an_empty_form_value_mean_not_sent(endpoints: dict[str, En
         ("flux-pro", "interval", 0, "interval must be between 1 and 4", {"minimum": 1, "maximum": 4}),
         ("flux-pro", "safety_tolerance", 9, "between 1 and 5", {"minimum": 1, "maximum": 5}),
         ("flux-schnell", "steps", 9, "steps must be between 1 and 8", {"minimum": 1, "maximum": 8}),
-        ("flux-schnell", "denoise", 1.5, "denoise must be between 0 and 1", {"minimum": 0, "maximum": 1}),
+        ("flux-schnell", "denoise", 1.5, "denoise must be between 0.0008 and 1", {"maximum": 1}),
         ("flux-schnell", "width", 1001, "width must be a multiple of 8", {"multiple_of": 8}),
         ("fal-ai/aura-flow", "num_images", 5, "num_images must be between 1 and 4", {"maximum": 4}),
     ],
@@ -200,7 +204,10 @@ def test_a_required_prompt_must_be_sent_and_not_empty(endpoints: dict[str, Endpo
 def test_strings_have_a_length_bound(endpoints: dict[str, Endpoint]) -> None:
     pro = endpoints["flux-pro"]
     limit = pro.fields["prompt"].max_length
-    assert limit is not None and pro.parse({"prompt": "x" * limit}, strings=False)["prompt"] == "x" * limit
+    assert limit is not None
+    # as many characters as allowed get as far as the token count (a prompt's real bound)...
+    assert only_error(pro, {"prompt": "x" * limit})["code"] == "max_tokens"
+    # ...one more is refused for its length alone, before any tokenizer runs on it
     error = only_error(pro, {"prompt": "x" * (limit + 1)})
     assert (
         error["field"] == "prompt" and error["max_length"] == limit and error["received_length"] == limit + 1
@@ -243,3 +250,73 @@ def test_unknown_fields_are_ignored_and_listed(endpoints: dict[str, Endpoint]) -
     params = endpoints["flux-schnell"].parse({"prompt": "a", "base64": False, "stepz": 4}, strings=False)
     assert params.ignored == ("base64", "stepz")
     assert "base64" not in params and params["steps"] == 4
+
+
+def test_numbers_no_float_or_int_conversion_holds_are_refused_by_the_bound(
+    endpoints: dict[str, Endpoint],
+) -> None:
+    """JSON allows any number of digits; Python's int(str) stops at 4,300 and float() overflows at 1.8e308."""
+    aura = endpoints["aura-flow"]
+    huge = 10**400  # an int; float(huge) raises OverflowError
+    error = only_error(aura, {"cfg": huge})
+    assert (error["code"], error["minimum"], error["maximum"]) == ("range", 0, 20)
+    assert error["received"] == "1" + "0" * 99 + "…"
+    assert only_error(aura, {"cfg": -Decimal("1e400")})["message"] == "cfg must be between 0 and 20"
+    assert only_error(aura, {"steps": Decimal("9" * 5000)})["received"] == "9" * 100 + "…"
+    assert only_error(aura, {"seed": "1e400"}, strings=True)["maximum"] == 2**64 - 1
+    assert only_error(aura, {"cfg": "-1e400"}, strings=True)["received"] == "-1E+400"
+    assert only_error(aura, {"steps": "9" * 5000}, strings=True)["code"] == "range"
+    assert aura.parse({"cfg": Decimal("7.5"), "steps": Decimal("3E+1")}, strings=False).values["steps"] == 30
+
+
+def test_nan_and_infinity_are_reported_as_the_text_json_would_need(endpoints: dict[str, Endpoint]) -> None:
+    aura = endpoints["aura-flow"]
+    error = only_error(aura, {"cfg": math.nan})
+    assert (error["message"], error["received"]) == ("cfg must be a number (got NaN)", "NaN")
+    assert only_error(aura, {"steps": -math.inf})["received"] == "-Infinity"
+    assert only_error(aura, {"cfg": "Infinity"}, strings=True)["code"] == "type"
+    json.dumps(only_error(aura, {"sampler": math.inf}), allow_nan=False)
+
+
+def test_a_string_must_be_unicode_text(endpoints: dict[str, Endpoint]) -> None:
+    """JSON's "\\ud800" decodes to a lone surrogate, which no UTF-8 tokenizer or database can take."""
+    error = only_error(endpoints["flux-pro"], {"prompt": "a \ud800 fox"})
+    assert (error["field"], error["code"]) == ("prompt", "unicode")
+    assert error["message"].startswith("prompt must be Unicode text: character 2 is a lone surrogate")
+    assert endpoints["flux-pro"].parse({"prompt": "a \U0001f98a fox"}, strings=False)["prompt"] == "a 🦊 fox"
+
+
+def test_a_required_prompt_of_only_whitespace_is_not_sent(endpoints: dict[str, Endpoint]) -> None:
+    pro = endpoints["flux-pro"]
+    for strings in (False, True):
+        error = only_error(pro, {"prompt": " \t\n"}, strings=strings)
+        assert (error["field"], error["code"]) == ("prompt", "required")
+    assert pro.json_schema()["properties"]["prompt"]["pattern"] == r"\S"
+
+
+def test_the_smallest_denoise_keeps_the_schedule_within_ksamplers_steps(
+    endpoints: dict[str, Endpoint],
+) -> None:
+    """BasicScheduler samples int(steps / denoise) steps and keeps the last ones; ComfyUI's KSampler takes
+    at most 10000 steps, so steps / denoise must stay within that at the endpoint's most steps."""
+    schnell = endpoints["flux-schnell"]
+    steps, denoise = schnell.fields["steps"], schnell.fields["denoise"]
+    assert steps.maximum is not None and denoise.minimum is not None and denoise.minimum > 0
+    assert int(steps.maximum / denoise.minimum) <= 10000
+    assert only_error(schnell, {"prompt": "a", "denoise": 1e-300})["minimum"] == denoise.minimum
+
+
+def test_a_field_without_a_bound_is_bounded_by_what_its_type_carries() -> None:
+    """The largest finite double, and for integers a seed's 2**64 - 1: a value past them could not be
+    converted, stored or echoed (int(str) stops at 4,300 digits)."""
+    number = Field("strength", "number", minimum=0)
+    with pytest.raises(FieldProblem) as raised:
+        number.parse(Decimal("1e400"), text=False)
+    assert raised.value.error["maximum"] == 1.7976931348623157e308
+    assert raised.value.error["minimum"] == 0
+    assert number.parse(10**300, text=False) == 1e300
+    integer = Field("count", "integer", maximum=10)
+    with pytest.raises(FieldProblem) as raised:
+        integer.parse("-" + "9" * 5000, text=True)
+    assert raised.value.error["minimum"] == -(2**64 - 1)
+    assert integer.parse(-(2**64 - 1), text=False) == -(2**64 - 1)

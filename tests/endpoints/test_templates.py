@@ -3,6 +3,7 @@ and every request they accept builds a graph that validates; the model-free one 
 
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from engine import folders
-from engine.endpoints import Endpoint, Params, load_endpoints
+from engine.endpoints import Endpoint, Field, Params, load_endpoints
 from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.graph.validate import validate_prompt
@@ -56,7 +57,7 @@ def test_without_model_files_model_endpoints_are_unavailable_and_name_the_missin
 def test_aura_flow_has_the_segmind_fields_ranges_and_defaults(endpoints: dict[str, Endpoint]) -> None:
     aura = endpoints["aura-flow"]
     assert bounds(aura, "cfg") == (0, 20, 5)
-    assert bounds(aura, "shift") == (0, 10, 1.73)
+    assert bounds(aura, "shift") == (0.01, 10, 1.73)
     assert bounds(aura, "steps") == (1, 100, 25)
     assert bounds(aura, "width") == bounds(aura, "height") == (512, 2048, 1024)
     assert bounds(aura, "output_quality") == (0, 100, 80)
@@ -116,7 +117,7 @@ def test_flux_endpoints_have_the_seeds_fields(endpoints: dict[str, Endpoint]) ->
 
     schnell = endpoints["flux-schnell"]
     assert bounds(schnell, "steps") == (1, 8, 4)
-    assert bounds(schnell, "denoise") == (0, 1, 1)
+    assert bounds(schnell, "denoise") == (0.0008, 1, 1)
     assert bounds(schnell, "width") == (512, 2048, 1024) and schnell.fields["width"].multiple_of == 8
     assert (
         schnell.fields["sampler_name"].default == "euler" and schnell.fields["scheduler"].default == "normal"
@@ -144,6 +145,16 @@ def test_fal_aura_flow_has_fal_fields_and_echoes_seed_and_prompt(endpoints: dict
     assert fal.echoed(params) == {"seed": 7, "prompt": "an iguana"}
 
 
+def _longest(field: Field) -> str:
+    """The longest run of "a" the field accepts: as many characters as allowed, or tokens."""
+    length = field.max_length or 1
+    if field.max_tokens is not None:
+        count, maximum = field.max_tokens.count, field.max_tokens.maximum
+        fits = bisect.bisect_right(range(length + 1), False, key=lambda n: count("a" * n) > maximum) - 1
+        length = min(length, fits)
+    return "a" * length
+
+
 def _extremes(endpoint: Endpoint) -> list[Params]:
     """Accepted requests with every field at its minimum, every field at its maximum, and each enum value."""
     low: dict[str, Any] = {}
@@ -158,7 +169,7 @@ def _extremes(endpoint: Endpoint) -> list[Params]:
         elif field.type == "number":
             low[name], high[name] = field.minimum, field.maximum
         elif field.type == "string":
-            low[name], high[name] = "a", "a" * (field.max_length or 1)
+            low[name], high[name] = "a", _longest(field)
         else:
             low[name], high[name] = False, True
     required = {name: "a" for name, field in endpoint.fields.items() if field.required}

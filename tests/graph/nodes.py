@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from engine.graph.progress import ProgressBar, throw_if_interrupted
+from engine.progress import ProgressBar, throw_if_interrupted
 
 calls: Counter[str] = Counter()
 """How many times each test node's function ran (reset for every test)."""

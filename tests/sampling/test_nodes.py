@@ -12,7 +12,6 @@ import torch
 from engine.diffusion.latent_formats import FLUX, SDXL
 from engine.diffusion.sampling.model_sampling import DiscreteFlow, FluxFlow
 from engine.diffusion.sampling.preview import LatentPreviewer
-from engine.graph.progress import Interrupted, node_context
 from engine.nodes.sampling import (
     BasicGuider,
     BasicScheduler,
@@ -27,6 +26,7 @@ from engine.nodes.sampling import (
     SamplerCustom,
     SamplerCustomAdvanced,
 )
+from engine.progress import Interrupted, node_context
 from tests.comfy_fixtures import index
 from tests.sampling.analytic import GaussianFlowModel, prompt
 

@@ -60,7 +60,7 @@ SEED = 1234
 
 
 def sample(
-    model: GaussianFlowModel, name: str, steps: int, step_seed: int = SEED
+    model: GaussianFlowModel, name: str, steps: int, step_seed: int = SEED, **options: object
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(result, initial noise) of a KSampler-style run without guidance (cfg 1, one prompt on both sides).
 
@@ -69,7 +69,8 @@ def sample(
     noise = torch.randn((2, *model.mu.shape), generator=torch.Generator().manual_seed(SEED))
     sigmas = ksampler_sigmas(model.model_sampling, name, "simple", steps)
     guider = CFGGuider(model, prompt(0.0), prompt(0.0), cfg=1.0)
-    return guider.sample(noise, torch.zeros_like(noise), sampler_object(name), sigmas, seed=step_seed), noise
+    sampler = sampler_object(name, **options)
+    return guider.sample(noise, torch.zeros_like(noise), sampler, sigmas, seed=step_seed), noise
 
 
 def rms_error(model: GaussianFlowModel, name: str, steps: int) -> float:
@@ -152,3 +153,26 @@ def test_cfg_pp_without_guidance_is_its_plain_sampler(
     torch.testing.assert_close(
         sample(model, cfg_pp, 12)[0], sample(model, plain, 12)[0], rtol=1e-4, atol=1e-5
     )
+
+
+def test_er_sde_with_a_linear_noise_scale_is_the_probability_flow_ode(
+    make_model: Callable[..., GaussianFlowModel],
+) -> None:
+    """phi(lambda) = lambda leaves no room for noise (Cui et al.: lambda_t^2 - lambda_s^2 r^2 = 0), so er_sde
+    must then land on the exact ODE solution like a deterministic third-order solver, whatever the seed
+    (up to the noise that the rounding of that difference lets through: about 1e-3 here)."""
+    model = make_model()
+
+    def linear(lam: torch.Tensor) -> torch.Tensor:
+        return lam
+
+    result, noise = sample(model, "er_sde", 30, step_seed=1, noise_scaler=linear)
+    error = float(((result - model.ode_solution(noise)) / model.std).pow(2).mean().sqrt())
+    assert error < 0.01
+    other_seed, _ = sample(model, "er_sde", 30, step_seed=2, noise_scaler=linear)
+    torch.testing.assert_close(other_seed, result, rtol=0, atol=0.01)
+
+
+def test_dpm_adaptive_names_the_order_it_refuses(make_model: Callable[..., GaussianFlowModel]) -> None:
+    with pytest.raises(ValueError, match=r"dpm_adaptive: order must be 2 or 3, got 4"):
+        sample(make_model((4, 8, 8)), "dpm_adaptive", 6, order=4)

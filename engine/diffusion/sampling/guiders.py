@@ -15,7 +15,7 @@ import torch
 from engine.diffusion.protocols import DiffusionModel
 from engine.diffusion.sampling.conditioning import CondEntry, Conditioning, cond_entries, plan_forwards
 from engine.diffusion.sampling.sampler import ProgressCallback, Sampler
-from engine.graph.progress import throw_if_interrupted
+from engine.progress import throw_if_interrupted
 
 POSITIVE, NEGATIVE = 0, 1
 

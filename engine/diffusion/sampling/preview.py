@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from engine.diffusion.latent_formats import LatentFormat
-from engine.graph.progress import ProgressBar, throw_if_interrupted
+from engine.progress import ProgressBar, throw_if_interrupted
 
 
 class LatentPreviewer:

@@ -22,7 +22,7 @@ from engine.diffusion.sampling.noise import prepare_noise
 from engine.diffusion.sampling.preview import StepReporter
 from engine.diffusion.sampling.sampler import ProgressCallback, Sampler, sampler_object
 from engine.diffusion.sampling.schedulers import calculate_sigmas
-from engine.graph.progress import throw_if_interrupted
+from engine.progress import throw_if_interrupted
 
 Latent = dict[str, Any]
 """ComfyUI's LATENT: {"samples": [B, C, h, w] VAE latent, "batch_index"?: [...], "noise_mask"?: mask}."""

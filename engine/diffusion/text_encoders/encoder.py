@@ -6,12 +6,18 @@ and each weighted token's state is pushed away from the empty prompt's state at 
 `empty + (state - empty) * weight`. The windows' states are then laid end to end. Pile-T5 attends
 only up to its first EOS and its states past it are zeroed; CLIP-L and T5-XXL see the padding.
 CLIP-L's pooled vector is the first window's final-layer-normed state at its EOS token.
+
+A long prompt is a long pass (forty CLIP windows, or one T5 sequence thousands of tokens long), so
+the run's interrupt is checked before every layer of the transformer: a cancelled job stops within
+a layer, and the windows still go through as one batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -22,6 +28,7 @@ from engine.diffusion.text_encoders.tokenization import (
     tokenize_with_weights,
 )
 from engine.diffusion.text_encoders.tokenizer_files import SegmentTokenizer
+from engine.progress import throw_if_interrupted
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ class TextEncoder:
         device = next(module.parameters()).device
         ids = torch.tensor(rows, device=device)
         mask = self._up_to_first_end(ids) if self.traits.masks_padding else None
-        with torch.inference_mode():
+        with torch.inference_mode(), _interruptible(module):
             output = module(input_ids=ids, attention_mask=mask)
         states = output.last_hidden_state.float()
         if mask is not None:
@@ -93,3 +100,21 @@ class TextEncoder:
         is_end = (ids == self.rules.end).long()
         ends_before = is_end.cumsum(dim=1) - is_end
         return (ends_before == 0).long()
+
+
+@contextmanager
+def _interruptible(module: torch.nn.Module) -> Iterator[None]:
+    """Check for an interrupt before each layer the module runs (the members of its layer lists:
+    CLIP's `encoder.layers`, T5's `encoder.block` and each block's `layer`) and before it starts."""
+    throw_if_interrupted()
+    lists = [child for child in module.modules() if isinstance(child, torch.nn.ModuleList)]
+    handles = [layer.register_forward_pre_hook(_check_interrupt) for layers in lists for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _check_interrupt(_module: torch.nn.Module, _args: Any) -> None:
+    throw_if_interrupted()

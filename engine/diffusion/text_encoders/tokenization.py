@@ -78,6 +78,16 @@ def tokenize_with_weights(
     return windows
 
 
+def count_tokens(text: str, encode: Callable[[str], list[int]], rules: TokenizationRules) -> int:
+    """How many tokens the encoder reads for the prompt: its text tokens (emphasis syntax removed, as
+    `tokenize_with_weights` removes it) plus the tokens that wrap one window, padding not counted.
+
+    This is the length diffusers' and BFL's pipelines compare with `max_sequence_length` (the tokenizer's
+    own output, EOS included), so an endpoint bounds prompts in the number its model was trained on.
+    """
+    return len(rules.marks) + sum(len(encode(segment)) for segment, _ in parse_prompt_weights(text))
+
+
 def _close(window: TokenWeights, rules: TokenizationRules, length: int) -> TokenWeights:
     window.append((rules.end, 1.0))
     window.extend([(rules.pad, 1.0)] * (length - len(window)))

@@ -51,14 +51,17 @@ class TokenizerMismatchError(ValueError):
     """A tokenizer folder holds some other model's tokenizer."""
 
 
-def tokenizer_folders(family: TextEncoderFamily, weights: Path, search_roots: Sequence[Path]) -> list[Path]:
-    """The folders searched, in order, for the tokenizer of the `family` encoder stored in `weights`."""
-    candidates = [weights.parent / TOKENIZERS_FOLDER / family]
+def tokenizer_folders(
+    family: TextEncoderFamily, weights: Path | None, search_roots: Sequence[Path]
+) -> list[Path]:
+    """The folders searched, in order, for the tokenizer of the `family` encoder stored in `weights`
+    (None: of no file in particular, as when an endpoint counts a prompt's tokens)."""
+    candidates = [] if weights is None else [weights.parent / TOKENIZERS_FOLDER / family]
     candidates += [root / TOKENIZERS_FOLDER / family for root in search_roots]
     return list(dict.fromkeys(candidates))
 
 
-def find_tokenizer(family: TextEncoderFamily, weights: Path, search_roots: Sequence[Path]) -> Path:
+def find_tokenizer(family: TextEncoderFamily, weights: Path | None, search_roots: Sequence[Path]) -> Path:
     """The first folder holding the tokenizer; else an error naming the files and where they belong."""
     folders = tokenizer_folders(family, weights, search_roots)
     for folder in folders:
@@ -67,8 +70,9 @@ def find_tokenizer(family: TextEncoderFamily, weights: Path, search_roots: Seque
     wanted = " or ".join(" + ".join(files) for files in TOKENIZER_FILES[family])
     shared = search_roots[0] / TOKENIZERS_FOLDER / family if search_roots else folders[0]
     looked = ", ".join(str(folder) for folder in folders)
+    owner = "" if weights is None else f"{weights.name}: "
     raise TokenizerNotFoundError(
-        f"{weights.name}: no {FAMILY_NAMES[family]} tokenizer found. Put {wanted} (from "
+        f"{owner}no {FAMILY_NAMES[family]} tokenizer found. Put {wanted} (from "
         f"{TOKENIZER_SOURCES[family]}) in {shared} (searched {looked})."
     )
 

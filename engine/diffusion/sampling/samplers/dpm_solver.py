@@ -1,15 +1,18 @@
 """DPM-Solver (Lu et al. 2022, arXiv 2206.00927) on the noise prediction, in t = -log sigma.
 
-dpm_fast takes a fixed number of model evaluations in third-order steps; dpm_adaptive picks its
-own steps with an embedded error estimate and a PID step-size controller. Both integrate from the
-first sigma down to the last non-zero one and stop there (as in ComfyUI): their result keeps that
-last, small amount of noise.
+With eps = (x - x0) / sigma the ODE is dx/dsigma = eps, and in t = -log sigma (the paper's lambda, its
+alpha being 1 here) its exact solution from s to t is x_t = x_s - integral_s^t e^-u eps du (eq. 3.4):
+the linear part is exact and only eps is approximated, by a Taylor expansion in t whose first k
+terms give DPM-Solver-k. dpm_fast spends a fixed number of model evaluations in third-order steps;
+dpm_adaptive picks its steps from the difference of two solvers of neighbouring orders. Both
+integrate from the first sigma down to the last non-zero one and stop there (as in ComfyUI): their
+result keeps that last, small amount of noise.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,220 +27,137 @@ from engine.diffusion.sampling.samplers.common import (
 )
 from engine.diffusion.sampling.samplers.registry import register
 
-EpsCache = dict[str, torch.Tensor]
+_ERROR_FLOOR = 1e-8
+"""Added to the error before inverting it, so an exact step (error 0) grows h by a finite factor."""
+_END_TOLERANCE = 1e-5
+"""dpm_adaptive stops this close to the end in t, rather than take a vanishing last step."""
 
 
-class PIDStepSizeController:
-    """Scales the step by the last three inverse errors; rejects a step whose scale factor is too small."""
-
-    def __init__(
-        self,
-        h: float,
-        pcoeff: float,
-        icoeff: float,
-        dcoeff: float,
-        order: float = 1,
-        accept_safety: float = 0.81,
-        eps: float = 1e-8,
-    ) -> None:
-        self.h = h
-        self.b1 = (pcoeff + icoeff + dcoeff) / order
-        self.b2 = -(pcoeff + 2 * dcoeff) / order
-        self.b3 = dcoeff / order
-        self.accept_safety = accept_safety
-        self.eps = eps
-        self.errs: list[float] = []
-
-    def propose_step(self, error: torch.Tensor) -> bool:
-        inv_error = 1 / (float(error) + self.eps)
-        if not self.errs:
-            self.errs = [inv_error, inv_error, inv_error]
-        self.errs[0] = inv_error
-        factor = self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3
-        factor = 1 + math.atan(factor - 1)
-        accept = factor >= self.accept_safety
-        if accept:
-            self.errs[2] = self.errs[1]
-            self.errs[1] = self.errs[0]
-        self.h *= factor
-        return accept
+def _t(sigma: torch.Tensor) -> torch.Tensor:
+    return sigma.log().neg()
 
 
-InfoCallback = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
-"""(step, x, sigma, x0): what the solver reports after each (attempted) step."""
-
-
-class DPMSolver:
-    """Single-step DPM-Solver of orders 1 to 3; a step's intermediate noise predictions are cached by key."""
-
-    def __init__(self, model: Denoiser, info_callback: InfoCallback) -> None:
-        self.model = model
-        self.info_callback = info_callback
-
-    @staticmethod
-    def t(sigma: torch.Tensor) -> torch.Tensor:
-        return sigma.log().neg()
-
-    @staticmethod
-    def sigma(t: torch.Tensor) -> torch.Tensor:
-        return t.neg().exp()
-
-    def eps(
-        self, cache: EpsCache, key: str, x: torch.Tensor, t: torch.Tensor
-    ) -> tuple[torch.Tensor, EpsCache]:
-        """The noise prediction (x - x0) / sigma at (x, t), evaluated once per key within a step."""
-        if key in cache:
-            return cache[key], cache
-        sigma = self.sigma(t) * x.new_ones([x.shape[0]])
-        eps = (x - self.model(x, sigma)) / self.sigma(t)
-        return eps, {key: eps, **cache}
-
-    def first_order_step(
-        self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cache: EpsCache
-    ) -> tuple[torch.Tensor, EpsCache]:
-        h = t_next - t
-        eps, cache = self.eps(cache, "eps", x, t)
-        return x - self.sigma(t_next) * h.expm1() * eps, cache
-
-    def second_order_step(
-        self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cache: EpsCache, r1: float = 1 / 2
-    ) -> tuple[torch.Tensor, EpsCache]:
-        h = t_next - t
-        eps, cache = self.eps(cache, "eps", x, t)
-        s1 = t + r1 * h
-        u1 = x - self.sigma(s1) * (r1 * h).expm1() * eps
-        eps_r1, cache = self.eps(cache, "eps_r1", u1, s1)
-        x_2 = (
-            x
-            - self.sigma(t_next) * h.expm1() * eps
-            - self.sigma(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
-        )
-        return x_2, cache
-
-    def third_order_step(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        t_next: torch.Tensor,
-        cache: EpsCache,
-        r1: float = 1 / 3,
-        r2: float = 2 / 3,
-    ) -> tuple[torch.Tensor, EpsCache]:
-        h = t_next - t
-        eps, cache = self.eps(cache, "eps", x, t)
-        s1 = t + r1 * h
-        s2 = t + r2 * h
-        u1 = x - self.sigma(s1) * (r1 * h).expm1() * eps
-        eps_r1, cache = self.eps(cache, "eps_r1", u1, s1)
-        u2 = (
-            x
-            - self.sigma(s2) * (r2 * h).expm1() * eps
-            - self.sigma(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps)
-        )
-        eps_r2, cache = self.eps(cache, "eps_r2", u2, s2)
-        x_3 = (
-            x
-            - self.sigma(t_next) * h.expm1() * eps
-            - self.sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
-        )
-        return x_3, cache
-
-    def fast(
-        self,
-        x: torch.Tensor,
-        t_start: torch.Tensor,
-        t_end: torch.Tensor,
-        nfe: int,
-        eta: float,
-        s_noise: float,
-        noise: NoiseSampler,
-    ) -> torch.Tensor:
-        m = math.floor(nfe / 3) + 1
-        ts = torch.linspace(t_start, t_end, m + 1, device=x.device)
-        orders = [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
-        for i, order in enumerate(orders):
-            cache: EpsCache = {}
-            t, t_next = ts[i], ts[i + 1]
-            t_target, su = t_next, 0.0
-            if eta:
-                sd, _ = ancestral_step(self.sigma(t), self.sigma(t_next), eta)
-                t_target = torch.minimum(t_end, self.t(sd))
-                su = (self.sigma(t_next) ** 2 - self.sigma(t_target) ** 2) ** 0.5
-            eps, cache = self.eps(cache, "eps", x, t)
-            self.info_callback(i, x, self.sigma(t), x - self.sigma(t) * eps)
-            step = (self.first_order_step, self.second_order_step, self.third_order_step)[order - 1]
-            x, cache = step(x, t, t_target, cache)
-            if eta:
-                x = x + su * s_noise * noise(self.sigma(t), self.sigma(t_next))
-        return x
-
-    def adaptive(
-        self,
-        x: torch.Tensor,
-        t_start: torch.Tensor,
-        t_end: torch.Tensor,
-        order: int,
-        rtol: float,
-        atol: float,
-        h_init: float,
-        pcoeff: float,
-        icoeff: float,
-        dcoeff: float,
-        accept_safety: float,
-        eta: float,
-        s_noise: float,
-        noise: NoiseSampler,
-    ) -> torch.Tensor:
-        if order not in {2, 3}:
-            raise ValueError("order should be 2 or 3")
-        forward = t_end > t_start
-        if not forward and eta:
-            raise ValueError("eta must be 0 for reverse sampling")
-        h_init = abs(h_init) * (1 if forward else -1)
-        atol_t, rtol_t = torch.tensor(atol), torch.tensor(rtol)
-        s = t_start
-        x_prev = x
-        pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
-        attempts = 0
-        while s < t_end - 1e-5 if forward else s > t_end + 1e-5:
-            cache: EpsCache = {}
-            t = torch.minimum(t_end, s + pid.h) if forward else torch.maximum(t_end, s + pid.h)
-            t_target, su = t, 0.0
-            if eta:
-                sd, _ = ancestral_step(self.sigma(s), self.sigma(t), eta)
-                t_target = torch.minimum(t_end, self.t(sd))
-                su = (self.sigma(t) ** 2 - self.sigma(t_target) ** 2) ** 0.5
-            eps, cache = self.eps(cache, "eps", x, s)
-            denoised = x - self.sigma(s) * eps
-            if order == 2:
-                x_low, cache = self.first_order_step(x, s, t_target, cache)
-                x_high, cache = self.second_order_step(x, s, t_target, cache)
-            else:
-                x_low, cache = self.second_order_step(x, s, t_target, cache, r1=1 / 3)
-                x_high, cache = self.third_order_step(x, s, t_target, cache)
-            delta = torch.maximum(atol_t, rtol_t * torch.maximum(x_low.abs(), x_prev.abs()))
-            error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
-            if pid.propose_step(error):
-                x_prev = x_low
-                x = x_high
-                if eta:
-                    x = x + su * s_noise * noise(self.sigma(s), self.sigma(t))
-                s = t
-            attempts += 1
-            self.info_callback(attempts - 1, x, self.sigma(s), denoised)
-        return x
+def _sigma(t: torch.Tensor) -> torch.Tensor:
+    return t.neg().exp()
 
 
 def _final_sigma(sigmas: torch.Tensor) -> torch.Tensor:
-    """The last non-zero sigma: where these solvers stop."""
+    """The last non-zero sigma: t = -log sigma is infinite at 0, so these solvers stop here."""
     return sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
 
 
-def _info_callback(callback: StepCallback | None) -> InfoCallback:
-    def emit(i: int, x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> None:
-        report(callback, i, x, sigma, denoised)
+def _eps(model: Denoiser, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The noise prediction at (x, t): the quantity DPM-Solver expands, smoother in t than x0 near sigma 1."""
+    sigma = _sigma(t)
+    return (x - model(x, sigma * x.new_ones([x.shape[0]]))) / sigma
 
-    return emit
+
+def _exponential_euler(
+    x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor
+) -> torch.Tensor:
+    """DPM-Solver-1 (eq. 3.7): eps held at its value at t, x_t = x_s - sigma_t (e^h - 1) eps_s."""
+    return x - _sigma(t_next) * (t_next - t).expm1() * eps
+
+
+def _stage(
+    x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, h: torch.Tensor, r: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, u): the DPM-Solver-1 point a fraction r into the step, where higher orders evaluate eps again."""
+    s = t + r * h
+    return s, x - _sigma(s) * (r * h).expm1() * eps
+
+
+def _dpm_solver_2(
+    x: torch.Tensor, eps: torch.Tensor, eps_1: torch.Tensor, t_next: torch.Tensor, h: torch.Tensor, r1: float
+) -> torch.Tensor:
+    """DPM-Solver-2 (Algorithm 1): the slope of eps from its value r1 into the step corrects DPM-Solver-1."""
+    return x - _sigma(t_next) * h.expm1() * eps - _sigma(t_next) / (2 * r1) * h.expm1() * (eps_1 - eps)
+
+
+def _dpm_solver_3(
+    model: Denoiser,
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    eps_1: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    h: torch.Tensor,
+) -> torch.Tensor:
+    """DPM-Solver-3 (Algorithm 2, r1 = 1/3, r2 = 2/3): a second-order point at r2 supplies the slope."""
+    r1, r2 = 1 / 3, 2 / 3
+    s2 = t + r2 * h
+    phi_r2 = (r2 * h).expm1()
+    u2 = x - _sigma(s2) * phi_r2 * eps - _sigma(s2) * (r2 / r1) * (phi_r2 / (r2 * h) - 1) * (eps_1 - eps)
+    eps_2 = _eps(model, u2, s2)
+    return x - _sigma(t_next) * h.expm1() * eps - _sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_2 - eps)
+
+
+def _embedded_pair(
+    model: Denoiser, x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, order: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lower, higher): DPM-Solver-1 and -2 (order 2) or -2 and -3 (order 3) over one step.
+
+    The pair shares its model evaluations (-2 at r1 = 1/3 evaluates where -3 needs its first stage), so
+    the error estimate of the adaptive solver (the paper's DPM-Solver-12 and -23) costs nothing extra.
+    """
+    h = t_next - t
+    r1 = 1 / 2 if order == 2 else 1 / 3
+    lower = _exponential_euler(x, eps, t, t_next) if order == 2 else None
+    s1, u1 = _stage(x, eps, t, h, r1)
+    eps_1 = _eps(model, u1, s1)
+    if lower is not None:
+        return lower, _dpm_solver_2(x, eps, eps_1, t_next, h, r1)
+    return _dpm_solver_2(x, eps, eps_1, t_next, h, r1), _dpm_solver_3(model, x, eps, eps_1, t, t_next, h)
+
+
+def _ancestral_target(
+    t: torch.Tensor, t_next: torch.Tensor, t_end: torch.Tensor, eta: float
+) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """(t_down, noise std): solve the ODE past t_next to t_down, then add noise to come back to sigma(t_next).
+
+    The split is the variance-exploding ancestral one (`ancestral_step`); t_down never passes the end.
+    """
+    if not eta:
+        return t_next, 0.0
+    sigma_down, _ = ancestral_step(_sigma(t), _sigma(t_next), eta)
+    t_down = torch.minimum(t_end, _t(sigma_down))
+    return t_down, (_sigma(t_next) ** 2 - _sigma(t_down) ** 2) ** 0.5
+
+
+def _fast_orders(evaluations: int) -> list[int]:
+    """DPM-Solver-fast's steps: third order while three evaluations remain, the rest in lower orders.
+
+    A remainder of 0 ends in orders 2 and 1 rather than one more third-order step, so that the number
+    of steps, and so the uniform step in t, is the same as with a remainder of 1 or 2.
+    """
+    thirds, rest = divmod(evaluations, 3)
+    return [3] * (thirds - 1) + [2, 1] if rest == 0 else [3] * thirds + [rest]
+
+
+@dataclass(frozen=True)
+class StepSizeFilter:
+    """A PID step-size controller as a digital filter (Söderlind 2003): h_new = h * limit(prod rho_k^b_k).
+
+    rho_k are the inverse errors of this attempt and of the last two accepted steps; the exponents
+    b = ((P + I + D), -(P + 2D), D) / order weigh their proportional, integral and derivative parts.
+    With P = D = 0 it is the elementary controller h * (1 / error)^(1 / order) of the DPM-Solver paper.
+    `limit(f) = 1 + atan(f - 1)` (Söderlind & Wang 2006) keeps any one change of h smooth and bounded.
+    """
+
+    exponents: tuple[float, float, float]
+    accept_safety: float
+
+    @classmethod
+    def pid(
+        cls, pcoeff: float, icoeff: float, dcoeff: float, order: float, accept_safety: float
+    ) -> StepSizeFilter:
+        exponents = ((pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order)
+        return cls(exponents, accept_safety)
+
+    def factor(self, rho: float, accepted: tuple[float, float]) -> float:
+        """What h is multiplied by after an attempt with inverse error rho; below accept_safety, retry."""
+        b1, b2, b3 = self.exponents
+        return 1 + math.atan(rho**b1 * accepted[0] ** b2 * accepted[1] ** b3 - 1)
 
 
 @register("dpm_fast")
@@ -252,13 +172,25 @@ def sample_dpm_fast(
     s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
-    """DPM-Solver-fast with as many model evaluations as the sigmas have steps."""
+    """DPM-Solver-fast: as many model evaluations as the sigmas have steps, in steps uniform in t."""
     if len(sigmas) <= 1:
         return x
-    solver = DPMSolver(model, _info_callback(callback))
     noise = step_noise(x, extra_args, noise_sampler)
-    t_start, t_end = solver.t(sigmas[0].clone()), solver.t(_final_sigma(sigmas).clone())
-    return solver.fast(x, t_start, t_end, len(sigmas) - 1, eta, s_noise, noise)
+    t_end = _t(_final_sigma(sigmas))
+    orders = _fast_orders(len(sigmas) - 1)
+    ts = torch.linspace(_t(sigmas[0]), t_end, len(orders) + 1, device=x.device)
+    for i, order in enumerate(orders):
+        t, t_next = ts[i], ts[i + 1]
+        t_down, noise_std = _ancestral_target(t, t_next, t_end, eta)
+        eps = _eps(model, x, t)
+        report(callback, i, x, _sigma(t), x - _sigma(t) * eps)
+        if order == 1:
+            x = _exponential_euler(x, eps, t, t_down)
+        else:
+            x = _embedded_pair(model, x, eps, t, t_down, order)[1]
+        if eta:
+            x = x + noise_std * s_noise * noise(_sigma(t), _sigma(t_next))
+    return x
 
 
 @register("dpm_adaptive")
@@ -281,25 +213,45 @@ def sample_dpm_adaptive(
     s_noise: float = 1.0,
     noise_sampler: NoiseSampler | None = None,
 ) -> torch.Tensor:
-    """DPM-Solver-12/23, adaptive steps from the first to the last non-zero sigma; the others are ignored."""
+    """DPM-Solver-12/23 with adaptive steps from the first to the last non-zero sigma; the others are ignored.
+
+    Each attempt scores the lower-order solution against the higher one, per element relative to
+    max(atol, rtol * |x|) and RMS over the latent; the step-size filter accepts or retries the step
+    and sizes the next one. The result is the higher-order solution. A callback per attempt.
+    """
     if len(sigmas) <= 1:
         return x
-    solver = DPMSolver(model, _info_callback(callback))
+    if order not in {2, 3}:
+        raise ValueError(f"dpm_adaptive: order must be 2 or 3, got {order}")
     noise = step_noise(x, extra_args, noise_sampler)
-    t_start, t_end = solver.t(sigmas[0].clone()), solver.t(_final_sigma(sigmas).clone())
-    return solver.adaptive(
-        x,
-        t_start,
-        t_end,
-        order,
-        rtol,
-        atol,
-        h_init,
-        pcoeff,
-        icoeff,
-        dcoeff,
-        accept_safety,
-        eta,
-        s_noise,
-        noise,
-    )
+    s, t_end = _t(sigmas[0]), _t(_final_sigma(sigmas))
+    forward = bool(t_end > s)
+    if not forward and eta:
+        raise ValueError("dpm_adaptive: eta must be 0 unless the sigmas decrease (no noise when inverting)")
+    control = StepSizeFilter.pid(pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
+    h = abs(h_init) * (1 if forward else -1)
+    atol_t, rtol_t = torch.tensor(atol), torch.tensor(rtol)
+    accepted: tuple[float, float] | None = None
+    lower_before = x
+    attempt = 0
+    while s < t_end - _END_TOLERANCE if forward else s > t_end + _END_TOLERANCE:
+        t = torch.minimum(t_end, s + h) if forward else torch.maximum(t_end, s + h)
+        t_down, noise_std = _ancestral_target(s, t, t_end, eta)
+        eps = _eps(model, x, s)
+        denoised = x - _sigma(s) * eps
+        lower, higher = _embedded_pair(model, x, eps, s, t_down, order)
+        scale = torch.maximum(atol_t, rtol_t * torch.maximum(lower.abs(), lower_before.abs()))
+        error = torch.linalg.norm((lower - higher) / scale) / x.numel() ** 0.5
+        rho = 1 / (float(error) + _ERROR_FLOOR)
+        accepted = accepted or (rho, rho)
+        factor = control.factor(rho, accepted)
+        h *= factor
+        if factor >= control.accept_safety:
+            accepted = (rho, accepted[0])
+            lower_before, x = lower, higher
+            if eta:
+                x = x + noise_std * s_noise * noise(_sigma(s), _sigma(t))
+            s = t
+        report(callback, attempt, x, _sigma(s), denoised)
+        attempt += 1
+    return x

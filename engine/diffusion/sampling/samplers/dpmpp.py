@@ -6,6 +6,8 @@ The multistep SDE variants and dpmpp_sde draw their noise from a Brownian tree (
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -74,6 +76,22 @@ def sample_dpmpp_2s_ancestral(
     return x
 
 
+def _ancestral_exponential_step(
+    x: torch.Tensor,
+    x0: torch.Tensor,
+    lambda_s: torch.Tensor,
+    lambda_to: torch.Tensor,
+    alpha_s: torch.Tensor,
+    alpha_to: torch.Tensor,
+    eta: float,
+) -> tuple[torch.Tensor, Any]:
+    """(x, noise std): DPM-Solver++(1) from lambda_s towards lambda_to, stopping short where the ancestral
+    split of sigma / alpha = e^-lambda (`ancestral_step`) leaves room for that much noise (times alpha_to)."""
+    sigma_down, sigma_up = ancestral_step(lambda_s.neg().exp(), lambda_to.neg().exp(), eta)
+    h = sigma_down.log().neg() - lambda_s
+    return (alpha_to / alpha_s) * (-h).exp() * x - alpha_to * (-h).expm1() * x0, sigma_up
+
+
 @register("dpmpp_sde")
 def sample_dpmpp_sde(
     model: Denoiser,
@@ -88,41 +106,37 @@ def sample_dpmpp_sde(
     r: float = 1 / 2,
     tree_on_cpu: bool = True,
 ) -> torch.Tensor:
-    """Stochastic DPM-Solver++ with one intermediate evaluation a fraction r into each step."""
+    """Stochastic DPM-Solver++(2S): an ancestral first-order step a fraction r into the step evaluates x0
+    there; the step then uses x0 extrapolated linearly in lambda to the middle, (1 - 1/2r) x0 + 1/2r x0_r."""
     if len(sigmas) <= 1:
         return x
     noise = noise_sampler or _brownian_noise(x, sigmas, extra_args, tree_on_cpu)
     ms = model.model_sampling
     sigmas = snr_safe(sigmas, ms)
     s_in = x.new_ones([x.shape[0]])
-    fac = 1 / (2 * r)
+    weight_r = 1 / (2 * r)
+    noisy = eta > 0 and s_noise > 0
     for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        report(callback, i, x, sigmas[i], denoised)
+        x0 = model(x, sigmas[i] * s_in)
+        report(callback, i, x, sigmas[i], x0)
         if sigmas[i + 1] == 0:
-            x = denoised
+            x = x0
             continue
         lambda_s, lambda_t = ms.half_log_snr(sigmas[i]), ms.half_log_snr(sigmas[i + 1])
-        h = lambda_t - lambda_s
-        lambda_s1 = lambda_s + r * h
-        sigma_s1 = ms.sigma_at_half_log_snr(lambda_s1)
-        alpha_s = sigmas[i] * lambda_s.exp()
-        alpha_s1 = sigma_s1 * lambda_s1.exp()
+        lambda_r = lambda_s + r * (lambda_t - lambda_s)
+        sigma_r = ms.sigma_at_half_log_snr(lambda_r)
+        alpha_s, alpha_r = sigmas[i] * lambda_s.exp(), sigma_r * lambda_r.exp()
         alpha_t = sigmas[i + 1] * lambda_t.exp()
 
-        sd, su = ancestral_step(lambda_s.neg().exp(), lambda_s1.neg().exp(), eta)
-        h_ = sd.log().neg() - lambda_s
-        x_2 = (alpha_s1 / alpha_s) * (-h_).exp() * x - alpha_s1 * (-h_).expm1() * denoised
-        if eta > 0 and s_noise > 0:
-            x_2 = x_2 + alpha_s1 * noise(sigmas[i], sigma_s1) * s_noise * su
-        denoised_2 = model(x_2, sigma_s1 * s_in)
+        x_r, up = _ancestral_exponential_step(x, x0, lambda_s, lambda_r, alpha_s, alpha_r, eta)
+        if noisy:
+            x_r = x_r + alpha_r * noise(sigmas[i], sigma_r) * s_noise * up
+        x0_r = model(x_r, sigma_r * s_in)
 
-        sd, su = ancestral_step(lambda_s.neg().exp(), lambda_t.neg().exp(), eta)
-        h_ = sd.log().neg() - lambda_s
-        denoised_d = (1 - fac) * denoised + fac * denoised_2
-        x = (alpha_t / alpha_s) * (-h_).exp() * x - alpha_t * (-h_).expm1() * denoised_d
-        if eta > 0 and s_noise > 0:
-            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * su
+        x0_mid = (1 - weight_r) * x0 + weight_r * x0_r
+        x, up = _ancestral_exponential_step(x, x0_mid, lambda_s, lambda_t, alpha_s, alpha_t, eta)
+        if noisy:
+            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * up
     return x
 
 
@@ -156,6 +170,107 @@ def sample_dpmpp_2m(
     return x
 
 
+@dataclass(frozen=True)
+class SdeStep:
+    """One step of the DPM-Solver++ SDE family: its length h in lambda, (1 + eta) h, and alpha at its end."""
+
+    h: torch.Tensor
+    h_eta: torch.Tensor
+    alpha_t: torch.Tensor
+
+
+Correction = Callable[[torch.Tensor, list[torch.Tensor], list[torch.Tensor], SdeStep], torch.Tensor]
+"""(x, x0s newest first, the earlier steps' h newest first, this step) -> x with the multistep terms added."""
+
+
+def _multistep_sde(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    extra_args: dict[str, Any] | None,
+    callback: StepCallback | None,
+    eta: float,
+    s_noise: float,
+    noise_sampler: NoiseSampler | None,
+    tree_on_cpu: bool,
+    correction: Correction,
+) -> torch.Tensor:
+    """The DPM-Solver++ SDE family in half-log-SNR lambda on x0; eta is the noise strength (1: reverse SDE).
+
+    For x0 constant over a step of h in lambda the SDE is solved exactly,
+        x_t = sigma_t / sigma_s e^(-eta h) x_s + alpha_t (1 - e^(-(1 + eta) h)) x0
+              + sigma_t sqrt(1 - e^(-2 eta h)) z,
+    and `correction` adds the change of x0 across the step, extrapolated from the last one or two.
+    """
+    if len(sigmas) <= 1:
+        return x
+    noise = noise_sampler or _brownian_noise(x, sigmas, extra_args, tree_on_cpu)
+    ms = model.model_sampling
+    sigmas = snr_safe(sigmas, ms)
+    s_in = x.new_ones([x.shape[0]])
+    x0s: list[torch.Tensor] = []
+    earlier_hs: list[torch.Tensor] = []
+    h = None
+    for i in range(len(sigmas) - 1):
+        x0 = model(x, sigmas[i] * s_in)
+        report(callback, i, x, sigmas[i], x0)
+        x0s = [x0, *x0s][:3]
+        if sigmas[i + 1] == 0:
+            x = x0
+        else:
+            lambda_s, lambda_t = ms.half_log_snr(sigmas[i]), ms.half_log_snr(sigmas[i + 1])
+            h = lambda_t - lambda_s
+            step = SdeStep(h, h * (eta + 1), sigmas[i + 1] * lambda_t.exp())
+            decay = sigmas[i + 1] / sigmas[i] * (-h * eta).exp()
+            x = decay * x + step.alpha_t * (-step.h_eta).expm1().neg() * x0
+            x = correction(x, x0s, earlier_hs, step)
+            if eta > 0 and s_noise > 0:
+                z = noise(sigmas[i], sigmas[i + 1])
+                x = x + z * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+        if h is not None:
+            earlier_hs = [h, *earlier_hs][:2]
+    return x
+
+
+def _midpoint(
+    x: torch.Tensor, x0s: list[torch.Tensor], earlier_hs: list[torch.Tensor], step: SdeStep
+) -> torch.Tensor:
+    """2M, midpoint rule: x0's change over the last step (per unit h), times half the first-order weight."""
+    if len(x0s) < 2:
+        return x
+    r = earlier_hs[0] / step.h
+    return x + 0.5 * step.alpha_t * (-step.h_eta).expm1().neg() * (1 / r) * (x0s[0] - x0s[1])
+
+
+def _heun(
+    x: torch.Tensor, x0s: list[torch.Tensor], earlier_hs: list[torch.Tensor], step: SdeStep
+) -> torch.Tensor:
+    """2M, Heun (trapezoid) rule: x0's change over the last step (per unit h), times the exact h phi_2."""
+    if len(x0s) < 2:
+        return x
+    r = earlier_hs[0] / step.h
+    return x + step.alpha_t * ((-step.h_eta).expm1().neg() / (-step.h_eta) + 1) * (1 / r) * (x0s[0] - x0s[1])
+
+
+def _third_order(
+    x: torch.Tensor, x0s: list[torch.Tensor], earlier_hs: list[torch.Tensor], step: SdeStep
+) -> torch.Tensor:
+    """3M: first and second divided differences of x0 over the last two steps, weighted by h phi_2 and
+    h phi_3; with a single earlier step, the Heun term."""
+    phi_2 = step.h_eta.neg().expm1() / step.h_eta + 1
+    if len(x0s) == 3:
+        r0, r1 = earlier_hs[0] / step.h, earlier_hs[1] / step.h
+        d1_0 = (x0s[0] - x0s[1]) / r0
+        d1_1 = (x0s[1] - x0s[2]) / r1
+        d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi_3 = phi_2 / step.h_eta - 0.5
+        return x + (step.alpha_t * phi_2) * d1 - (step.alpha_t * phi_3) * d2
+    if len(x0s) == 2:
+        return x + (step.alpha_t * phi_2) * ((x0s[0] - x0s[1]) / (earlier_hs[0] / step.h))
+    return x
+
+
 @register("dpmpp_2m_sde")
 def sample_dpmpp_2m_sde(
     model: Denoiser,
@@ -171,45 +286,13 @@ def sample_dpmpp_2m_sde(
     tree_on_cpu: bool = True,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) SDE: the exact SDE step for a constant x0, plus a midpoint or Heun correction."""
-    if len(sigmas) <= 1:
-        return x
-    if solver_type not in {"heun", "midpoint"}:
-        raise ValueError("solver_type must be 'heun' or 'midpoint'")
-    noise = noise_sampler or _brownian_noise(x, sigmas, extra_args, tree_on_cpu)
-    ms = model.model_sampling
-    sigmas = snr_safe(sigmas, ms)
-    s_in = x.new_ones([x.shape[0]])
-    old_denoised = h = h_last = None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        report(callback, i, x, sigmas[i], denoised)
-        if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            lambda_s, lambda_t = ms.half_log_snr(sigmas[i]), ms.half_log_snr(sigmas[i + 1])
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
-            if old_denoised is not None:
-                r = h_last / h
-                if solver_type == "heun":
-                    x = x + alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (
-                        denoised - old_denoised
-                    )
-                else:
-                    x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
-            if eta > 0 and s_noise > 0:
-                x = (
-                    x
-                    + noise(sigmas[i], sigmas[i + 1])
-                    * sigmas[i + 1]
-                    * (-2 * h * eta).expm1().neg().sqrt()
-                    * s_noise
-                )
-        old_denoised = denoised
-        h_last = h
-    return x
+    corrections = {"midpoint": _midpoint, "heun": _heun}
+    if solver_type not in corrections:
+        raise ValueError(f"dpmpp_2m_sde: solver_type must be 'heun' or 'midpoint', got {solver_type!r}")
+    correction = corrections[solver_type]
+    return _multistep_sde(
+        model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, tree_on_cpu, correction
+    )
 
 
 register("dpmpp_2m_sde_gpu")(partial(sample_dpmpp_2m_sde, tree_on_cpu=False))
@@ -231,46 +314,9 @@ def sample_dpmpp_3m_sde(
     tree_on_cpu: bool = True,
 ) -> torch.Tensor:
     """DPM-Solver++(3M) SDE: third order from the two previous x0 (second order on the second step)."""
-    if len(sigmas) <= 1:
-        return x
-    noise = noise_sampler or _brownian_noise(x, sigmas, extra_args, tree_on_cpu)
-    ms = model.model_sampling
-    sigmas = snr_safe(sigmas, ms)
-    s_in = x.new_ones([x.shape[0]])
-    denoised_1 = denoised_2 = h = h_1 = h_2 = None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        report(callback, i, x, sigmas[i], denoised)
-        if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            lambda_s, lambda_t = ms.half_log_snr(sigmas[i]), ms.half_log_snr(sigmas[i + 1])
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
-            phi_2 = h_eta.neg().expm1() / h_eta + 1
-            if h_2 is not None:
-                r0, r1 = h_1 / h, h_2 / h
-                d1_0 = (denoised - denoised_1) / r0
-                d1_1 = (denoised_1 - denoised_2) / r1
-                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-                d2 = (d1_0 - d1_1) / (r0 + r1)
-                phi_3 = phi_2 / h_eta - 0.5
-                x = x + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
-            elif h_1 is not None:
-                x = x + (alpha_t * phi_2) * ((denoised - denoised_1) / (h_1 / h))
-            if eta > 0 and s_noise > 0:
-                x = (
-                    x
-                    + noise(sigmas[i], sigmas[i + 1])
-                    * sigmas[i + 1]
-                    * (-2 * h * eta).expm1().neg().sqrt()
-                    * s_noise
-                )
-        denoised_1, denoised_2 = denoised, denoised_1
-        h_1, h_2 = h, h_1
-    return x
+    return _multistep_sde(
+        model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, tree_on_cpu, _third_order
+    )
 
 
 register("dpmpp_3m_sde_gpu")(partial(sample_dpmpp_3m_sde, tree_on_cpu=False))

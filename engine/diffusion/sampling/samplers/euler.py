@@ -40,8 +40,8 @@ def sample_euler(
     return x
 
 
-sample_ddim = register("ddim", fresh_inpaint_noise=True)(sample_euler)
-"""ComfyUI's "ddim" is Euler (DDIM is Euler's method in these coordinates), inpainting with fresh noise."""
+# ComfyUI's "ddim" is Euler (DDIM is Euler's method in these coordinates), inpainting with fresh noise.
+register("ddim", fresh_inpaint_noise=True)(sample_euler)
 
 
 @register("euler_ancestral")

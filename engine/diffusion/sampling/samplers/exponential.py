@@ -1,4 +1,4 @@
-"""Stochastic exponential integrators in half-log-SNR on x0: SEEDS-2/3, exponential Heun, ER-SDE.
+"""Stochastic exponential integrators in half-log-SNR on x0: SEEDS-2/3 and exponential Heun.
 
 Each step solves the linear part of the reverse SDE (or ODE, at eta 0) exactly and approximates
 only the change of x0 across the step. Per-step noise comes from the run's seeded generator; the
@@ -7,7 +7,6 @@ order of the draws is part of the result, so a draw whose weight is zero is stil
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -189,63 +188,4 @@ def sample_seeds_3(
             sde_noise = sde_noise * segment.exp()
             sde_noise = sde_noise + segment.mul(2).expm1().neg().sqrt() * noise(sigma_s2, sigmas[i + 1])
             x = x + sde_noise * sigmas[i + 1] * s_noise
-    return x
-
-
-def _er_sde_noise_scaler(x: torch.Tensor) -> torch.Tensor:
-    return x * ((x**0.3).exp() + 10.0)
-
-
-@register("er_sde")
-def sample_er_sde(
-    model: Denoiser,
-    x: torch.Tensor,
-    sigmas: torch.Tensor,
-    extra_args: dict[str, Any] | None = None,
-    callback: StepCallback | None = None,
-    disable: bool | None = None,
-    s_noise: float = 1.0,
-    noise_sampler: NoiseSampler | None = None,
-    noise_scaler: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    max_stage: int = 3,
-) -> torch.Tensor:
-    """Extended reverse-time SDE solver, VP ER-SDE-Solver-3 (arXiv 2309.06169), in sigma / alpha."""
-    noise = step_noise(x, extra_args, noise_sampler)
-    scaler = noise_scaler or _er_sde_noise_scaler
-    integration_points = 200.0
-    point_index = torch.arange(0, integration_points, dtype=torch.float32, device=x.device)
-    ms = model.model_sampling
-    sigmas = snr_safe(sigmas, ms)
-    er_lambdas = ms.half_log_snr(sigmas).neg().exp()
-    s_in = x.new_ones([x.shape[0]])
-    old_denoised = old_denoised_d = None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in)
-        report(callback, i, x, sigmas[i], denoised)
-        stage = min(max_stage, i + 1)
-        if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            er_lambda_s, er_lambda_t = er_lambdas[i], er_lambdas[i + 1]
-            alpha_s = sigmas[i] / er_lambda_s
-            alpha_t = sigmas[i + 1] / er_lambda_t
-            r = scaler(er_lambda_t) / scaler(er_lambda_s)
-            x = alpha_t / alpha_s * r * x + alpha_t * (1 - r) * denoised
-            if stage >= 2:
-                dt = er_lambda_t - er_lambda_s
-                step_size = -dt / integration_points
-                lambda_pos = er_lambda_t + point_index * step_size
-                scaled_pos = scaler(lambda_pos)
-                s = torch.sum(1 / scaled_pos) * step_size
-                denoised_d = (denoised - old_denoised) / (er_lambda_s - er_lambdas[i - 1])
-                x = x + alpha_t * (dt + s * scaler(er_lambda_t)) * denoised_d
-                if stage >= 3:
-                    s_u = torch.sum((lambda_pos - er_lambda_s) / scaled_pos) * step_size
-                    denoised_u = (denoised_d - old_denoised_d) / ((er_lambda_s - er_lambdas[i - 2]) / 2)
-                    x = x + alpha_t * ((dt**2) / 2 + s_u * scaler(er_lambda_t)) * denoised_u
-                old_denoised_d = denoised_d
-            if s_noise > 0:
-                spread = (er_lambda_t**2 - er_lambda_s**2 * r**2).sqrt().nan_to_num(nan=0.0)
-                x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * spread
-        old_denoised = denoised
     return x

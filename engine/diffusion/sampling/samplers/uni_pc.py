@@ -12,7 +12,7 @@ infinite); the code around the sampler un-scales the result with that sigma (`Sa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -20,6 +20,9 @@ from engine.diffusion.sampling.samplers.common import Denoiser, StepCallback, re
 from engine.diffusion.sampling.samplers.registry import register
 
 UNI_PC_FINAL_SIGMA = 0.001
+
+Variant = Literal["bh1", "bh2"]
+"""B(h) = h (bh1) or e^h - 1 (bh2): the normaliser of the update's higher-order terms."""
 
 
 def _alpha(sigma: torch.Tensor) -> torch.Tensor:
@@ -40,104 +43,98 @@ def _weighted(weights: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(stacked, weights, dims=([1], [0]))
 
 
-class UniPC:
-    """The predictor-corrector update of one variant; the sampling loop below keeps the history."""
+def _x0(model: Denoiser, x_vp: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The model's x0 at a point of the variance-preserving view, scaled back for the model first."""
+    return model(x_vp * torch.sqrt(1 + sigma**2), sigma * x_vp.new_ones([x_vp.shape[0]]))
 
-    def __init__(self, model: Denoiser, variant: str) -> None:
-        if variant not in {"bh1", "bh2"}:
-            raise ValueError(f"unknown UniPC variant {variant!r}")
-        self.model = model
-        self.variant = variant
 
-    def x0(self, x_vp: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """The model's x0 for a point given in the variance-preserving view."""
-        return self.model(x_vp * torch.sqrt(1 + sigma**2), sigma * x_vp.new_ones([x_vp.shape[0]]))
+def _order_conditions(
+    r: torch.Tensor, h: torch.Tensor, order: int, variant: Variant
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(R, g / B(h), B(h)): the linear system R rho = g / B(h) whose solution rho weights the x0 differences.
 
-    def update(
-        self,
-        x: torch.Tensor,
-        x0_history: list[torch.Tensor],
-        sigma_history: list[torch.Tensor],
-        sigma: torch.Tensor,
-        order: int,
-        use_corrector: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One step to `sigma`; returns the new x and, if corrected, the model's x0 at the predicted point."""
-        lambda_prev = _lambda(sigma_history[-1])
-        h = _lambda(sigma) - lambda_prev
-        x0_prev = x0_history[-1]
-        alpha_t = _alpha(sigma)
+    Row k of R holds the (k - 1)-th powers of the ratios r_m of the history's steps to this one (1 for
+    the newest point); g_k = k! z phi_(k+1)(z) at z = -h, from phi_(k+1)(z) = (phi_k(z) - 1 / k!) / z.
+    """
+    hh = -h
+    h_phi_k = torch.expm1(hh) / hh - 1
+    b_h = hh if variant == "bh1" else torch.expm1(hh)
+    rows, rhs = [], []
+    factorial = 1
+    for k in range(1, order + 1):
+        rows.append(r ** (k - 1))
+        rhs.append(h_phi_k * factorial / b_h)
+        factorial *= k + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    return torch.stack(rows), torch.stack(rhs), b_h
 
-        ratios: list[torch.Tensor] = []
-        differences: list[torch.Tensor] = []
-        for i in range(1, order):
-            ratio = (_lambda(sigma_history[-(i + 1)]) - lambda_prev) / h
-            ratios.append(ratio)
-            differences.append((x0_history[-(i + 1)] - x0_prev) / ratio)
-        r = torch.stack([*ratios, h.new_tensor(1.0)])
 
-        hh = -h
-        h_phi_1 = torch.expm1(hh)
-        h_phi_k = h_phi_1 / hh - 1
-        b_h = hh if self.variant == "bh1" else torch.expm1(hh)
-        rows, rhs = [], []
-        factorial = 1
-        for i in range(1, order + 1):
-            rows.append(r ** (i - 1))
-            rhs.append(h_phi_k * factorial / b_h)
-            factorial *= i + 1
-            h_phi_k = h_phi_k / hh - 1 / factorial
-        matrix, b = torch.stack(rows), torch.stack(rhs)
+def _unipc_step(
+    model: Denoiser,
+    variant: Variant,
+    x: torch.Tensor,
+    x0s: list[torch.Tensor],
+    sigma_points: list[torch.Tensor],
+    sigma: torch.Tensor,
+    order: int,
+    use_corrector: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One UniP-p step to `sigma` and, unless it is the last, its UniC-p correction.
 
-        stacked = torch.stack(differences, dim=1) if differences else None
-        x_base = (_vp_sigma(sigma) / _vp_sigma(sigma_history[-1])) * x - alpha_t * h_phi_1 * x0_prev
-        predicted = x_base
-        if stacked is not None:
-            rhos_p = b.new_tensor([0.5]) if order == 2 else torch.linalg.solve(matrix[:-1, :-1], b[:-1])
-            predicted = x_base - alpha_t * b_h * _weighted(rhos_p, stacked)
-        if not use_corrector:
-            return predicted, None
+    Returns the new x and the model's x0 at the predicted point (None without the corrector), which
+    the corrector needs and the next step reuses as its newest history point: one evaluation a step.
+    """
+    lambda_prev = _lambda(sigma_points[-1])
+    h = _lambda(sigma) - lambda_prev
+    x0_prev = x0s[-1]
+    alpha_t = _alpha(sigma)
+    ratios = [(_lambda(sigma_points[-(k + 1)]) - lambda_prev) / h for k in range(1, order)]
+    differences = [(x0s[-(k + 1)] - x0_prev) / ratio for k, ratio in enumerate(ratios, start=1)]
+    matrix, rhs, b_h = _order_conditions(torch.stack([*ratios, h.new_tensor(1.0)]), h, order, variant)
 
-        rhos_c = b.new_tensor([0.5]) if order == 1 else torch.linalg.solve(matrix, b)
-        x0_new = self.x0(predicted, sigma)
-        correction = rhos_c[-1] * (x0_new - x0_prev)
-        if stacked is not None:
-            correction = correction + _weighted(rhos_c[:-1], stacked)
-        return x_base - alpha_t * b_h * correction, x0_new
+    stacked = torch.stack(differences, dim=1) if differences else None
+    x_base = (_vp_sigma(sigma) / _vp_sigma(sigma_points[-1])) * x - alpha_t * torch.expm1(-h) * x0_prev
+    predicted = x_base
+    if stacked is not None:
+        rhos_p = rhs.new_tensor([0.5]) if order == 2 else torch.linalg.solve(matrix[:-1, :-1], rhs[:-1])
+        predicted = x_base - alpha_t * b_h * _weighted(rhos_p, stacked)
+    if not use_corrector:
+        return predicted, None
+
+    rhos_c = rhs.new_tensor([0.5]) if order == 1 else torch.linalg.solve(matrix, rhs)
+    x0_new = _x0(model, predicted, sigma)
+    correction = rhos_c[-1] * (x0_new - x0_prev)
+    if stacked is not None:
+        correction = correction + _weighted(rhos_c[:-1], stacked)
+    return x_base - alpha_t * b_h * correction, x0_new
 
 
 def _uni_pc(
-    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback | None, variant: str
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback | None, variant: Variant
 ) -> torch.Tensor:
+    """UniPC of order up to 3, lower at the start (too little history) and at the end (ComfyUI's
+    lower_order_final). As in ComfyUI, one step evaluates the model once and moves nowhere."""
     sigmas = sigmas.clone()
     if sigmas[-1] == 0:
         sigmas[-1] = UNI_PC_FINAL_SIGMA
-    solver = UniPC(model, variant)
     steps = len(sigmas) - 1
-    order = min(3, len(sigmas) - 2)
+    order = min(3, steps - 1)
     x = x / torch.sqrt(1.0 + sigmas[0] ** 2.0)
-    x0_history: list[torch.Tensor] = []
-    sigma_history: list[torch.Tensor] = []
-    for step in range(steps):
-        if step == 0:
-            x0_history, sigma_history = [solver.x0(x, sigmas[0])], [sigmas[0]]
-        elif step < order:
-            x, x0 = solver.update(x, x0_history, sigma_history, sigmas[step], step, use_corrector=True)
-            assert x0 is not None
-            x0_history.append(x0)
-            sigma_history.append(sigmas[step])
-        else:
-            targets = [step, steps] if step == steps - 1 else [step]
-            for target in targets:
-                step_order = min(order, steps + 1 - target)
-                x, x0 = solver.update(
-                    x, x0_history, sigma_history, sigmas[target], step_order, use_corrector=target != steps
-                )
-                x0_history = x0_history[1:] + x0_history[-1:]
-                sigma_history = [*sigma_history[1:], sigmas[target]]
-                if x0 is not None:
-                    x0_history[-1] = x0
-        report(callback, step, x, sigmas[step], x0_history[-1])
+    x0s, sigma_points = [_x0(model, x, sigmas[0])], [sigmas[0]]
+    report(callback, 0, x, sigmas[0], x0s[-1])
+    if order < 1:
+        return x / _alpha(sigmas[-1])
+    for target in range(1, steps + 1):
+        step_order = min(order, target, steps + 1 - target)
+        x, x0 = _unipc_step(
+            model, variant, x, x0s, sigma_points, sigmas[target], step_order, use_corrector=target != steps
+        )
+        x0s = [*x0s, x0 if x0 is not None else x0s[-1]][-order:]
+        sigma_points = [*sigma_points, sigmas[target]][-order:]
+        if target == steps - 1:
+            continue  # the last two updates count as one step, reported after the final one
+        i = min(target, steps - 1)
+        report(callback, i, x, sigmas[i], x0s[-1])
     return x / _alpha(sigmas[-1])
 
 

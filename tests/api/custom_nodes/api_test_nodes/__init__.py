@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from engine.graph.progress import ProgressBar, throw_if_interrupted
+from engine.progress import ProgressBar, throw_if_interrupted
 
 STEP_SECONDS = 0.05
 

@@ -1,8 +1,10 @@
 """How a running node reports per-step progress and notices an interrupt.
 
-Nodes know nothing of jobs or HTTP: the executor installs a context around each node call, and
-code deep inside a node (a sampler loop, a VAE tile loop) reports through it. The context travels
-with the call (a ContextVar), so concurrent runs in different threads never see each other's.
+A module of its own, below both the graph executor (which installs the context) and the nodes and
+models (which report through it), so neither layer imports the other. Nodes know nothing of jobs or
+HTTP: the executor installs a context around each node call, and code deep inside a node (a sampler
+loop, a VAE tile loop) reports through it. The context travels with the call (a ContextVar), so
+concurrent runs in different threads never see each other's.
 """
 
 from __future__ import annotations
