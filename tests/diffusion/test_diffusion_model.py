@@ -13,6 +13,7 @@ from engine.diffusion.loading import load_checkpoint, load_diffusion_model
 from engine.diffusion.model_manager import ModelManager, OutOfMemoryError
 from engine.diffusion.protocols import DiffusionModel, ModelInputs
 from engine.diffusion.sampling.model_sampling import DiscreteFlow, FluxFlow
+from tests.comfy_fixtures import index
 
 GIB = 2**30
 
@@ -46,6 +47,15 @@ def test_each_family_has_comfyui_default_sampling_and_latent_format(
     assert isinstance(schnell.model_sampling, DiscreteFlow) and schnell.model_sampling.shift == 1.0
     assert isinstance(flux_dev.model_sampling, FluxFlow) and flux_dev.model_sampling.mu == 1.15
     assert (aura.latent_format, schnell.latent_format, flux_dev.latent_format) == (SDXL, FLUX, FLUX)
+    samplings = index("sigmas")["samplings"]
+    for model, recorded in ((aura, samplings["auraflow_shift1.73"]), (schnell, samplings["flux_schnell"])):
+        latent_format = model.latent_format
+        assert (latent_format.channels, latent_format.scale_factor, latent_format.shift_factor) == (
+            recorded["latent_channels"],
+            recorded["latent_scale_factor"],
+            recorded["latent_shift_factor"],
+        )
+    assert schnell.model_sampling.shift == samplings["flux_schnell"]["model_sampling"]["shift"]
     assert flux_dev.device == torch.device("cpu")
 
 

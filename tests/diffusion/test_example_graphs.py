@@ -132,6 +132,7 @@ def _run_pixels(
         validation.validated, prompt_id="determinism"
     )
     assert result.status == "success", result.failure
+    assert result.cached == [], "every node must really run, the sampler included"
     ((_, output),) = result.outputs.items()
     (saved,) = output["images"]
     with Image.open(output_dir / saved["subfolder"] / saved["filename"]) as png:

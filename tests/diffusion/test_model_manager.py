@@ -113,7 +113,9 @@ def test_running_out_of_memory_frees_every_model_and_fails_only_that_run(tmp_pat
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     assert manager.resident() == []
-    assert manager.load(resident, Builds()) is not None
+    build = Builds()
+    reloaded = manager.load(resident, build)
+    assert manager.load(resident, build) is reloaded and build.count == 1, "resident again, and kept"
 
 
 def test_out_of_memory_while_loading_is_reported_the_same_way(tmp_path: Path) -> None:
@@ -127,7 +129,9 @@ def test_out_of_memory_while_loading_is_reported_the_same_way(tmp_path: Path) ->
 
     with pytest.raises(OutOfMemoryError):
         manager.load(key, build)
-    assert manager.load(key, Builds()) is not None
+    builds = Builds()
+    loaded = manager.load(key, builds)
+    assert manager.load(key, builds) is loaded and builds.count == 1, "the next load succeeds and stays"
 
 
 def test_other_errors_pass_through_untouched(tmp_path: Path) -> None:

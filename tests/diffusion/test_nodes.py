@@ -117,10 +117,6 @@ def test_empty_latents_have_comfyui_channels_and_one_eighth_the_size() -> None:
     assert sd["samples"].shape == (2, 4, 96, 128)
     assert sd3["samples"].shape == (1, 16, 96, 128)
     assert not sd["samples"].any() and sd3["samples"].device.type == "cpu"
-    width = EmptyLatentImage.INPUT_TYPES()["required"]["width"][1]
-    assert (width["default"], width["min"], width["max"], width["step"]) == (512, 16, 16384, 8)
-    sd3_width = EmptySD3LatentImage.INPUT_TYPES()["required"]["width"][1]
-    assert (sd3_width["default"], sd3_width["step"]) == (1024, 16)
 
 
 def test_empty_image_is_filled_with_the_color() -> None:
@@ -209,7 +205,6 @@ def test_preview_image_goes_to_the_temp_folder(dirs: folders.FolderSettings) -> 
     (entry,) = result["ui"]["images"]
     assert entry["type"] == "temp" and entry["filename"].startswith("ComfyUI_temp_")
     assert (dirs.temp_dir / entry["filename"]).is_file()
-    assert PreviewImage.INPUT_TYPES()["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 
 
 def test_load_image_gives_image_and_a_mask_from_alpha(dirs: folders.FolderSettings) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.jobs.keys import hash_secret
 from engine.jobs.sqlite_connection import SchemaTooNew
 from engine.jobs.sqlite_store import MAX_ATTEMPTS, SqliteStore
 from engine.jobs.types import InsufficientCredits, JobStatus, NewJob, OutputFile
@@ -148,7 +149,10 @@ def test_expiry_deletes_old_finished_jobs_only(store: SqliteStore) -> None:
 def test_keys_are_stored_hashed_and_revocable(store: SqliteStore, tmp_path: Path) -> None:
     key, secret = store.add_key("k", credits=1, rate_per_minute=5)
     assert secret.startswith("sk_") and len(secret) > 40
-    assert secret.encode() not in (tmp_path / "jobs.sqlite3").read_bytes()
+    on_disk = b"".join(path.read_bytes() for path in tmp_path.glob("jobs.sqlite3*"))
+    # Under WAL the new row sits in the -wal file; finding its hash proves the scan reaches the row.
+    assert hash_secret(secret).encode() in on_disk
+    assert secret.encode() not in on_disk
     assert store.authenticate(secret).id == key.id
     assert store.authenticate(secret + "x") is None
     assert store.revoke_key(key.id) and store.authenticate(secret) is None

@@ -12,10 +12,7 @@ import torch
 from engine.diffusion.latent_formats import FLUX, SDXL
 from engine.diffusion.sampling.model_sampling import DiscreteFlow, FluxFlow
 from engine.diffusion.sampling.preview import LatentPreviewer
-from engine.diffusion.sampling.samplers import SAMPLER_NAMES
-from engine.diffusion.sampling.schedulers import SCHEDULER_NAMES
 from engine.nodes.sampling import (
-    NODE_CLASS_MAPPINGS,
     BasicGuider,
     BasicScheduler,
     CFGGuider,
@@ -30,6 +27,7 @@ from engine.nodes.sampling import (
     SamplerCustomAdvanced,
 )
 from engine.progress import Interrupted, node_context
+from tests.comfy_fixtures import index
 from tests.sampling.analytic import GaussianFlowModel, prompt
 
 Make = Callable[..., GaussianFlowModel]
@@ -190,65 +188,15 @@ def test_model_sampling_nodes_patch_a_clone(make_model: Make) -> None:
     flux = ModelSamplingFlux().patch(model, 1.15, 0.5, 512, 768)[0]
     sd3 = ModelSamplingSD3().patch(model, 3.0)[0]
     assert model.model_sampling.shift == 1.0
-    assert (aura.model_sampling.shift, aura.model_sampling.multiplier) == (1.73, 1.0)
-    assert flux.model_sampling.mu == pytest.approx(0.5 + (1536 - 256) * 0.65 / 3840)
-    assert float(sd3.model_sampling.timestep(torch.tensor(0.5))) == 500.0
-
-
-def test_node_widgets_match_comfyui() -> None:
-    ksampler = KSampler.INPUT_TYPES()["required"]
-    assert ksampler["seed"][1] | {"tooltip": None} == {
-        "default": 0,
-        "min": 0,
-        "max": 2**64 - 1,
-        "control_after_generate": True,
-        "tooltip": None,
-    }
-    assert {k: v for k, v in ksampler["steps"][1].items() if k != "tooltip"} == {
-        "default": 20,
-        "min": 1,
-        "max": 10000,
-    }
-    assert {k: v for k, v in ksampler["cfg"][1].items() if k != "tooltip"} == {
-        "default": 8.0,
-        "min": 0.0,
-        "max": 100.0,
-        "step": 0.1,
-        "round": 0.01,
-    }
-    assert ksampler["sampler_name"][0] == SAMPLER_NAMES
-    assert ksampler["scheduler"][0] == SCHEDULER_NAMES
-    assert list(ksampler) == [
-        "model",
-        "seed",
-        "steps",
-        "cfg",
-        "sampler_name",
-        "scheduler",
-        "positive",
-        "negative",
-        "latent_image",
-        "denoise",
-    ]
-    advanced = KSamplerAdvanced.INPUT_TYPES()["required"]
-    assert advanced["end_at_step"] == ("INT", {"default": 10000, "min": 0, "max": 10000})
-    assert advanced["return_with_leftover_noise"] == (["disable", "enable"],)
-    flux = ModelSamplingFlux.INPUT_TYPES()["required"]
-    assert flux["width"] == ("INT", {"default": 1024, "min": 16, "max": 16384, "step": 8})
-    assert ModelSamplingAuraFlow.INPUT_TYPES()["required"]["shift"][1]["default"] == 1.73
-    assert SamplerCustom.RETURN_NAMES == ("output", "denoised_output")
-    assert set(NODE_CLASS_MAPPINGS) == {
-        "KSampler",
-        "KSamplerAdvanced",
-        "SamplerCustom",
-        "SamplerCustomAdvanced",
-        "RandomNoise",
-        "DisableNoise",
-        "KSamplerSelect",
-        "BasicScheduler",
-        "BasicGuider",
-        "CFGGuider",
-        "ModelSamplingSD3",
-        "ModelSamplingAuraFlow",
-        "ModelSamplingFlux",
-    }
+    recorded = {name: value["model_sampling"] for name, value in index("sigmas")["samplings"].items()}
+    aura_recorded, sd3_recorded = recorded["auraflow_shift1.73"], recorded["sd3_shift3.0"]
+    assert (aura.model_sampling.shift, aura.model_sampling.multiplier) == (
+        aura_recorded["shift"],
+        aura_recorded["multiplier"],
+    )
+    assert flux.model_sampling.mu == pytest.approx(recorded["flux_dev_512x768"]["shift"], rel=1e-12)
+    assert (sd3.model_sampling.shift, sd3.model_sampling.multiplier) == (
+        sd3_recorded["shift"],
+        sd3_recorded["multiplier"],
+    )
+    assert float(sd3.model_sampling.timestep(torch.tensor(0.5))) == 0.5 * sd3_recorded["multiplier"]

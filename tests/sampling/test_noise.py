@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +14,7 @@ from engine.diffusion.sampling.noise import RandomNoise
 from engine.diffusion.sampling.sampler import sampler_object
 from engine.nodes.sampling import DisableNoise, KSampler
 from engine.nodes.sampling import RandomNoise as RandomNoiseNode
+from tests.comfy_fixtures import index, tensors
 from tests.sampling.analytic import GaussianFlowModel, prompt
 
 
@@ -21,20 +23,31 @@ def reference_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
         return torch.randn(shape, generator=torch.manual_seed(seed))
 
 
-@pytest.mark.parametrize("seed", [0, 1, 123456789, 2**64 - 1])
-def test_initial_noise_is_one_cpu_draw_of_the_whole_batch(seed: int) -> None:
-    latent = {"samples": torch.zeros(3, 16, 8, 8)}
-    noise = RandomNoiseNode().get_noise(seed)[0].generate_noise(latent)
-    assert torch.equal(noise, reference_noise((3, 16, 8, 8), seed))
+PREPARED = index("noise")["index"]["prepare_noise"]
+
+
+@pytest.mark.parametrize("case", sorted(PREPARED))
+def test_initial_noise_is_comfyuis_prepare_noise(case: str) -> None:
+    """Seeds up to 2^63 - 1 and three latent shapes, against ComfyUI's recorded prepare_noise."""
+    recorded = PREPARED[case]
+    shape = tuple(recorded["shape"])
+    latent = {"samples": torch.zeros(shape)}
+    noise = RandomNoiseNode().get_noise(recorded["seed"])[0].generate_noise(latent)
+    expected = tensors("noise")[recorded["stored_as"]].flatten()[: recorded["n"]].reshape(shape)
+    assert torch.equal(noise, expected)
+    assert hashlib.sha256(noise.numpy().astype("<f4").tobytes()).hexdigest() == recorded["sha256_float32_le"]
+
+
+@pytest.mark.parametrize("seed", [2**64 - 1, -1, -(2**63)])
+def test_seeds_at_the_ends_of_the_range_give_comfyuis_noise(seed: int) -> None:
+    noise = RandomNoise(seed).generate_noise({"samples": torch.zeros(1, 4, 8, 8)})
+    assert torch.equal(noise, tensors("noise")[f"extra_seeds/{seed}"])
 
 
 def test_batch_index_gives_each_sample_the_noise_it_has_alone() -> None:
     """Sample k of a batch gets the k-th per-sample draw: regenerating one image of a batch reproduces it."""
-    with torch.random.fork_rng(devices=[]):
-        generator = torch.manual_seed(7)
-        draws = [torch.randn((1, 4, 8, 8), generator=generator) for _ in range(4)]
     noise = RandomNoise(7).generate_noise({"samples": torch.zeros(2, 4, 8, 8), "batch_index": [3, 1]})
-    assert torch.equal(noise, torch.cat([draws[3], draws[1]]))
+    assert torch.equal(noise, tensors("noise")["batch_index/seed7/3,1"])
 
 
 def test_disabled_noise_is_zero_but_still_seeds_steps_with_zero() -> None:
@@ -105,9 +118,16 @@ def test_gpu_twins_differ_only_in_where_the_tree_lives(
 
 
 def test_the_largest_seed_samples_with_step_noise(make_model: Callable[..., GaussianFlowModel]) -> None:
+    """2^64 - 1 starts from ComfyUI's noise for it; its step noise, seeded with seed + 1, wraps to seed 0
+    (ComfyUI raises "Overflow when unpacking long long" for 2^64, as the noise fixture records).
+    lcm re-noises its first x0 estimate with the first step draw: sigma_1 * n + (1 - sigma_1) * x0."""
     model = make_model((4, 8, 8))
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
-    out = KSampler().sample(
-        model, 2**64 - 1, 3, 1.0, "euler_ancestral", "simple", prompt(0.0), prompt(0.0), latent
-    )
+    out = KSampler().sample(model, 2**64 - 1, 2, 1.0, "lcm", "simple", prompt(0.0), prompt(0.0), latent)
+    initial = tensors("noise")[f"extra_seeds/{2**64 - 1}"]
+    assert torch.equal(model.forwards[0].x, initial)
+    first_x0 = model.denoise(initial, torch.tensor([1.0]))
+    step_noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    sigma_1 = model.forwards[1].sigma
+    torch.testing.assert_close(model.forwards[1].x, sigma_1 * step_noise + (1 - sigma_1) * first_x0)
     assert torch.isfinite(out[0]["samples"]).all()
