@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-FIXTURES = Path(os.environ.get("COMFY_FIXTURES", "/work/shared/reference/comfy-fixtures"))
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("COMFY_FIXTURES", REPO.parent / "shared" / "reference" / "comfy-fixtures"))
+"""The project's shared/ folder sits beside the repository (as on CI); COMFY_FIXTURES overrides it."""
 
 
 def _file(name: str) -> Path:
