@@ -19,7 +19,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 
 from engine.api.errors import ApiError
 
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+JSON_TYPES = ("application/json", "application/octet-stream", "text/plain", "")
 PLAIN_TRANSFER_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 """Content-Transfer-Encoding values that leave a part's bytes as they are (RFC 7578 deprecates the
 header; browsers and HTTP libraries never send another)."""
@@ -29,17 +29,24 @@ async def read_fields(request: web.Request) -> tuple[dict[str, Any], bool]:
     """(values, strings): `strings` is True for forms, whose values must be parsed from text."""
     if request.content_type == "multipart/form-data":
         return await _read_multipart(request), True
-    if request.content_type == "application/x-www-form-urlencoded":
-        return _read_urlencoded(await request.read(), request.charset or "utf-8"), True
     raw = await request.read()
+    if request.content_type == "application/x-www-form-urlencoded" and not _looks_like_json(raw):
+        return _read_urlencoded(raw, request.charset or "utf-8"), True
     if not raw.strip():
         return {}, False
-    if request.content_type not in ("application/json", "application/octet-stream", "text/plain", ""):
+    if request.content_type not in (*JSON_TYPES, "application/x-www-form-urlencoded"):
         raise ApiError(415, f"unsupported content type {request.content_type}; send JSON or a form")
     data = parse_json(raw)
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object of parameters")
     return data, False
+
+
+def _looks_like_json(raw: bytes) -> bool:
+    """A JSON object sent with a form's content type: what `curl -d '{...}'` sends unless told otherwise.
+    No form field's name starts with a brace, so reading such a body as a form would turn the whole
+    object into one unknown field and silently run the job on defaults; it is read as JSON instead."""
+    return raw.lstrip().startswith(b"{")
 
 
 def parse_json(raw: bytes) -> Any:

@@ -188,3 +188,22 @@ def test_output_urls_take_only_the_index_the_result_lists(server: LiveServer) ->
         path.unlink()
         path.symlink_to("/etc/hostname")
         assert error_of(client.get(f"{base}/1"), 404).startswith("no such file")
+
+
+CURL_D = "application/x-www-form-urlencoded"
+"""The content type `curl -d DATA` sends unless told otherwise (curl's manual, option --data)."""
+
+
+def test_json_sent_with_curls_default_form_type_is_read_as_json(server: LiveServer) -> None:
+    """`curl -d '{"width": 8}'` labels its JSON as a form: it is read as the JSON it is, never as one
+    unknown field that leaves the job to run on defaults."""
+    with server.client() as client:
+        image = post(client, "/v1/solid-color", b'{"width": 8, "height": 16, "output_format": "png"}', CURL_D)
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+        assert image.content[16:24] == (8).to_bytes(4, "big") + (16).to_bytes(4, "big")  # IHDR width, height
+        refused = field_error(post(client, "/v2/solid-color", b'{"width": 3000}', CURL_D))
+        assert refused["field"] == "width" and refused["maximum"] < 3000
+        assert "not valid JSON" in error_of(post(client, "/v2/solid-color", b'{"width": 8', CURL_D))
+        assert (
+            client.post("/v2/solid-color", data={"width": "8"}).status_code == 200
+        )  # a real form still is one
