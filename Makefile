@@ -23,6 +23,7 @@ serve: setup
 
 test: setup
 	$(BIN)/ruff check engine tests bench custom_nodes
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 bench: setup

@@ -12,7 +12,7 @@ SERVICE = web.AppKey("service", Service)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 BASE_URL = web.AppKey("base_url", str)
 """Base of the absolute URLs in responses, fixed at start-up (see engine.api.listen)."""
-API_KEY = web.RequestKey("api_key", ApiKey | None)  # type: ignore[arg-type]
+API_KEY = web.RequestKey[ApiKey | None]("api_key")
 """The authenticated key, or None when the server runs with --open-access (and on public routes)."""
 
 

@@ -19,9 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from diffusers import AuraFlowTransformer2DModel
 from diffusers.loaders.single_file_utils import convert_auraflow_transformer_checkpoint_to_diffusers
-from diffusers.models.transformers.auraflow_transformer_2d import AuraFlowPatchEmbed, find_multiple
+
+# The defining module, not `diffusers`: under TYPE_CHECKING its __init__ also binds the name to a
+# placeholder class (utils.dummy_pt_objects) that a type checker takes for the real one.
+from diffusers.models.transformers.auraflow_transformer_2d import (
+    AuraFlowPatchEmbed,
+    AuraFlowTransformer2DModel,
+    find_multiple,
+)
 
 from engine.diffusion.latent_formats import SDXL, LatentFormat
 from engine.diffusion.patching import pad_to_patches

@@ -14,8 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from diffusers import AutoencoderKL
 from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+# The defining module, not `diffusers`: under TYPE_CHECKING its __init__ also binds the name to a
+# placeholder class (utils.dummy_pt_objects) that a type checker takes for the real one.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine.diffusion.safetensors_file import TensorInfo
 from engine.diffusion.weights import count_blocks

@@ -17,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from diffusers import FluxTransformer2DModel
+
+# The defining module, not `diffusers`: under TYPE_CHECKING its __init__ also binds the name to a
+# placeholder class (utils.dummy_pt_objects) that a type checker takes for the real one.
+from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
 from engine.diffusion.latent_formats import FLUX, LatentFormat
 from engine.diffusion.patching import pad_to_patches

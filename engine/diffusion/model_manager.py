@@ -23,10 +23,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 import torch
 
 from engine.diffusion.safetensors_file import read_header
+
+Module = TypeVar("Module", bound=torch.nn.Module)
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +127,7 @@ class ModelManager:
     def remove_load_listener(self, listener: Callable[[ModelKey, float], None]) -> None:
         self._load_listeners.remove(listener)
 
-    def load(
-        self, key: ModelKey, build: Callable[[], torch.nn.Module], size_hint: int | None = None
-    ) -> torch.nn.Module:
+    def load(self, key: ModelKey, build: Callable[[], Module], size_hint: int | None = None) -> Module:
         """The module for `key` on the compute device, built by `build` the first time it is asked for.
 
         `size_hint` (bytes) lets room be made before building, for builders that load straight onto the
@@ -134,7 +135,7 @@ class ModelManager:
         """
         with self._lock:
             if (found := self._touch(key)) is not None:
-                return found
+                return cast(Module, found)  # a key's module is what that key's `build` built
             building = self._building.setdefault(key, threading.Lock())
         with building:
             try:
@@ -143,12 +144,10 @@ class ModelManager:
                 with self._lock:
                     self._building.pop(key, None)
 
-    def _build(
-        self, key: ModelKey, build: Callable[[], torch.nn.Module], size_hint: int | None
-    ) -> torch.nn.Module:
+    def _build(self, key: ModelKey, build: Callable[[], Module], size_hint: int | None) -> Module:
         with self._lock:
             if (found := self._touch(key)) is not None:
-                return found
+                return cast(Module, found)  # built meanwhile by another thread, with the same `build`
         if read_header(key.path).holds_random_test_weights:
             log.warning("%s holds random test weights: it makes noise, not a real model's output", key.name)
         started = time.perf_counter()

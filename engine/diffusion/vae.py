@@ -9,7 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL
+
+# The defining module, not `diffusers`: under TYPE_CHECKING its __init__ also binds the name to a
+# placeholder class (utils.dummy_pt_objects) that a type checker takes for the real one.
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
 from engine.diffusion.autoencoder import AutoencoderConfig
 from engine.diffusion.model_manager import ModelKey, ModelManager

@@ -8,12 +8,15 @@ assigned as its parameters, so loading costs what reading the file costs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import torch
 from diffusers.hooks import apply_layerwise_casting
 from diffusers.models.modeling_utils import ModelMixin
 
 from engine.diffusion.safetensors_file import WeightsFileError
+
+Model = TypeVar("Model", bound=ModelMixin)
 
 
 def count_blocks(names: Iterable[str], prefix: str) -> int:
@@ -37,11 +40,11 @@ def swap_halves(tensor: torch.Tensor) -> torch.Tensor:
 
 def instantiate(
     name: str,
-    factory: Callable[[], ModelMixin],
+    factory: Callable[[], Model],
     state_dict: Mapping[str, torch.Tensor],
     dtype: torch.dtype,
     storage_dtype: torch.dtype | None = None,
-) -> ModelMixin:
+) -> Model:
     """`factory()`'s module holding exactly `state_dict`, converted to `dtype` for computing.
 
     With a `storage_dtype` (fp8) the weights are kept in it and cast to `dtype` layer by layer as the

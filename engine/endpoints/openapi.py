@@ -21,7 +21,7 @@ from engine.nodes.save_image_as import CONTENT_TYPES
 
 OPENAPI_VERSION = "3.1.0"
 
-PRIVATE = [{"segmindKey": []}, {"falKey": []}]
+PRIVATE: list[dict[str, list[str]]] = [{"segmindKey": []}, {"falKey": []}]
 """Either header carries the key on every route; only a server started with --open-access needs none."""
 PUBLIC: list[dict[str, list[str]]] = []
 

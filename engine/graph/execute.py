@@ -529,8 +529,8 @@ class _Run:
                     slots.append([value])
             resolved.append((tuple(slots), ui))
         outputs: list[list[Any]] = [[] for _ in definition.return_types]
-        for slots, _ in resolved:
-            for index, values in enumerate(slots[: len(outputs)]):
+        for resolved_slots, _ in resolved:
+            for index, values in enumerate(resolved_slots[: len(outputs)]):
                 outputs[index].extend(values)
         self.complete(node_id, tuple(outputs), _merge_ui([ui for _, ui in resolved]))
 

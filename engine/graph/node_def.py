@@ -55,7 +55,9 @@ class InputSpec:
 @dataclass(frozen=True)
 class NodeDefinition:
     class_type: str
-    cls: type
+    cls: type[Any]
+    """The node class as its module defines it; `type[Any]` because ComfyUI node classes (ours and custom
+    nodes') declare INPUT_TYPES, FUNCTION, VALIDATE_INPUTS, ... by convention, not by a base class."""
     display_name: str
     python_module: str
     input_types: Mapping[str, Any]
@@ -100,7 +102,7 @@ def _input_spec(name: str, declared: Any, section: Section, class_type: str) -> 
     return InputSpec(name, kind, options, section, tuple(declared), choices)
 
 
-def _validate_params(cls: type) -> frozenset[str] | None:
+def _validate_params(cls: type[Any]) -> frozenset[str] | None:
     validate = getattr(cls, "VALIDATE_INPUTS", None)
     if validate is None:
         return None
@@ -119,7 +121,7 @@ def output_type_name(declared: Any) -> str:
 
 
 def define(
-    class_type: str, cls: type, display_name: str | None = None, python_module: str = "nodes"
+    class_type: str, cls: type[Any], display_name: str | None = None, python_module: str = "nodes"
 ) -> NodeDefinition:
     try:
         input_types = cls.INPUT_TYPES()

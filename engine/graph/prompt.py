@@ -50,7 +50,9 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(prompt: Prompt, assignments: Iterable[str]) -> Prompt:
     """Set inputs from `NODE_ID.INPUT=VALUE` strings, returning a new prompt."""
-    updated = {node_id: {**node, "inputs": dict(node.get("inputs", {}))} for node_id, node in prompt.items()}
+    updated: Prompt = {
+        node_id: {**node, "inputs": dict(node.get("inputs", {}))} for node_id, node in prompt.items()
+    }
     for assignment in assignments:
         target, equals, value = assignment.partition("=")
         node_id = next(
@@ -63,4 +65,4 @@ def apply_overrides(prompt: Prompt, assignments: Iterable[str]) -> Prompt:
                 f"(nodes: {', '.join(sorted(updated))})"
             )
         updated[node_id]["inputs"][target[len(node_id) + 1 :]] = parse_value(value)
-    return updated  # type: ignore[return-value]
+    return updated

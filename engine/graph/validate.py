@@ -13,7 +13,7 @@ import math
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from engine.graph.node_def import InputSpec, NodeDefinition
 from engine.graph.registry import NodeRegistry
@@ -348,8 +348,10 @@ def validate_prompt(
             )
         if not isinstance(node.get("inputs", {}), Mapping):
             return _invalid_prompt("Cannot execute because a node's inputs are not an object.", node_id)
+    # cast: the loop above has checked each node's class_type and inputs, which the JSON cannot promise
     normalized: dict[NodeId, PromptNode] = {
-        str(node_id): {**node, "inputs": dict(node.get("inputs", {}))} for node_id, node in prompt.items()
+        str(node_id): cast(PromptNode, {**node, "inputs": dict(node.get("inputs", {}))})
+        for node_id, node in prompt.items()
     }
     validator = _Validator(registry, normalized)
 

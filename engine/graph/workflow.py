@@ -136,7 +136,7 @@ class _Converter:
     flat: dict[str, _Flat] = field(default_factory=dict)
     definitions: dict[str, NodeDefinition] = field(default_factory=dict)
     scopes: dict[str, _Scope] = field(default_factory=dict)
-    promoted: dict[str, dict[str, Any]] = field(default_factory=dict)
+    promoted: dict[str, dict[str | None, Any]] = field(default_factory=dict)
 
     def definition(self, class_type: str) -> NodeDefinition | None:
         if class_type not in self.registry:
@@ -241,8 +241,9 @@ class _Converter:
 
     # -- widgets -------------------------------------------------------------------------------------
 
-    def promoted_values(self, instance: _Flat) -> dict[str, Any]:
-        """Widget values shown on a subgraph instance, by subgraph input name.
+    def promoted_values(self, instance: _Flat) -> dict[str | None, Any]:
+        """Widget values shown on a subgraph instance, by subgraph input name (None for a nameless input,
+        which the lookup by name in resolve_subgraph_input then matches).
 
         An input has a promoted widget when it feeds a widget input inside; the instance's
         `widgets_values` are those widgets in input order (no control values are stored for them).
@@ -250,7 +251,7 @@ class _Converter:
         if instance.exec_id in self.promoted:
             return self.promoted[instance.exec_id]
         values = instance.node.get("widgets_values")
-        promoted: dict[str, Any] = {}
+        promoted: dict[str | None, Any] = {}
         if isinstance(values, Mapping):
             promoted = dict(values)
         elif isinstance(values, list) and values:

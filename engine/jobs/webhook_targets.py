@@ -106,7 +106,7 @@ def embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
 def _block(address: Address) -> str | None:
     """The name of the not-globally-reachable block holding the address, if any."""
     blocks = _IPV4_NOT_GLOBAL if isinstance(address, IPv4Address) else _IPV6_NOT_GLOBAL
-    return next((name for block, name in blocks if address in block), None)  # type: ignore[operator]
+    return next((name for block, name in blocks if address in block), None)
 
 
 def refusal(address: Address) -> str | None:
@@ -232,7 +232,7 @@ class PublicOnlyResolver(AbstractResolver):
     def __init__(self) -> None:
         self._inner = DefaultResolver()
 
-    async def resolve(  # type: ignore[override]
+    async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results: list[ResolveResult] = await self._inner.resolve(host, port, family)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import mimetypes
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -166,9 +167,7 @@ class SaveImage:
                 name,
                 counter,
                 "png",
-                lambda stream, picture=picture: picture.save(
-                    stream, format="PNG", pnginfo=metadata, compress_level=self.compress_level
-                ),
+                partial(picture.save, format="PNG", pnginfo=metadata, compress_level=self.compress_level),
             )
             results.append({"filename": path.name, "subfolder": target.subfolder, "type": self.folder_type})
             counter += 1
@@ -218,7 +217,8 @@ class LoadImage:
 
     def load_image(self, image: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Every frame of the same size as the first as a batch; the mask is 1 where alpha is 0."""
-        images, masks = [], []
+        images: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
         with Image.open(folders.get_annotated_filepath(image)) as picture:
             for frame in ImageSequence.Iterator(picture):
                 frame = ImageOps.exif_transpose(frame)

@@ -11,7 +11,8 @@ The prefix goes through `engine.folders`, which refuses any prefix that would le
 from __future__ import annotations
 
 import io
-from typing import Any
+from functools import partial
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -54,6 +55,10 @@ def encode(image: Image.Image, image_format: str, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def _write_bytes(data: bytes, stream: BinaryIO) -> None:
+    stream.write(data)
+
+
 class SaveImageAs:
     CATEGORY = "image"
     FUNCTION = "save"
@@ -91,7 +96,7 @@ class SaveImageAs:
         for picture in pictures:
             data = encode(picture, format, quality)
             written, used = write_numbered(
-                path.folder, path.filename, counter, format, lambda stream, data=data: stream.write(data)
+                path.folder, path.filename, counter, format, partial(_write_bytes, data)
             )
             counter = used + 1
             results.append(

@@ -124,11 +124,16 @@ def _concat_inputs(group: Sequence[CondEntry]) -> ModelInputs:
     if len(group) == 1:
         return group[0].inputs
     tokens = math.lcm(*(entry.inputs.context.shape[1] for entry in group))
-    first = group[0].inputs
     return ModelInputs(
         context=torch.cat(
             [e.inputs.context.repeat(1, tokens // e.inputs.context.shape[1], 1) for e in group]
         ),
-        pooled=None if first.pooled is None else torch.cat([e.inputs.pooled for e in group]),
-        guidance=None if first.guidance is None else torch.cat([e.inputs.guidance for e in group]),
+        pooled=_concat_optional([e.inputs.pooled for e in group]),
+        guidance=_concat_optional([e.inputs.guidance for e in group]),
     )
+
+
+def _concat_optional(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """`batchable_with` puts only entries that all carry an input, or all lack it, in one group."""
+    present = [part for part in parts if part is not None]
+    return torch.cat(present) if present else None

@@ -33,7 +33,8 @@ DISCARD_PENULTIMATE_SIGMA_SAMPLERS = frozenset({"dpm_2", "dpm_2_ancestral", "uni
 class NoiseSource(Protocol):
     """The NOISE graph value: initial noise for a latent, and the seed of the run's per-step noise."""
 
-    seed: int
+    @property
+    def seed(self) -> int: ...
 
     def generate_noise(self, latent: Latent) -> torch.Tensor: ...
 

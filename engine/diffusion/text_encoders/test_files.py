@@ -141,7 +141,7 @@ def _write_clip_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text(f"#version: 0.2\n{merges}\n", encoding="utf-8")
 
 
-def _write_sentencepiece(path: Path, **special_ids: int) -> None:
+def _write_sentencepiece(path: Path, *, unk_id: int, bos_id: int, eos_id: int, pad_id: int) -> None:
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(SENTENCES),
@@ -151,7 +151,10 @@ def _write_sentencepiece(path: Path, **special_ids: int) -> None:
         model_type="unigram",
         num_threads=1,
         minloglevel=2,
-        **special_ids,
+        unk_id=unk_id,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        pad_id=pad_id,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.getvalue())

@@ -53,6 +53,13 @@ class StepCallback(Protocol):
 
 
 class SamplerFunction(Protocol):
+    """The part of a sampler's signature every sampler shares.
+
+    Sampler-specific keyword options (eta, s_noise, order, ...) come after these, each with a default;
+    they are not listed here because a protocol's `**options: Any` would demand that every sampler
+    accept any keyword, which none does.
+    """
+
     def __call__(
         self,
         model: Denoiser,
@@ -61,7 +68,6 @@ class SamplerFunction(Protocol):
         extra_args: dict[str, Any] | None = None,
         callback: StepCallback | None = None,
         disable: bool | None = None,
-        **options: Any,
     ) -> torch.Tensor: ...
 
 

@@ -285,22 +285,22 @@ def _res_multistep(
     """
     noise = step_noise(x, extra_args, noise_sampler) if eta > 0 else None
     s_in = x.new_ones([x.shape[0]])
-    previous_sigma_down = previous_x0 = None
+    previous: tuple[torch.Tensor, torch.Tensor] | None = None  # the last step's (sigma_down, stepped x0)
     for i in range(len(sigmas) - 1):
         x0 = model(x, sigmas[i] * s_in)
         x0_stepped = unguided(model) if cfg_pp else x0
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
         report(callback, i, x, sigmas[i], x0)
-        if sigma_down == 0 or previous_x0 is None:
+        if sigma_down == 0 or previous is None:
             x = _res_first_order(x, sigmas[i], sigma_down, x0, x0_stepped, cfg_pp)
         else:
             if cfg_pp:
                 x = x + (x0 - x0_stepped)
+            previous_sigma_down, previous_x0 = previous
             x = _res_second_order(x, sigmas, i, sigma_down, previous_sigma_down, x0_stepped, previous_x0)
         if noise is not None and sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-        previous_x0 = x0_stepped
-        previous_sigma_down = sigma_down
+        previous = (sigma_down, x0_stepped)
     return x
 
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
 
 from engine.diffusion.sampling.samplers.common import SamplerFunction
+
+Sampler = TypeVar("Sampler", bound=SamplerFunction)
+"""Bound to the shared signature so `register` checks it, while the function keeps its own options."""
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    function: SamplerFunction
+    function: Callable[..., torch.Tensor]
+    """A `SamplerFunction` plus its own keyword options, which the caller passes through by name."""
     needs_uncond: bool = False
     """A cfg++ sampler: the guider must evaluate the negative prompt even at cfg 1 and expose it."""
     fresh_inpaint_noise: bool = False
@@ -28,8 +35,8 @@ def register(
     needs_uncond: bool = False,
     fresh_inpaint_noise: bool = False,
     final_sigma: float | None = None,
-) -> Callable[[SamplerFunction], SamplerFunction]:
-    def add(function: SamplerFunction) -> SamplerFunction:
+) -> Callable[[Sampler], Sampler]:
+    def add(function: Sampler) -> Sampler:
         if name in SAMPLERS:
             raise ValueError(f"sampler {name!r} registered twice")
         SAMPLERS[name] = SamplerSpec(function, needs_uncond, fresh_inpaint_noise, final_sigma)

@@ -116,7 +116,7 @@ def _sa_solver(
     s_in = x.new_ones([x.shape[0]])
     history_size = max(predictor_order, corrector_order)
     x_pred = x
-    h: torch.Tensor | float = 0.0
+    h = lambdas.new_zeros(())  # set before any corrector step reads it (there is none at step 0)
     tau = 0.0
     noise: torch.Tensor | float = 0.0
     predictions: list[torch.Tensor] = []
