@@ -40,7 +40,7 @@ def test_the_job_after_an_out_of_memory_succeeds(
         registry.register(module.NODE_CLASS_MAPPINGS, module.NODE_DISPLAY_NAME_MAPPINGS)
     validated = validate_prompt(registry, small_flux_prompt()).validated
     assert validated is not None
-    executor = Executor(registry)
+    executor = Executor(registry, resources={"models": manager})
 
     real_predict = flux.predict
     calls = {"oom": 0, "real": 0}
