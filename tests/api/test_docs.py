@@ -7,6 +7,7 @@ import http.client
 import importlib.util
 import re
 import shlex
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from engine.settings import Settings
 from tests.api.conftest import LiveServer
 
 
@@ -157,6 +159,23 @@ def test_the_guide_calls_this_server_and_its_lines_work(server: LiveServer) -> N
         assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
         assert _send(client, result, request_id).json()["status"] == "FAILED"  # cancelled, as Segmind says
         assert _send(client, cancel, request_id).status_code == 409  # finished already
+
+
+def test_behind_a_proxy_the_guide_calls_the_public_url_and_the_page_loads_relatively(
+    settings: Settings,
+) -> None:
+    public_url = "https://images.example.test/api"
+    with (
+        LiveServer(replace(settings, open_access=True, public_url=public_url)) as server,
+        server.client() as client,
+    ):
+        response, page = _page(client)
+        commands = [argv for pre in page.pre[:2] for argv in _curls(pre)]
+        assert commands and all(any(w.startswith(public_url + "/") for w in argv) for argv in commands)
+        assert server.url not in "".join(page.pre)
+        assert public_url in response.headers["content-security-policy"]  # try it out calls it
+        for url in (*page.scripts, *page.stylesheets):  # from the address the browser used
+            assert client.get(urljoin(str(response.url), url)).status_code == 200, url
 
 
 TRAVERSALS = (
