@@ -27,7 +27,6 @@ ASSETS: dict[str, str] = {
     "LICENSE": "text/plain; charset=utf-8",
 }
 """Swagger UI's files that /docs loads (and its licence), with their content types."""
-ASSETS_ROUTE = "/docs/assets/{name}"
 CACHE = "public, max-age=86400"
 
 
@@ -88,4 +87,4 @@ def add_routes(app: web.Application) -> None:
 
     app.router.add_get("/docs", docs)
     app.router.add_get("/docs/reference.js", reference_script)
-    app.router.add_get(ASSETS_ROUTE, asset)
+    app.router.add_get("/docs/assets/{name}", asset)

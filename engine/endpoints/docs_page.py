@@ -166,7 +166,9 @@ def render_docs_page(endpoints: Mapping[str, Endpoint], *, server_url: str) -> s
         '<section id="reference"><h2>Interactive reference</h2>'
         "<p>Every route, with its parameters, bodies and answers; <em>Try it out</em> sends the request "
         "to this server (<em>Authorize</em> takes the API key).</p>"
-        f'<div id="swagger-ui" data-openapi-url="{OPENAPI_URL}"></div></section>\n'
+        f'<div id="swagger-ui" data-openapi-url="{OPENAPI_URL}"></div>'
+        '<p><small>Rendered by Swagger UI (<a href="docs/assets/LICENSE">Apache License 2.0</a>).'
+        "</small></p></section>\n"
         '<section id="endpoints"><h2>Endpoint fields</h2>'
         "<p>Segmind-style endpoints take JSON (typed values) or a form (text values) with the "
         "<code>x-api-key</code> header; fal-style apps take JSON with <code>Authorization: Key …</code>. "

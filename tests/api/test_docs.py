@@ -89,6 +89,8 @@ def test_docs_loads_swagger_ui_from_this_server_without_a_key(keyed_server: tupl
         starter = fetched["reference.js"]
         assert starter.headers["content-type"].startswith("text/javascript")
         assert "SwaggerUIBundle(" in starter.text and "dataset.openapiUrl" in starter.text
+        licence = client.get(urljoin(str(response.url), "docs/assets/LICENSE"))
+        assert 'href="docs/assets/LICENSE"' in response.text and "Apache License" in licence.text
         assert page.openapi_url is not None
         document = client.get(urljoin(str(response.url), page.openapi_url))
         assert document.status_code == 200 and document.json()["openapi"].startswith("3.1")
