@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine.api import fal, meta, segmind
+from engine.api import docs, fal, meta, segmind
 from engine.api.auth import auth_middleware, notice_middleware
 from engine.api.context import BASE_URL, RATE_LIMITER, SERVICE
 from engine.api.errors import error_middleware
@@ -23,6 +23,7 @@ def create_app(service: Service, listen_url: str) -> web.Application:
     app[BASE_URL] = (service.settings.public_url or listen_url).rstrip("/")
     app[RATE_LIMITER] = RateLimiter()
     meta.add_routes(app)
+    docs.add_routes(app)
     segmind.add_routes(app)
     fal.add_routes(app)
 

@@ -1,4 +1,4 @@
-"""Service routes: health, readiness, metrics, the endpoint catalogue, OpenAPI and the docs page."""
+"""Service routes: health, readiness, metrics, the endpoint catalogue and OpenAPI (/docs: engine.api.docs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from engine.api.auth import public
 from engine.api.context import base_url, service
 from engine.api.errors import json_response
-from engine.endpoints import build_openapi, render_docs_page
+from engine.endpoints import build_openapi
 from engine.jobs.worker import WorkerHealth
 
 
@@ -93,15 +93,9 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(build_openapi(service(request).endpoints, base_url(request)))
 
 
-@public
-async def docs(request: web.Request) -> web.Response:
-    return web.Response(text=render_docs_page(service(request).endpoints), content_type="text/html")
-
-
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/endpoints", endpoints)
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/docs", docs)

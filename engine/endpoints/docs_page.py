@@ -1,4 +1,5 @@
-"""A single HTML page describing every endpoint, generated from the templates.
+"""The /docs page: a job-flow guide, Swagger UI over /openapi.json, and every endpoint's fields, all
+generated from the templates.
 
 Everything that comes from a template (titles, descriptions, enum values, examples) is HTML-escaped:
 templates are files an operator may have taken from elsewhere, and the page is served to browsers.
@@ -9,12 +10,31 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from html import escape
-from typing import Any
 
+from engine.endpoints.docs_guide import example_body, render_guide, shell_quote
 from engine.endpoints.fields import Field, format_number, table_key
 from engine.endpoints.spec import Endpoint
 
-EXAMPLE_PROMPT = "a lighthouse on a cliff at sunset, oil painting"
+SWAGGER_UI_SCRIPT = "docs/assets/swagger-ui-bundle.js"
+SWAGGER_UI_CSS = "docs/assets/swagger-ui.css"
+REFERENCE_SCRIPT_URL = "docs/reference.js"
+OPENAPI_URL = "openapi.json"
+"""Relative to /docs, so they resolve on the address the browser used (and under a proxy's prefix)."""
+
+REFERENCE_SCRIPT = """\
+// Starts Swagger UI on the element that names the OpenAPI document; a file, as the page's CSP
+// allows no inline script. The validator badge is off: it would send the document to a third party.
+window.addEventListener("DOMContentLoaded", function () {
+  var root = document.getElementById("swagger-ui");
+  window.ui = SwaggerUIBundle({
+    url: root.dataset.openapiUrl,
+    domNode: root,
+    deepLinking: true,
+    displayRequestDuration: true,
+    validatorUrl: null,
+  });
+});
+"""
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; }
@@ -79,32 +99,17 @@ def _field_row(field: Field) -> str:
     return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
 
 
-def example_body(endpoint: Endpoint) -> dict[str, Any]:
-    """A small request: the required fields, from their examples (or a stock prompt)."""
-    body: dict[str, Any] = {}
-    for name, field in endpoint.fields.items():
-        if field.example is not None:
-            body[name] = field.example
-        elif field.required:
-            body[name] = EXAMPLE_PROMPT if field.type == "string" else field.minimum
-    return body
-
-
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
-
-
 def curl_example(endpoint: Endpoint, server_url: str) -> str:
-    body = _shell_quote(json.dumps(example_body(endpoint)))
+    body = shell_quote(json.dumps(example_body(endpoint)))
     if endpoint.api == "fal":
         return (
-            f"curl -X POST {_shell_quote(f'{server_url}/{endpoint.id}')} \\\n"
+            f"curl -X POST {shell_quote(f'{server_url}/{endpoint.id}')} \\\n"
             '  -H "Authorization: Key $API_KEY" -H "Content-Type: application/json" \\\n'
             f"  -d {body}"
         )
     extension = endpoint.output_format(endpoint.defaults()).format
     return (
-        f"curl -X POST {_shell_quote(f'{server_url}/v1/{endpoint.id}')} \\\n"
+        f"curl -X POST {shell_quote(f'{server_url}/v1/{endpoint.id}')} \\\n"
         '  -H "x-api-key: $API_KEY" -H "Content-Type: application/json" \\\n'
         f"  -d {body} \\\n"
         f"  --output image.{extension}"
@@ -136,8 +141,11 @@ def _section(endpoint: Endpoint, server_url: str) -> str:
     return "\n".join(parts)
 
 
-def render_docs_page(endpoints: Mapping[str, Endpoint], *, server_url: str = "http://localhost:8000") -> str:
-    """The whole page; `server_url` is what the curl examples call."""
+def render_docs_page(endpoints: Mapping[str, Endpoint], *, server_url: str) -> str:
+    """The whole page; `server_url` (the server's public or bound address) is what the examples call.
+
+    The page links its scripts and styles relatively (docs/...), so it loads them from whichever
+    address the browser used, and runs no inline script (the route's CSP allows none)."""
     toc = "".join(
         f'<li><a href="#{escape(e.id)}">{escape(e.title)}</a> <code>{escape(e.id)}</code></li>'
         for e in endpoints.values()
@@ -146,10 +154,24 @@ def render_docs_page(endpoints: Mapping[str, Endpoint], *, server_url: str = "ht
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>API endpoints</title>"
-        f"<style>{_STYLE}</style></head><body>\n"
+        f'<link rel="stylesheet" href="{SWAGGER_UI_CSS}">'
+        f"<style>{_STYLE}</style>"
+        f'<script defer src="{SWAGGER_UI_SCRIPT}"></script>'
+        f'<script defer src="{REFERENCE_SCRIPT_URL}"></script>'
+        "</head><body>\n"
         "<h1>API endpoints</h1>\n"
+        '<p><a href="#guide">How a request goes</a> · <a href="#reference">Interactive reference</a> · '
+        '<a href="#endpoints">Endpoint fields</a> · <a href="openapi.json">OpenAPI document</a></p>\n'
+        f"{render_guide(endpoints, server_url)}\n"
+        '<section id="reference"><h2>Interactive reference</h2>'
+        "<p>Every route, with its parameters, bodies and answers; <em>Try it out</em> sends the request "
+        "to this server (<em>Authorize</em> takes the API key).</p>"
+        f'<div id="swagger-ui" data-openapi-url="{OPENAPI_URL}"></div>'
+        '<p><small>Rendered by Swagger UI (<a href="docs/assets/LICENSE">Apache License 2.0</a>).'
+        "</small></p></section>\n"
+        '<section id="endpoints"><h2>Endpoint fields</h2>'
         "<p>Segmind-style endpoints take JSON (typed values) or a form (text values) with the "
         "<code>x-api-key</code> header; fal-style apps take JSON with <code>Authorization: Key …</code>. "
         "Unknown fields are ignored.</p>\n"
-        f"<ul>{toc}</ul>\n{sections}\n</body></html>\n"
+        f"<ul>{toc}</ul>\n{sections}</section>\n</body></html>\n"
     )

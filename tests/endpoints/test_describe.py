@@ -135,7 +135,7 @@ def test_an_unavailable_endpoint_is_described_as_such(
     operation = build_openapi(endpoints, SERVER)["paths"]["/v1/aura-flow"]["post"]
     assert "aura_flow_0.3.safetensors" in operation["x-unavailable"]
     assert "Not available on this server" in operation["description"]
-    assert "Not available on this server" in render_docs_page(endpoints)
+    assert "Not available on this server" in render_docs_page(endpoints, server_url=SERVER)
 
 
 def test_the_docs_page_lists_every_endpoint_with_fields_and_a_curl_example(
@@ -160,7 +160,7 @@ def test_the_docs_page_escapes_what_templates_say(tmp_path: Path, registry: Node
     template["fields"]["width"]["description"] = "width & </td> height"
     template["fields"]["width"]["example"] = 128
     write(tmp_path, "solid", template)
-    page = render_docs_page(load_endpoints(tmp_path, registry))
+    page = render_docs_page(load_endpoints(tmp_path, registry), server_url=SERVER)
     assert "<script>" not in page and "<img" not in page and "</td> height" not in page
     assert "&lt;script&gt;alert(&#x27;hi&#x27;)&lt;/script&gt;" in page
     assert "width &amp; &lt;/td&gt; height" in page
