@@ -128,30 +128,44 @@ def _webhook(name: str, where: str) -> dict[str, Any]:
 
 
 def _request_body(input_ref: dict[str, str]) -> dict[str, Any]:
+    """Each form gets a schema of its own: a generated client picks the body's encoding by its class, and
+    the same `$ref` thrice gives one class, sent as JSON, multipart and urlencoded at once. An `allOf` of
+    the input alone is read as the input itself, hence the second, empty, object member."""
     return {
         "required": True,
         "description": "JSON with typed values, or a form (multipart or urlencoded) whose values are text.",
         "content": {
             "application/json": {"schema": input_ref},
-            "multipart/form-data": {"schema": input_ref},
-            "application/x-www-form-urlencoded": {"schema": input_ref},
+            "multipart/form-data": {"schema": {"allOf": [input_ref, {"type": "object"}]}},
+            "application/x-www-form-urlencoded": {"schema": {"allOf": [input_ref, {"type": "object"}]}},
         },
     }
 
 
 SERVER_SENT_EVENT = {
     "type": "object",
-    "description": "One event (OpenAPI 3.1 describes each event of a stream, not the stream).",
+    "description": "One event, as tools that read the stream check each one.",
     "required": ["event", "data"],
     "properties": {
         "event": {"type": "string", "description": "status, progress, log or preview."},
         "data": {"type": "string", "contentMediaType": "application/json"},
     },
 }
+EVENT_STREAM = {
+    "anyOf": [
+        SERVER_SENT_EVENT,
+        {
+            "type": "string",
+            "description": "The stream's whole text, as tools that cannot split it read it.",
+        },
+    ]
+}
+"""OpenAPI 3.1 cannot tell a stream's events from its body: a schema of one event alone has clients
+generated from this document (openapi-python-client) parse the whole stream as that object, and fail."""
 
 
 def _event_stream(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/event-stream": {"schema": SERVER_SENT_EVENT}}}
+    return {"description": description, "content": {"text/event-stream": {"schema": EVENT_STREAM}}}
 
 
 def _common_schemas() -> dict[str, Any]:
@@ -172,7 +186,7 @@ def _common_schemas() -> dict[str, Any]:
                 "minimum": number,
                 "maximum": number,
                 "multiple_of": {"type": "integer"},
-                "allowed": {"type": "array"},
+                "allowed": {"type": "array", "items": {}},
                 "max_length": {"type": "integer"},
                 "received_length": {"type": "integer"},
                 "max_tokens": {"type": "integer"},
