@@ -683,7 +683,32 @@ def _fal_paths(endpoint: Endpoint, input_ref: dict[str, str], output_ref: dict[s
         _json(_ref("FalSubmitted"), "Queued", SUBMITTED_HEADERS),
         validation=_json(_ref("FalValidationError"), "Input that does not fit: each field and its bound"),
     )
+    run_responses = {
+        **submit_responses,
+        "200": _json(output_ref, "The output, once the request has finished", REQUEST_HEADERS),
+        "400": _json(
+            {"anyOf": [_ref("Error"), no_result]},
+            "The body or a parameter is invalid (`error` says which), or the request was cancelled",
+        ),
+        "500": _json(no_result, "The request failed; `detail` says why", REQUEST_HEADERS),
+        "504": _json(
+            _ref("Error"),
+            "Not finished within the server's wait: the request continues in the queue (`status_url`)",
+            REQUEST_HEADERS,
+        ),
+    }
     return {
+        f"/run/{endpoint.id}": {
+            "post": operation(
+                "run",
+                "run a request and wait for its result (fal's run host)",
+                run_responses,
+                description=_description(endpoint),
+                parameters=[_idempotency_key()],
+                requestBody=_request_body(input_ref),
+                **_operation_notes(endpoint),
+            )
+        },
         f"/{endpoint.id}": {
             "post": operation(
                 "submit",

@@ -251,3 +251,14 @@ def test_the_generated_client_sends_either_key_header(
     for header, prefix in (("x-api-key", ""), ("Authorization", "Key")):
         keyed = client.AuthenticatedClient(server.url, token=secret, prefix=prefix, auth_header_name=header)
         answered(submit.sync_detailed(client=keyed, body=body), 200, models.SegmindSubmitted)
+
+
+def test_fals_run_route_through_the_generated_client(generated: Generated) -> None:
+    models, call = generated.models, generated.call
+    run = "fal_testsolid_color.fal_test_solid_color_run"
+    output = answered(
+        call(run, body=models.SolidColorInput(width=8, height=4)), 200, models.FalTestSolidColorOutput
+    )
+    assert (output.images[0].width, output.images[0].height) == (8, 4)
+    invalid = call(run, body=models.SolidColorInput(width=0))
+    assert answered(invalid, 422, models.FalValidationError).detail[0].loc == ["body", "width"]
