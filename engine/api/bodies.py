@@ -18,6 +18,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from engine.api.errors import ApiError
+from engine.endpoints.fields import is_unicode_text
 
 JSON_TYPES = ("application/json", "application/octet-stream", "text/plain", "")
 PLAIN_TRANSFER_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
@@ -114,7 +115,7 @@ async def _read_part(part: BodyPartReader) -> tuple[str, str]:
         raise ApiError(
             400, 'a form part has no name: each part needs Content-Disposition: form-data; name="..."'
         )
-    if not _encodable(name):
+    if not is_unicode_text(name):
         raise ApiError(400, f"a form part's name is not valid UTF-8 text: {name!a}")
     content_type = part.headers.get(hdrs.CONTENT_TYPE)
     if part.filename is not None or (content_type is not None and not content_type.startswith("text/")):
@@ -140,12 +141,3 @@ async def _read_part(part: BodyPartReader) -> tuple[str, str]:
         raise ApiError(
             400, f"field '{name}' is not valid {charset} text: {exc.reason} at byte {exc.start}", field=name
         ) from exc
-
-
-def _encodable(text: str) -> bool:
-    """False for a string holding lone surrogates, which is what undecodable header bytes become."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

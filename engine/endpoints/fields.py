@@ -116,8 +116,9 @@ def _echo(value: Any) -> Any:
     return type(value).__name__
 
 
-def _is_encodable(text: str) -> bool:
-    """False for a string holding a lone surrogate ("\\ud800" is valid JSON but not Unicode text)."""
+def is_unicode_text(text: str) -> bool:
+    """False for a string holding a lone surrogate ("\\ud800" is valid JSON but not Unicode text; it is
+    also what undecodable bytes in a header become)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -180,8 +181,8 @@ class Field:
             }
         if self.type in ("integer", "number"):
             return self._check_number(value)
-        if self.type == "string" and not _is_encodable(value):
-            position = next(index for index, char in enumerate(value) if not _is_encodable(char))
+        if self.type == "string" and not is_unicode_text(value):
+            position = next(index for index, char in enumerate(value) if not is_unicode_text(char))
             return {
                 "field": self.name,
                 "code": "unicode",
