@@ -30,7 +30,7 @@ from engine.jobs.outputs import JobOutputs
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
 from engine.jobs.store import JobStore, StoreUnavailable
-from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob
+from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
 from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
 from engine.metrics import Metrics
@@ -147,7 +147,7 @@ class Service:
                 log.error("warm-up of %s failed, so it is unavailable: %s", name, failure)
                 self.readiness.warmup_failed[name] = failure
                 self.endpoints[name] = replace(endpoint, unavailable=f"its warm-up failed: {failure}")
-        shutil.rmtree(folders.get_output_directory() / WARMUP_SUBFOLDER, ignore_errors=True)
+        shutil.rmtree(self.outputs.output_dir / WARMUP_SUBFOLDER, ignore_errors=True)
         self.worker.start()
         self.readiness.ready = True
         failed = ", ".join(self.readiness.warmup_failed)
@@ -175,7 +175,7 @@ class Service:
         keep = {
             job_id
             for job_id, status in statuses.items()
-            if status != JobStatus.FAILED and status != JobStatus.CANCELLED
+            if status not in (JobStatus.FAILED, JobStatus.CANCELLED)
         }
         self.outputs.sweep(keep, strays=strays)
 
@@ -226,9 +226,8 @@ class Service:
 
     async def wait(self, job_id: str, timeout: float) -> Job | None:
         """The job once it is finished, or as it is when `timeout` runs out (None if it is unknown)."""
-        assert self.broadcast is not None
         deadline = time.monotonic() + timeout
-        with self.broadcast.listen(job_id) as updates:
+        with self.updates(job_id) as updates:
             while True:
                 job = await self.store.get(job_id)
                 remaining = deadline - time.monotonic()
@@ -265,5 +264,6 @@ class Service:
     async def render_metrics(self) -> bytes:
         return self.metrics.render(await self.store.queue_depth())
 
-    def output_path(self, relative_path: str) -> Path:
-        return folders.resolve_in(folders.get_output_directory(), relative_path)
+    def output_path(self, output: OutputFile) -> Path | None:
+        """The file of a job's output, or None when it is gone or is not a plain file in the output folder."""
+        return self.outputs.path(output)

@@ -7,6 +7,7 @@ URL: same paths, statuses, codes (FAILED served as 422), and field names.
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -17,8 +18,7 @@ from engine.api.errors import ApiError, json_response
 from engine.api.render import segmind_result, segmind_status, segmind_submitted
 from engine.api.sse import stream_job
 from engine.api.submit import Webhook, find_endpoint, job_headers, own_job, submit
-from engine.folders import PathEscapeError, get_output_directory
-from engine.jobs.types import Job, JobStatus
+from engine.jobs.types import Job, JobStatus, OutputFile
 
 
 def _webhook(request: web.Request) -> Webhook | None:
@@ -55,7 +55,7 @@ async def run_sync(request: web.Request) -> web.StreamResponse:
 
 
 def _image_response(request: web.Request, job: Job, headers: dict[str, str]) -> web.Response:
-    paths = [service(request).output_path(output.relative_path) for output in job.outputs]
+    paths = [_file(request, output) for output in job.outputs]
     if len(paths) == 1:
         return web.Response(
             body=paths[0].read_bytes(), content_type=job.outputs[0].content_type, headers=headers
@@ -123,15 +123,15 @@ async def output_file(request: web.Request) -> web.StreamResponse:
     if job is None or index is None or index >= len(job.outputs):
         raise ApiError(404, "no such file (unknown request, or expired after the retention period)")
     output = job.outputs[index]
-    directory = get_output_directory()
-    try:
-        path = service(request).output_path(output.relative_path)
-    except PathEscapeError:
-        path = None
-    if path is None or path.resolve() != directory.resolve() / path.relative_to(directory):
-        raise ApiError(404, "no such file (unknown request, or expired after the retention period)")
     headers = {"Content-Type": output.content_type, "Cache-Control": "private, max-age=3600"}
-    return web.FileResponse(path, headers=headers)
+    return web.FileResponse(_file(request, output), headers=headers)
+
+
+def _file(request: web.Request, output: OutputFile) -> Path:
+    path = service(request).output_path(output)
+    if path is None:
+        raise ApiError(404, "no such file (unknown request, or expired after the retention period)")
+    return path
 
 
 def add_routes(app: web.Application) -> None:

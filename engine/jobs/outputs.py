@@ -13,6 +13,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine.folders import PathEscapeError, resolve_in
+from engine.jobs.types import OutputFile
+
 log = logging.getLogger(__name__)
 
 SUBFOLDER = "api"
@@ -28,6 +31,17 @@ class JobOutputs:
     def prefix(job_id: str) -> str:
         """The SaveImage `filename_prefix` for a job's images, relative to the output folder."""
         return f"{SUBFOLDER}/{job_id}"
+
+    def path(self, output: OutputFile) -> Path | None:
+        """Where a job's output is, if it is a plain file inside the output folder: a path that leaves the
+        folder, or a link anywhere below it, is never followed (None), wherever it points."""
+        try:
+            path = resolve_in(self.output_dir, output.relative_path)
+        except PathEscapeError:
+            return None
+        if path.resolve() != self.output_dir.resolve() / path.relative_to(self.output_dir):
+            return None
+        return path
 
     def _entries(self) -> Iterator[Path]:
         if self.folder.is_dir():

@@ -180,7 +180,7 @@ def test_output_urls_take_only_the_index_the_result_lists(server: LiveServer) ->
             assert error_of(client.get(f"{base}/{index}"), 404).startswith("no such file"), index
 
         output = server.call(server.service.job(job["request_id"])).outputs[1]
-        path = server.service.output_path(output.relative_path)
+        path = server.service.output_path(output)
         target = path.with_name("elsewhere.png")
         path.rename(target)
         path.symlink_to(target)

@@ -130,7 +130,7 @@ def test_results_and_files_expire_after_the_retention_period(server: LiveServer)
         wait_for(client, done["request_id"], "COMPLETED")
         image_url = client.get(done["response_url"]).json()["output"]
         job = server.call(server.service.store.get(done["request_id"]))
-        path = server.service.output_path(job.outputs[0].relative_path)
+        path = server.service.output_path(job.outputs[0])
         assert path.exists() and httpx.get(image_url).status_code == 200
         assert server.call(server.service.expire()) == 0  # within the hour: kept
         server.service.settings = replace(server.service.settings, retention_seconds=0.0)
