@@ -21,7 +21,7 @@ from typing import Any
 from engine import folders
 from engine.diffusion.model_manager import ModelManager
 from engine.endpoints import Endpoint, Params, load_endpoints
-from engine.endpoints.warm_up import warm_up_params
+from engine.endpoints.warm_up import warm_up_prompt
 from engine.graph.cache import OutputCache
 from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
@@ -127,9 +127,9 @@ class Service:
         return self.worker.health() if self.worker is not None else None
 
     async def _warm_up_then_work(self) -> None:
-        """Run each warm-up endpoint once (models load, kernels compile) before taking jobs, at its smallest
-        size and fewest steps so that /ready comes soon; one that fails would fail every request the same
-        way, so it is made unavailable with the reason instead."""
+        """Run each warm-up endpoint once (models load, kernels compile) before taking jobs, at the least
+        size and steps its nodes allow (engine.endpoints.warm_up) so that /ready comes soon; one that fails
+        would fail every request the same way, so it is made unavailable with the reason instead."""
         assert self.worker is not None
         names = self.settings.warmup_endpoints
         if names is None:
@@ -140,7 +140,7 @@ class Service:
                 continue
             self.readiness.reason = f"warming up {name}"
             started = time.perf_counter()
-            prompt = endpoint.build(warm_up_params(endpoint), output_prefix=f"{WARMUP_SUBFOLDER}/{name}")
+            prompt = warm_up_prompt(endpoint, self.registry, output_prefix=f"{WARMUP_SUBFOLDER}/{name}")
             failure = await self.worker.warm_up(prompt)
             self.readiness.warmup_seconds[name] = round(time.perf_counter() - started, 3)
             if failure is not None:

@@ -1,59 +1,42 @@
-"""The cheapest request an endpoint accepts, for the run that loads its models before the server is ready.
+"""The cheapest run of an endpoint's graph, for the run that loads its models before the server is ready.
 
-A warm-up exists to load the weights and exercise every node once; the image it makes is thrown away.
-At the template's defaults (1024x1024, 25 steps) it costs as much as a real request, minutes on a CPU,
-and `/ready` waits for it. So the fields bound to the inputs a run's cost grows with (image size, batch,
-sampling steps) take their smallest allowed value. They are found by the node inputs the fields set
-(`sets`, or a derived table's targets), not by the fields' names, which each API spells its own way
-(`steps`, `num_inference_steps`; `aspect_ratio` picks width and height from a table).
+A warm-up exists to load the weights and run every node once; the image it makes is thrown away. At a
+template's defaults (1024x1024, 25 steps) it costs as much as a real request, minutes on a CPU, and
+`/ready` waits for it. Even the smallest size a request may ask for is large: fal's AuraFlow route has
+no size field at all (always 1024x1024) and flux-pro's smallest aspect ratio is about a megapixel. So
+the warm-up goes below what requests may ask: the graph is built from the endpoint's defaults and then
+every constant node input a run's cost grows with (latent size, batch, sampling steps) is set to the
+least value the node itself declares (`min` in its INPUT_TYPES: 16 pixels, 1 step, a batch of 1). The
+models load and every node runs exactly as for a request; only the tensors are tiny.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+import copy
 from typing import Any
 
-from engine.endpoints.fields import Field, InputRef
-from engine.endpoints.spec import Endpoint, Params
+from engine.endpoints.spec import Endpoint
+from engine.graph.registry import NodeRegistry
 
 COST_INPUTS = frozenset({"width", "height", "batch_size", "steps"})
 """Node inputs whose value the run time grows with: latent size, batch size, sampling steps."""
 
 
-def _sets_cost_input(refs: Iterable[InputRef]) -> bool:
-    return any(ref.input in COST_INPUTS for ref in refs)
-
-
-def _smallest(field: Field) -> Any:
-    """The least value the field accepts, or its default when it has no lower bound."""
-    if field.enum is not None:
-        return min(field.enum)
-    if field.minimum is None:
-        return field.default
-    value = math.ceil(field.minimum)
-    if field.multiple_of:
-        value = -(-value // field.multiple_of) * field.multiple_of
-    return value if field.check(value) is None else field.default
-
-
-def _row_cost(row: Mapping[str, Any], targets: Mapping[str, tuple[InputRef, ...]]) -> float:
-    """The product of a table row's values that set cost inputs (width x height for a size table)."""
-    return math.prod(value for name, value in row.items() if _sets_cost_input(targets[name]))
-
-
-def warm_up_params(endpoint: Endpoint) -> Params:
-    """The endpoint's defaults with every cost-bearing field at its smallest allowed value."""
-    values = dict(endpoint.defaults().values)
-    for name, field in endpoint.fields.items():
-        if field.random or field.accepted_only:
+def warm_up_prompt(endpoint: Endpoint, registry: NodeRegistry, output_prefix: str) -> dict[str, Any]:
+    """The endpoint's graph at its defaults, with each cost input at its node's declared minimum."""
+    prompt = copy.deepcopy(endpoint.build(endpoint.defaults(), output_prefix=output_prefix))
+    for node in prompt.values():
+        class_type = node.get("class_type")
+        if class_type not in registry:
             continue
-        derive = field.derive
-        if derive is not None and field.enum is not None:
-            if any(_sets_cost_input(refs) for refs in derive.targets.values()):
-                values[name] = min(field.enum, key=lambda v: _row_cost(derive.row(v), derive.targets))
-        elif field.type == "integer" and _sets_cost_input(field.sets):
-            smallest = _smallest(field)
-            if smallest is not None:
-                values[name] = smallest
-    return Params(values=values)
+        specs = registry.definition(class_type).inputs
+        inputs = node.get("inputs", {})
+        for name, value in inputs.items():
+            spec = specs.get(name)
+            if name not in COST_INPUTS or spec is None or isinstance(value, list | bool):
+                continue
+            least = spec.options.get("min")
+            # A minimum of 0 often means "keep the other side's ratio" (ImageScale): leave those alone.
+            if isinstance(value, int) and isinstance(least, int) and least >= 1:
+                inputs[name] = least
+    return prompt
