@@ -265,6 +265,13 @@ class Service:
                 )
         return job
 
+    async def dequeue(self, job_id: str) -> Job | None:
+        """Cancel the job if it is still queued, never stopping a running one; None if it was not queued."""
+        job = await self.store.dequeue(job_id)
+        if job is not None and self.broadcast is not None:
+            self.broadcast.publish(JobUpdate(job.id, "status", {"status": job.status, "error": job.error}))
+        return job
+
     async def wait(self, job_id: str, timeout: float) -> Job | None:
         """The job once it is finished, or as it is when `timeout` runs out (None if it is unknown)."""
         deadline = time.monotonic() + timeout

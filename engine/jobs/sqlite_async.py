@@ -114,6 +114,9 @@ class AsyncSqliteStore:
     async def cancel(self, job_id: str) -> Job | None:
         return await self._run(lambda: self.database.cancel(job_id))
 
+    async def dequeue(self, job_id: str) -> Job | None:
+        return await self._run(lambda: self.database.dequeue(job_id))
+
     async def requeue(self, job_id: str) -> None:
         await self._run(lambda: self.database.requeue(job_id))
 

@@ -295,6 +295,18 @@ class JobTable(SqliteConnection):
                 ).fetchone()
             return _job(row)
 
+    def dequeue(self, job_id: str) -> Job | None:
+        """Cancel a job only if it is still queued (ComfyUI's queue delete, which never stops a running
+        one); None if it is not queued."""
+        with self._transaction() as db:
+            row = db.execute(
+                "UPDATE jobs SET status = ? WHERE id = ? AND status = ? RETURNING id",
+                (JobStatus.PROCESSING, job_id, JobStatus.QUEUED),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._finish(db, job_id, JobStatus.CANCELLED, error="cancelled by the client")
+
     def requeue(self, job_id: str) -> None:
         """The server is stopping: a running job goes back to the front of the queue, no attempt spent."""
         with self._transaction() as db:

@@ -11,6 +11,7 @@ import pytest
 
 from engine.jobs.keys import hash_secret
 from engine.jobs.sqlite_connection import SchemaTooNew
+from engine.jobs.sqlite_schema import MIGRATIONS
 from engine.jobs.sqlite_store import MAX_ATTEMPTS, SqliteStore
 from engine.jobs.store import JobQuery
 from engine.jobs.types import InsufficientCredits, JobStatus, NewJob, OutputFile, RunReport
@@ -248,7 +249,7 @@ def test_a_first_release_database_is_migrated_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as old:
         old.executescript(FIRST_RELEASE_SCHEMA)
     store = SqliteStore(path)
-    assert store._query("PRAGMA user_version")[0][0] == 3
+    assert store._query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
     job_id = "00000000-0000-4000-8000-000000000001"
     assert store.recover() == (1, 0) and store.get(job_id).status == JobStatus.QUEUED
     # Version 3's columns: an old job keeps its place (its arrival) and has no ComfyUI extras.
@@ -262,7 +263,7 @@ def test_a_first_release_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert store.claim_webhook(now=time.time() + 1, lease_seconds=10).job_id == job_id
     assert store.claim().id == later.id
     store.close()
-    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == 3  # reopening changes nothing
+    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == len(MIGRATIONS)  # reopening: no change
 
 
 def test_a_database_from_a_newer_engine_is_refused(tmp_path: Path) -> None:
