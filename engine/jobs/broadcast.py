@@ -33,7 +33,7 @@ class JobUpdate:
     kind: UpdateKind
     data: dict[str, Any]
     event: Event | None = None
-    """For kind "event": the executor's event."""
+    """For kind "event": the executor's event (`data` holds its "timestamp", ms, as the history has it)."""
     preview_jpeg: bytes | None = None
     """For an "event" of sampler progress with a preview: the preview as JPEG bytes."""
 

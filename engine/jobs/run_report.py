@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.graph.events import Event, NodeFinished, NodesCached
-from engine.graph.messages import STATUS_MESSAGES, Message, json_safe, message, timestamp_ms
+from engine.graph.messages import STATUS_MESSAGES, Message, json_safe, message
 from engine.jobs.types import RunReport
 
 
@@ -18,10 +18,11 @@ class RunRecorder:
         self.display_nodes: dict[str, str] = {}
         self._cached: dict[str, Any] | None = None
 
-    def observe(self, event: Event) -> None:
+    def observe(self, event: Event, timestamp: int) -> None:
+        """Note an event that happened at `timestamp` (ms), the time its live message carries too."""
         if isinstance(event, NodeFinished) and event.output is not None:
             self.display_nodes[event.node_id] = event.display_node
-        found = message(event, timestamp_ms())
+        found = message(event, timestamp)
         if found is None or found[0] not in STATUS_MESSAGES:
             return
         kind, data = found

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from engine.graph.events import Event, ExecutionFailed, NodeProgress, NodeStarted
 from engine.graph.execute import Executor
+from engine.graph.messages import timestamp_ms
 from engine.graph.validate import validate_prompt
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.outputs import JobOutputs
@@ -301,11 +302,12 @@ class Worker:
 
         def listen(event: Event) -> None:
             nonlocal last_progress
-            recorder.observe(event)
+            stamp = {"timestamp": timestamp_ms()}
+            recorder.observe(event, stamp["timestamp"])
             every_step = self.broadcast.listening_to_all
             if not isinstance(event, NodeProgress):
                 if every_step:
-                    self.broadcast.publish(JobUpdate(job.id, "event", {}, event=event))
+                    self.broadcast.publish(JobUpdate(job.id, "event", stamp, event=event))
                 if isinstance(event, NodeStarted):
                     message = f"running {event.class_type} (node {event.display_node})"
                     note(self.store.add_log(job.id, message))
@@ -320,7 +322,7 @@ class Worker:
                 preview = _preview_jpeg(event.preview)
             if every_step:
                 bare = replace(event, preview=None)
-                self.broadcast.publish(JobUpdate(job.id, "event", {}, event=bare, preview_jpeg=preview))
+                self.broadcast.publish(JobUpdate(job.id, "event", stamp, event=bare, preview_jpeg=preview))
             if throttled:
                 return
             last_progress = now

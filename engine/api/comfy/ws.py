@@ -185,7 +185,7 @@ class ComfySockets:
         """An executor event as ComfyUI's messages, in ComfyUI's order."""
         event = update.event
         assert event is not None
-        found = message(event, timestamp_ms())
+        found = message(event, update.data.get("timestamp", timestamp_ms()))
         frames: list[str | bytes] = []
         if isinstance(event, NodeStarted):
             frames += _texts(found, self._node_state(event.prompt_id, event.node_id, event.display_node))
