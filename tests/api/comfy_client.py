@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -66,17 +67,27 @@ class ComfyClient:
         assert response.status_code == 200, response.text
         return str(response.json()["prompt_id"])
 
-    def until_done(self, prompt_id: str, timeout: float = 300) -> list[Frame]:
-        """Every frame up to and including `executing` with node null for this prompt."""
+    def until(self, done: Callable[[Frame], bool], timeout: float = 300) -> list[Frame]:
+        """Every frame up to and including the first for which `done` is true."""
         frames: list[Frame] = []
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            assert remaining > 0, f"prompt {prompt_id} did not finish; got {frames[-5:]}"
-            frame = self.receive(remaining)
-            frames.append(frame)
-            if frame == ("executing", {"node": None, "prompt_id": prompt_id}):
+            assert remaining > 0, f"no awaited message within {timeout}s; the last: {frames[-5:]}"
+            frames.append(self.receive(remaining))
+            if done(frames[-1]):
                 return frames
+
+    def until_done(self, prompt_id: str, timeout: float = 300) -> list[Frame]:
+        """Every frame up to and including `executing` with node null for this prompt."""
+        return self.until(
+            lambda frame: frame == ("executing", {"node": None, "prompt_id": prompt_id}), timeout
+        )
+
+    def until_running(self, prompt_id: str, node: str, timeout: float = 300) -> list[Frame]:
+        """Every frame up to and including `executing` of this node of this prompt."""
+        started = ("executing", {"node": node, "display_node": node, "prompt_id": prompt_id})
+        return self.until(lambda frame: frame == started, timeout)
 
     def history(self, prompt_id: str) -> dict[str, Any]:
         response = self.http.get(f"/history/{prompt_id}")
