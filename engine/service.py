@@ -29,7 +29,7 @@ from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.outputs import JobOutputs
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
-from engine.jobs.store import JobStore, StoreUnavailable
+from engine.jobs.store import JobQuery, JobStore, StoreUnavailable
 from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
 from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
@@ -210,9 +210,50 @@ class Service:
             base_url=base_url,
         )
         job, created = await self.store.submit(new)
-        if created and self.worker is not None:
-            self.worker.wake()
+        if created:
+            self._queued(job)
         return job, created
+
+    async def submit_graph(
+        self,
+        prompt: dict[str, Any],
+        *,
+        job_id: str,
+        api: str,
+        endpoint: str,
+        key: ApiKey | None,
+        base_url: str,
+        targets: tuple[str, ...],
+        extra_data: dict[str, Any],
+        number: float | None = None,
+        front: bool = False,
+    ) -> Job:
+        """Queue a validated graph as it was sent (ComfyUI's /prompt): no endpoint, no cost, and its
+        own `targets` as the output nodes to run. Raises JobIdTaken if `job_id` is in use."""
+        new = NewJob(
+            id=job_id,
+            endpoint=endpoint,
+            api=api,
+            params={},
+            prompt=prompt,
+            output_node="",
+            cost=0.0,
+            key_id=key.id if key is not None else None,
+            base_url=base_url,
+            number=number,
+            front=front,
+            extra_data=extra_data,
+            targets=targets,
+        )
+        job, _ = await self.store.submit(new)
+        self._queued(job)
+        return job
+
+    def _queued(self, job: Job) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+        if self.broadcast is not None:  # the queue changed: whoever shows its length hears of it
+            self.broadcast.publish(JobUpdate(job.id, "status", {"status": job.status}))
 
     async def cancel(self, job_id: str) -> Job | None:
         job = await self.store.cancel(job_id)
@@ -222,6 +263,13 @@ class Service:
                 self.broadcast.publish(
                     JobUpdate(job.id, "status", {"status": job.status, "error": job.error})
                 )
+        return job
+
+    async def dequeue(self, job_id: str) -> Job | None:
+        """Cancel the job if it is still queued, never stopping a running one; None if it was not queued."""
+        job = await self.store.dequeue(job_id)
+        if job is not None and self.broadcast is not None:
+            self.broadcast.publish(JobUpdate(job.id, "status", {"status": job.status, "error": job.error}))
         return job
 
     async def wait(self, job_id: str, timeout: float) -> Job | None:
@@ -239,6 +287,26 @@ class Service:
     async def job(self, job_id: str) -> Job | None:
         return await self.store.get(job_id)
 
+    async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
+        """A page of the jobs the query selects and how many it selects in all."""
+        return await self.store.list_jobs(query)
+
+    async def forget(self, query: JobQuery) -> int:
+        """Delete the finished jobs the query selects; returns how many."""
+        return await self.store.forget(query)
+
+    def running(self) -> Job | None:
+        """The job the worker is running now, if any."""
+        return self.worker.current if self.worker is not None else None
+
+    async def free(self, *, unload_models: bool, free_memory: bool) -> None:
+        """Unload every model (ComfyUI's /free `unload_models`); with `free_memory` also drop the cached
+        node outputs, so the next run computes everything again. A running job keeps what it holds."""
+        if free_memory:
+            self.executor.cache.clear()
+        if unload_models or free_memory:
+            await asyncio.to_thread(self.models.unload_all)
+
     async def queue_position(self, job: Job) -> int | None:
         return await self.store.queue_position(job)
 
@@ -250,6 +318,13 @@ class Service:
         """Live updates of one job (status, logs, progress, previews) while the block runs."""
         assert self.broadcast is not None, "the service is not started"
         with self.broadcast.listen(job_id) as queue:
+            yield queue
+
+    @contextlib.contextmanager
+    def all_updates(self) -> Iterator[asyncio.Queue[JobUpdate]]:
+        """Live updates of every job, the executor's own events included, while the block runs."""
+        assert self.broadcast is not None, "the service is not started"
+        with self.broadcast.listen_all() as queue:
             yield queue
 
     async def authenticate(self, secret: str) -> ApiKey | None:

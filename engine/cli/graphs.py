@@ -101,7 +101,7 @@ class _Display:
         return f"{node['class_type']} #{node_id}" if node else f"#{node_id}"
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, NodesCached):
+        if isinstance(event, NodesCached) and event.nodes:
             self.progress.console.print(f"[dim]cached: {', '.join(self.title(n) for n in event.nodes)}")
         elif isinstance(event, NodeStarted):
             self.end_task()

@@ -19,7 +19,8 @@ class ExecutionStarted:
 
 @dataclass(frozen=True)
 class NodesCached:
-    """These nodes' outputs came from the cache; they will not run."""
+    """These nodes' outputs came from the cache; they will not run. Sent once when the run starts, even
+    with no nodes (as ComfyUI's execution_cached), and again for hits met later (lazy inputs, expansions)."""
 
     prompt_id: str
     nodes: tuple[NodeId, ...]

@@ -296,9 +296,10 @@ class _Run:
     def display_of(self, node_id: NodeId) -> NodeId:
         return self.display.get(node_id, node_id)
 
-    def flush_cached(self) -> None:
-        """Announce cache hits, then deliver the ui of cached output nodes as if they had run."""
-        if not self.newly_cached:
+    def flush_cached(self, *, announce_none: bool = False) -> None:
+        """Announce cache hits, then deliver the ui of cached output nodes as if they had run. With
+        `announce_none`, announce even no hits (ComfyUI reports the cached nodes once at every start)."""
+        if not self.newly_cached and not announce_none:
             return
         cached, self.newly_cached = self.newly_cached, []
         self.emit(NodesCached(self.prompt_id, tuple(node_id for node_id, _ in cached)))
@@ -314,7 +315,7 @@ class _Run:
         try:
             for output in self.targets:
                 self.stage(output)
-            self.flush_cached()
+            self.flush_cached(announce_none=True)
             while self.staged:
                 if self.interrupt.is_set():
                     raise Interrupted()

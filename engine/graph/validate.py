@@ -102,17 +102,17 @@ def _cast(spec: InputSpec, value: Any) -> Any:
             return int(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
-            except ValueError:
-                pass
+                return int(value)
+            except ValueError as exc:  # int()'s own message, as ComfyUI reports it
+                raise _CastError(str(exc)) from exc
         raise _CastError(f"expected an integer, got {value!r}")
     if kind == "FLOAT":
         if isinstance(value, bool):
             raise _CastError("expected a number, got a boolean")
         try:
             number = float(value) if isinstance(value, int | float | str) else None
-        except ValueError:
-            number = None
+        except ValueError as exc:  # float()'s own message, as ComfyUI reports it
+            raise _CastError(str(exc)) from exc
         if number is None or not math.isfinite(number):
             raise _CastError(f"expected a finite number, got {value!r}")
         return number
@@ -134,9 +134,10 @@ def _cast(spec: InputSpec, value: Any) -> Any:
 
 
 def _input_config(spec: InputSpec) -> Any:
+    """The input's declaration as ComfyUI reports it: always [type, options], options {} when none."""
     if spec.choices is not None and len(spec.choices) > COMBO_LIST_REPORT_LIMIT:
         return None
-    return list(spec.declared)
+    return [spec.declared[0], spec.declared[1] if len(spec.declared) > 1 else {}]
 
 
 def _check_constant(spec: InputSpec, value: Any, check_bounds: bool) -> tuple[Any, ValidationError | None]:
@@ -149,7 +150,7 @@ def _check_constant(spec: InputSpec, value: Any, check_bounds: bool) -> tuple[An
         return value, ValidationError(
             "invalid_input_type",
             f"Failed to convert an input value to a {spec.type} value",
-            f"{spec.name}, {value!r}, {exc}",
+            f"{spec.name}, {value}, {exc}",
             {**extra, "exception_message": str(exc)},
         )
     if not check_bounds:
@@ -271,7 +272,12 @@ class _Validator:
                 "return_type_mismatch",
                 "Return type mismatch between linked nodes",
                 f"{spec.name}, received_type({received}) mismatch input_type({spec.type})",
-                {**extra, "received_type": received, "linked_node": [source, slot]},
+                {
+                    "input_name": spec.name,
+                    "input_config": extra["input_config"],
+                    "received_type": received,
+                    "linked_node": value,
+                },
             )
         return None
 
@@ -303,7 +309,17 @@ class _Validator:
         if result is True:
             return []
         reason = "" if result is False else str(result)
-        return [ValidationError("custom_validation_failed", "Custom validation failed for node", reason, {})]
+        if not arguments:
+            return [ValidationError("custom_validation_failed", "Custom validation failed for node", reason)]
+        return [  # ComfyUI files the refusal under each input VALIDATE_INPUTS was given
+            ValidationError(
+                "custom_validation_failed",
+                "Custom validation failed for node",
+                f"{name} - {reason}" if reason else name,
+                {"input_name": name},
+            )
+            for name in arguments
+        ]
 
 
 def _walk(validator: _Validator, outputs: Iterable[NodeId]) -> tuple[list[NodeId], list[list[NodeId]]]:

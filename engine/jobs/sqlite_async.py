@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from engine.jobs.sqlite_store import SqliteStore
-from engine.jobs.store import Delivery, StoreUnavailable, WebhookDue
-from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
+from engine.jobs.store import Delivery, JobQuery, StoreUnavailable, WebhookDue
+from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile, RunReport
 
 T = TypeVar("T")
 
@@ -81,26 +81,47 @@ class AsyncSqliteStore:
     async def queue_depth(self) -> int:
         return await self._run(self.database.queue_depth)
 
+    async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
+        return await self._run(lambda: self.database.list_jobs(query))
+
+    async def forget(self, query: JobQuery) -> int:
+        return await self._run(lambda: self.database.forget(query))
+
     async def claim(self) -> Job | None:
         return await self._run(self.database.claim)
 
     async def set_progress(self, job_id: str, value: float, total: float) -> None:
         await self._run(lambda: self.database.set_progress(job_id, value, total))
 
-    async def complete(self, job_id: str, outputs: list[OutputFile], metrics: dict[str, float]) -> Job | None:
-        return await self._run(lambda: self.database.complete(job_id, outputs, metrics))
+    async def complete(
+        self,
+        job_id: str,
+        outputs: list[OutputFile],
+        metrics: dict[str, float],
+        report: RunReport | None = None,
+    ) -> Job | None:
+        return await self._run(lambda: self.database.complete(job_id, outputs, metrics, report))
 
-    async def fail(self, job_id: str, error: str, metrics: dict[str, float] | None = None) -> Job | None:
-        return await self._run(lambda: self.database.fail(job_id, error, metrics))
+    async def fail(
+        self,
+        job_id: str,
+        error: str,
+        metrics: dict[str, float] | None = None,
+        report: RunReport | None = None,
+    ) -> Job | None:
+        return await self._run(lambda: self.database.fail(job_id, error, metrics, report))
 
     async def cancel(self, job_id: str) -> Job | None:
         return await self._run(lambda: self.database.cancel(job_id))
 
+    async def dequeue(self, job_id: str) -> Job | None:
+        return await self._run(lambda: self.database.dequeue(job_id))
+
     async def requeue(self, job_id: str) -> None:
         await self._run(lambda: self.database.requeue(job_id))
 
-    async def mark_cancelled(self, job_id: str) -> Job | None:
-        return await self._run(lambda: self.database.mark_cancelled(job_id))
+    async def mark_cancelled(self, job_id: str, report: RunReport | None = None) -> Job | None:
+        return await self._run(lambda: self.database.mark_cancelled(job_id, report))
 
     async def add_log(self, job_id: str, message: str) -> None:
         await self._run(lambda: self.database.add_log(job_id, message))

@@ -12,15 +12,26 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from typing import Any
 
 from engine.jobs.sqlite_connection import SqliteConnection
-from engine.jobs.types import InsufficientCredits, Job, JobStatus, LogLine, NewJob, OutputFile
+from engine.jobs.store import JobIdTaken, JobQuery
+from engine.jobs.types import InsufficientCredits, Job, JobStatus, LogLine, NewJob, OutputFile, RunReport
 
 MICROS = 1_000_000
 """Credits are stored as integer micro-credits so balances never drift."""
 
 MAX_ATTEMPTS = 3
 """A job that was running when the server stopped this many times is failed, not retried again."""
+
+QUEUE_ORDER = "COALESCE(number, seq), seq"
+"""The order queued jobs run in: by `number` where one was given (ComfyUI's priority), else by arrival."""
+ORDERS = {
+    "queue": ("COALESCE(number, seq)", "seq"),
+    "created": ("created_at", "seq"),
+    "finished": ("finished_at IS NULL", "finished_at", "seq"),
+    "duration": ("COALESCE(finished_at - started_at, 0)", "seq"),
+}
 
 
 def to_micros(credits: float) -> int:
@@ -54,13 +65,43 @@ def _job(row: sqlite3.Row) -> Job:
         progress=progress,
         attempts=row["attempts"],
         cancel_requested=bool(row["cancel_requested"]),
+        number=float(row["number"] if row["number"] is not None else row["seq"]),
+        extra_data=json.loads(row["extra_data"]),
+        targets=json.loads(row["targets"]) if row["targets"] is not None else None,
+        report=RunReport.from_json(json.loads(row["report"])) if row["report"] is not None else None,
     )
+
+
+def _where(query: JobQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) selecting the jobs a query asks for."""
+    clauses = ["1"]
+    args: list[Any] = []
+    if query.api is not None:
+        clauses.append("api = ?")
+        args.append(query.api)
+    if query.owner is not None:
+        clauses.append("key_id = ?")
+        args.append(query.owner)
+    if query.statuses is not None:
+        clauses.append("status IN (SELECT value FROM json_each(?))")
+        args.append(json.dumps(sorted(query.statuses)))
+    if not query.dequeued:
+        clauses.append("NOT (status = ? AND started_at IS NULL)")
+        args.append(JobStatus.CANCELLED)
+    if query.ids is not None:
+        clauses.append("id IN (SELECT value FROM json_each(?))")
+        args.append(json.dumps(sorted(query.ids)))
+    if query.workflow_id is not None:
+        clauses.append("json_extract(extra_data, '$.extra_pnginfo.workflow.id') = ?")
+        args.append(query.workflow_id)
+    return " AND ".join(clauses), args
 
 
 class JobTable(SqliteConnection):
     def submit(self, new: NewJob) -> tuple[Job, bool]:
         """Store a job and reserve its cost; returns (job, created). With an idempotency key already
-        used by the same API key, the existing job comes back instead and nothing is reserved."""
+        used by the same API key, the existing job comes back instead and nothing is reserved. Raises
+        JobIdTaken if the job's id is in use (ids are the client's choice in ComfyUI's API)."""
         cost = to_micros(new.cost)
         with self._transaction() as db:
             if new.idempotency_key is not None:
@@ -70,6 +111,8 @@ class JobTable(SqliteConnection):
                 ).fetchone()
                 if row is not None:
                     return _job(row), False
+            if db.execute("SELECT 1 FROM jobs WHERE id = ?", (new.id,)).fetchone() is not None:
+                raise JobIdTaken(new.id)
             if new.key_id is not None and cost:
                 key = db.execute(
                     "SELECT balance_micros - reserved_micros AS available FROM api_keys WHERE id = ?",
@@ -84,8 +127,9 @@ class JobTable(SqliteConnection):
                 )
             row = db.execute(
                 """INSERT INTO jobs (id, endpoint, api, status, params, prompt, output_node, cost_micros,
-                                     key_id, idempotency_key, webhook_url, base_url, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                                     key_id, idempotency_key, webhook_url, base_url, created_at, number,
+                                     extra_data, targets)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *""",
                 (
                     new.id,
                     new.endpoint,
@@ -100,8 +144,15 @@ class JobTable(SqliteConnection):
                     new.webhook_url,
                     new.base_url,
                     time.time(),
+                    new.number,
+                    json.dumps(new.extra_data),
+                    json.dumps(list(new.targets)) if new.targets is not None else None,
                 ),
             ).fetchone()
+            if new.front and new.number is None:  # ahead of every number given so far: minus its arrival
+                row = db.execute(
+                    "UPDATE jobs SET number = -seq WHERE seq = ? RETURNING *", (row["seq"],)
+                ).fetchone()
         return _job(row), True
 
     def get(self, job_id: str) -> Job | None:
@@ -123,19 +174,56 @@ class JobTable(SqliteConnection):
         if job.status != JobStatus.QUEUED:
             return None
         rows = self._query(
-            "SELECT COUNT(*) FROM jobs WHERE status = ? AND seq < ?", (JobStatus.QUEUED, job.seq)
+            f"SELECT COUNT(*) FROM jobs WHERE status = ? AND ({QUEUE_ORDER}) < (?, ?)",
+            (JobStatus.QUEUED, job.number, job.seq),
         )
         return rows[0][0]
+
+    def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
+        """A page of the jobs the query selects, in its order, and how many it selects in all."""
+        where, args = _where(query)
+        direction = "DESC" if query.descending else "ASC"
+        order = ", ".join(f"{term} {direction}" for term in ORDERS[query.order])
+        limit = query.limit if query.limit is not None else -1
+        with self._lock:  # the page and the total from one state of the table
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                (*args, limit, query.offset),
+            ).fetchall()
+            total = self._db.execute(f"SELECT COUNT(*) FROM jobs WHERE {where}", args).fetchone()[0]
+        return [_job(row) for row in rows], total
+
+    def forget(self, query: JobQuery) -> int:
+        """Delete the finished jobs the query selects (ComfyUI's history delete and clear), with their
+        logs and webhook records; queued and running jobs stay. Returns how many went."""
+        where, args = _where(query)
+        with self._transaction() as db:
+            ids = [
+                row["id"]
+                for row in db.execute(
+                    f"DELETE FROM jobs WHERE {where} AND finished_at IS NOT NULL RETURNING id", args
+                ).fetchall()
+            ]
+            for job_id in ids:
+                self._delete_records(db, job_id)
+        return len(ids)
+
+    @staticmethod
+    def _delete_records(db: sqlite3.Connection, job_id: str) -> None:
+        db.execute("DELETE FROM job_logs WHERE job_id = ?", (job_id,))
+        db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
+        db.execute("DELETE FROM webhook_outbox WHERE job_id = ?", (job_id,))
 
     def queue_depth(self) -> int:
         return self._query("SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus.QUEUED,))[0][0]
 
     def claim(self) -> Job | None:
-        """Move the oldest queued job to PROCESSING and return it."""
+        """Move the first job in queue order to PROCESSING and return it."""
         with self._transaction() as db:
             row = db.execute(
-                """UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1
-                   WHERE seq = (SELECT seq FROM jobs WHERE status = ? ORDER BY seq LIMIT 1) RETURNING *""",
+                f"""UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1
+                   WHERE seq = (SELECT seq FROM jobs WHERE status = ? ORDER BY {QUEUE_ORDER} LIMIT 1)
+                   RETURNING *""",
                 (JobStatus.PROCESSING, time.time(), JobStatus.QUEUED),
             ).fetchone()
         return _job(row) if row is not None else None
@@ -168,15 +256,29 @@ class JobTable(SqliteConnection):
                 "UPDATE jobs SET progress_value = ?, progress_total = ? WHERE id = ?", (value, total, job_id)
             )
 
-    def complete(self, job_id: str, outputs: list[OutputFile], metrics: dict[str, float]) -> Job | None:
+    def complete(
+        self,
+        job_id: str,
+        outputs: list[OutputFile],
+        metrics: dict[str, float],
+        report: RunReport | None = None,
+    ) -> Job | None:
         """PROCESSING -> COMPLETED, charging the reserved cost. None if the job was not processing."""
         with self._transaction() as db:
-            return self._finish(db, job_id, JobStatus.COMPLETED, outputs=outputs, metrics=metrics)
+            return self._finish(
+                db, job_id, JobStatus.COMPLETED, outputs=outputs, metrics=metrics, report=report
+            )
 
-    def fail(self, job_id: str, error: str, metrics: dict[str, float] | None = None) -> Job | None:
+    def fail(
+        self,
+        job_id: str,
+        error: str,
+        metrics: dict[str, float] | None = None,
+        report: RunReport | None = None,
+    ) -> Job | None:
         """PROCESSING -> FAILED, releasing the reservation."""
         with self._transaction() as db:
-            return self._finish(db, job_id, JobStatus.FAILED, error=error, metrics=metrics)
+            return self._finish(db, job_id, JobStatus.FAILED, error=error, metrics=metrics, report=report)
 
     def cancel(self, job_id: str) -> Job | None:
         """A queued job is cancelled at once; a processing one is marked for the worker to interrupt."""
@@ -193,6 +295,18 @@ class JobTable(SqliteConnection):
                 ).fetchone()
             return _job(row)
 
+    def dequeue(self, job_id: str) -> Job | None:
+        """Cancel a job only if it is still queued (ComfyUI's queue delete, which never stops a running
+        one); None if it is not queued."""
+        with self._transaction() as db:
+            row = db.execute(
+                "UPDATE jobs SET status = ? WHERE id = ? AND status = ? RETURNING id",
+                (JobStatus.PROCESSING, job_id, JobStatus.QUEUED),
+            ).fetchone()
+            if row is None:
+                return None
+            return self._finish(db, job_id, JobStatus.CANCELLED, error="cancelled by the client")
+
     def requeue(self, job_id: str) -> None:
         """The server is stopping: a running job goes back to the front of the queue, no attempt spent."""
         with self._transaction() as db:
@@ -202,10 +316,12 @@ class JobTable(SqliteConnection):
                 (JobStatus.QUEUED, job_id, JobStatus.PROCESSING),
             )
 
-    def mark_cancelled(self, job_id: str) -> Job | None:
+    def mark_cancelled(self, job_id: str, report: RunReport | None = None) -> Job | None:
         """The worker stopped a job the client cancelled."""
         with self._transaction() as db:
-            return self._finish(db, job_id, JobStatus.CANCELLED, error="cancelled by the client")
+            return self._finish(
+                db, job_id, JobStatus.CANCELLED, error="cancelled by the client", report=report
+            )
 
     def _finish(
         self,
@@ -216,9 +332,10 @@ class JobTable(SqliteConnection):
         outputs: list[OutputFile] | None = None,
         error: str | None = None,
         metrics: dict[str, float] | None = None,
+        report: RunReport | None = None,
     ) -> Job | None:
         row = db.execute(
-            """UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, error = ?, metrics = ?
+            """UPDATE jobs SET status = ?, finished_at = ?, outputs = ?, error = ?, metrics = ?, report = ?
                WHERE id = ? AND status = ? RETURNING *""",
             (
                 status,
@@ -226,6 +343,7 @@ class JobTable(SqliteConnection):
                 json.dumps([o.to_json() for o in outputs or []]),
                 error,
                 json.dumps(metrics or {}),
+                json.dumps(report.to_json()) if report is not None else None,
                 job_id,
                 JobStatus.PROCESSING,
             ),
@@ -265,7 +383,5 @@ class JobTable(SqliteConnection):
                 (finished_before,),
             ).fetchall()
             for row in rows:
-                db.execute("DELETE FROM job_logs WHERE job_id = ?", (row["id"],))
-                db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (row["id"],))
-                db.execute("DELETE FROM webhook_outbox WHERE job_id = ?", (row["id"],))
+                self._delete_records(db, row["id"])
         return [_job(row) for row in rows]

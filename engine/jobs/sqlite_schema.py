@@ -79,4 +79,15 @@ CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (due_at);
 """
 """Version 2: webhooks waiting for delivery live in the store, so retries survive a restart."""
 
-MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX)
+COMFY_JOBS = """
+ALTER TABLE jobs ADD COLUMN number REAL;
+ALTER TABLE jobs ADD COLUMN extra_data TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE jobs ADD COLUMN targets TEXT;
+ALTER TABLE jobs ADD COLUMN report TEXT;
+CREATE INDEX IF NOT EXISTS jobs_api ON jobs (api, seq);
+"""
+"""Version 3: what ComfyUI's server API shows of a job. `number` orders the queue (NULL: by `seq`, the
+arrival order), `extra_data` and `targets` are what was submitted with the graph, `report` what its run
+showed (every node's UI output and the status messages); jobs stored before have none of them."""
+
+MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, COMFY_JOBS)

@@ -11,9 +11,9 @@ the API answers 503 with Retry-After, and the worker keeps the result it holds a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
-from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
+from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile, RunReport
 
 
 class StoreUnavailable(Exception):
@@ -22,6 +22,10 @@ class StoreUnavailable(Exception):
     def __init__(self, message: str, *, full: bool = False) -> None:
         super().__init__(message)
         self.full = full
+
+
+class JobIdTaken(Exception):
+    """A job with the id the client chose (ComfyUI's `prompt_id`) exists already."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,31 @@ class Delivery:
     error: str | None
 
 
+JobOrder = Literal["queue", "created", "finished", "duration"]
+"""queue: the order jobs run in (`number`, then arrival); created: arrival; finished: the time they
+finished (unfinished last); duration: time spent running (0 for a job that has not finished)."""
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs to list, in which order, and which page of them."""
+
+    api: str | None = None
+    """Only jobs accepted by this API ("comfy"); None: every API's."""
+    owner: str | None = None
+    """Only this key's jobs; None: every key's (a server with open access)."""
+    statuses: frozenset[JobStatus] | None = None
+    dequeued: bool = True
+    """Include jobs cancelled before they ran (ComfyUI forgets a prompt deleted from its queue)."""
+    ids: frozenset[str] | None = None
+    workflow_id: str | None = None
+    """Only jobs whose `extra_data.extra_pnginfo.workflow.id` is this (the editor's workflow)."""
+    order: JobOrder = "created"
+    descending: bool = False
+    offset: int = 0
+    limit: int | None = None
+
+
 class JobStore(Protocol):
     # -- jobs ------------------------------------------------------------------------------------------
     async def submit(self, new: NewJob) -> tuple[Job, bool]: ...
@@ -52,15 +81,28 @@ class JobStore(Protocol):
     async def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]: ...
     async def queue_position(self, job: Job) -> int | None: ...
     async def queue_depth(self) -> int: ...
+    async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]: ...
+    async def forget(self, query: JobQuery) -> int: ...
     async def claim(self) -> Job | None: ...
     async def set_progress(self, job_id: str, value: float, total: float) -> None: ...
     async def complete(
-        self, job_id: str, outputs: list[OutputFile], metrics: dict[str, float]
+        self,
+        job_id: str,
+        outputs: list[OutputFile],
+        metrics: dict[str, float],
+        report: RunReport | None = None,
     ) -> Job | None: ...
-    async def fail(self, job_id: str, error: str, metrics: dict[str, float] | None = None) -> Job | None: ...
+    async def fail(
+        self,
+        job_id: str,
+        error: str,
+        metrics: dict[str, float] | None = None,
+        report: RunReport | None = None,
+    ) -> Job | None: ...
     async def cancel(self, job_id: str) -> Job | None: ...
+    async def dequeue(self, job_id: str) -> Job | None: ...
     async def requeue(self, job_id: str) -> None: ...
-    async def mark_cancelled(self, job_id: str) -> Job | None: ...
+    async def mark_cancelled(self, job_id: str, report: RunReport | None = None) -> Job | None: ...
     async def add_log(self, job_id: str, message: str) -> None: ...
     async def logs(self, job_id: str) -> list[LogLine]: ...
     async def expire(self, finished_before: float) -> list[Job]: ...

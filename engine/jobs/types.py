@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from engine.graph.messages import Message
+
 
 class JobStatus(StrEnum):
     QUEUED = "QUEUED"
@@ -52,6 +54,31 @@ class OutputFile:
 
 
 @dataclass(frozen=True)
+class RunReport:
+    """What a run showed, as ComfyUI's history reports it: the UI output of every node that had one
+    (cached ones included), the node each is shown as in the editor, and the status messages in order."""
+
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    display_nodes: dict[str, str] = field(default_factory=dict)
+    messages: list[Message] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outputs": self.outputs,
+            "display_nodes": self.display_nodes,
+            "messages": [list(message) for message in self.messages],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunReport:
+        return cls(
+            outputs=data.get("outputs", {}),
+            display_nodes=data.get("display_nodes", {}),
+            messages=[(kind, body) for kind, body in data.get("messages", [])],
+        )
+
+
+@dataclass(frozen=True)
 class NewJob:
     """What the API hands the store on submit."""
 
@@ -68,6 +95,14 @@ class NewJob:
     webhook_url: str | None = None
     base_url: str = ""
     """The URL the client reached the server through, for the absolute URLs in results and webhooks."""
+    number: float | None = None
+    """The place in the queue (ComfyUI's `number`): lower runs first. None: the order of arrival."""
+    front: bool = False
+    """Ahead of every job queued so far (ComfyUI's `front`); ignored when `number` is given."""
+    extra_data: dict[str, Any] = field(default_factory=dict)
+    """ComfyUI's extra_data (client_id, extra_pnginfo for the saved images' metadata, create_time)."""
+    targets: tuple[str, ...] | None = None
+    """The output nodes to run; None: every output node of the graph."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +129,18 @@ class Job:
     progress: tuple[float, float] | None = None
     attempts: int = 0
     cancel_requested: bool = False
+    number: float = 0.0
+    """The place in the queue: the submitted `number`, or the arrival order (`seq`, negated for `front`)."""
+    extra_data: dict[str, Any] = field(default_factory=dict)
+    targets: list[str] | None = None
+    report: RunReport | None = None
+    """What the run showed, once it has finished running (None if it never ran, or before this was kept)."""
+
+    @property
+    def client_id(self) -> str | None:
+        """The ComfyUI client (a websocket's clientId) that submitted the job, which hears its progress."""
+        client_id = self.extra_data.get("client_id")
+        return client_id if isinstance(client_id, str) else None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The worker: takes queued jobs one at a time and runs their graphs on the thread that owns the GPU.
 
 It knows jobs and the graph executor, not HTTP: what it learns while a job runs (node started,
-sampler step, preview) goes to the store (logs, progress) and to the broadcast (live listeners).
+sampler step, preview) goes to the store (logs, progress, and at the end the run's report: every UI
+output and ComfyUI's status messages) and to the broadcast (live listeners, and the executor's own
+events for those who listen to every job).
 
 The loop is a task on the event loop and the graph runs on a thread, so every store call is a plain
 `await` on the same `JobStore` the routes use. The loop survives anything: a job that raises is
@@ -20,15 +22,17 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
 from engine.graph.events import Event, ExecutionFailed, NodeProgress, NodeStarted
 from engine.graph.execute import Executor
+from engine.graph.messages import timestamp_ms
 from engine.graph.validate import validate_prompt
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.outputs import JobOutputs
+from engine.jobs.run_report import RunRecorder
 from engine.jobs.store import JobStore, StoreUnavailable
 from engine.jobs.types import Job, JobStatus, OutputFile
 
@@ -60,15 +64,15 @@ class WorkerHealth:
         return self.alive and self.store_error is None
 
 
-def _preview_data_url(image: Any) -> str | None:
-    """A small JPEG data URL of a sampler preview (a PIL image), for live listeners."""
+def _preview_jpeg(image: Any) -> bytes | None:
+    """A small JPEG of a sampler preview (a PIL image), for live listeners."""
     if not hasattr(image, "save"):
         return None
     image = image.copy()
     image.thumbnail((PREVIEW_MAX_SIZE, PREVIEW_MAX_SIZE))
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="JPEG", quality=70)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
 
 
 def _describe_failure(failure: ExecutionFailed) -> str:
@@ -223,7 +227,7 @@ class Worker:
 
     async def _execute(self, job: Job) -> None:
         queue_time = (job.started_at or time.time()) - job.created_at
-        validation = validate_prompt(self.executor.registry, job.prompt)
+        validation = validate_prompt(self.executor.registry, job.prompt, job.targets)
         if validation.validated is None:
             messages = [
                 f"node {n} ({e.class_type}): {x.message} {x.details}"
@@ -240,13 +244,16 @@ class Worker:
             return
 
         started = time.perf_counter()
+        recorder = RunRecorder()
         result = await asyncio.to_thread(
             self.executor.run,
             validation.validated,
             prompt_id=job.id,
-            on_event=self._listener(job, asyncio.get_running_loop()),
+            extra_data=job.extra_data,
+            on_event=self._listener(job, asyncio.get_running_loop(), recorder),
             interrupt=self._interrupt,
         )
+        report = recorder.report(result.outputs)
         metrics = {
             "inference_time": round(time.perf_counter() - started, 4),
             "queue_time": round(queue_time, 4),
@@ -256,17 +263,21 @@ class Worker:
             images = (result.outputs.get(job.output_node) or {}).get("images", [])
             outputs = [_output_file(entry) for entry in images]
             await self._noted(self.store.add_log(job.id, f"completed in {metrics['inference_time']:.2f}s"))
-            await self._finished(await self._stored(lambda: self.store.complete(job.id, outputs, metrics)))
+            await self._finished(
+                await self._stored(lambda: self.store.complete(job.id, outputs, metrics, report))
+            )
         elif result.status == "interrupted":
             if self._stopping:
                 await self._stored(lambda: self.store.requeue(job.id))
             else:
-                await self._finished(await self._stored(lambda: self.store.mark_cancelled(job.id)))
+                await self._finished(await self._stored(lambda: self.store.mark_cancelled(job.id, report)))
         else:
             assert isinstance(result.failure, ExecutionFailed)
             message = _describe_failure(result.failure)
             await self._noted(self.store.add_log(job.id, message))
-            await self._finished(await self._stored(lambda: self.store.fail(job.id, message, metrics)))
+            await self._finished(
+                await self._stored(lambda: self.store.fail(job.id, message, metrics, report))
+            )
 
     async def _finished(self, job: Job | None) -> None:
         """Record (metrics, webhook wake-up) before publishing, so whoever sees the final status also
@@ -278,8 +289,12 @@ class Worker:
         self.on_finished(job)
         self.broadcast.publish(JobUpdate(job.id, "status", {"status": job.status, "error": job.error}))
 
-    def _listener(self, job: Job, loop: asyncio.AbstractEventLoop) -> Callable[[Event], None]:
-        """Events arrive on the executor's thread; store writes are handed to the loop in order."""
+    def _listener(
+        self, job: Job, loop: asyncio.AbstractEventLoop, recorder: RunRecorder
+    ) -> Callable[[Event], None]:
+        """Events arrive on the executor's thread; store writes are handed to the loop in order. Every
+        event also goes out as it is to listeners of every job (without the preview image, which they
+        get as JPEG bytes, encoded for each step only while someone listens)."""
         last_progress = 0.0
 
         def note(call: Awaitable[None]) -> None:
@@ -287,22 +302,35 @@ class Worker:
 
         def listen(event: Event) -> None:
             nonlocal last_progress
-            if isinstance(event, NodeStarted):
-                message = f"running {event.class_type} (node {event.display_node})"
-                note(self.store.add_log(job.id, message))
-                self.broadcast.publish(
-                    JobUpdate(job.id, "log", {"message": message, "timestamp": time.time()})
-                )
-            elif isinstance(event, NodeProgress):
-                now = time.monotonic()
-                if event.value < event.total and now - last_progress < PROGRESS_INTERVAL_SECONDS:
-                    return
-                last_progress = now
-                note(self.store.set_progress(job.id, event.value, event.total))
-                data = {"node": event.node_id, "value": event.value, "max": event.total}
-                self.broadcast.publish(JobUpdate(job.id, "progress", data))
-                preview = _preview_data_url(event.preview) if event.preview is not None else None
-                if preview is not None:
-                    self.broadcast.publish(JobUpdate(job.id, "preview", {"image": preview}))
+            stamp = {"timestamp": timestamp_ms()}
+            recorder.observe(event, stamp["timestamp"])
+            every_step = self.broadcast.listening_to_all
+            if not isinstance(event, NodeProgress):
+                if every_step:
+                    self.broadcast.publish(JobUpdate(job.id, "event", stamp, event=event))
+                if isinstance(event, NodeStarted):
+                    message = f"running {event.class_type} (node {event.display_node})"
+                    note(self.store.add_log(job.id, message))
+                    self.broadcast.publish(
+                        JobUpdate(job.id, "log", {"message": message, "timestamp": time.time()})
+                    )
+                return
+            now = time.monotonic()
+            throttled = event.value < event.total and now - last_progress < PROGRESS_INTERVAL_SECONDS
+            preview = None
+            if event.preview is not None and (every_step or not throttled):
+                preview = _preview_jpeg(event.preview)
+            if every_step:
+                bare = replace(event, preview=None)
+                self.broadcast.publish(JobUpdate(job.id, "event", stamp, event=bare, preview_jpeg=preview))
+            if throttled:
+                return
+            last_progress = now
+            note(self.store.set_progress(job.id, event.value, event.total))
+            data = {"node": event.node_id, "value": event.value, "max": event.total}
+            self.broadcast.publish(JobUpdate(job.id, "progress", data))
+            if preview is not None:
+                image = "data:image/jpeg;base64," + base64.b64encode(preview).decode()
+                self.broadcast.publish(JobUpdate(job.id, "preview", {"image": image}))
 
         return listen

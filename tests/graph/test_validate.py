@@ -131,7 +131,10 @@ def test_custom_validation(registry: NodeRegistry) -> None:
     }
     error = only_error(validate_prompt(registry, prompt))
     assert error["type"] == "custom_validation_failed"
-    assert error["details"] == "value must be even, got 3"
+    # ComfyUI names the input VALIDATE_INPUTS was given: "image - Invalid image file: missing.png" in
+    # its recorded answer (comfy-fixtures/validation.json, validate_inputs_returns_message).
+    assert error["details"] == "value - value must be even, got 3"
+    assert error["extra_info"] == {"input_name": "value"}
 
 
 def test_exception_during_validation(registry: NodeRegistry) -> None:

@@ -11,8 +11,10 @@ import pytest
 
 from engine.jobs.keys import hash_secret
 from engine.jobs.sqlite_connection import SchemaTooNew
+from engine.jobs.sqlite_schema import MIGRATIONS
 from engine.jobs.sqlite_store import MAX_ATTEMPTS, SqliteStore
-from engine.jobs.types import InsufficientCredits, JobStatus, NewJob, OutputFile
+from engine.jobs.store import JobQuery
+from engine.jobs.types import InsufficientCredits, JobStatus, NewJob, OutputFile, RunReport
 
 
 @pytest.fixture
@@ -20,11 +22,17 @@ def store(tmp_path: Path) -> SqliteStore:
     return SqliteStore(tmp_path / "jobs.sqlite3")
 
 
-def new_job(cost: float = 1.0, key_id: str | None = None, idempotency_key: str | None = None) -> NewJob:
+def new_job(
+    cost: float = 1.0,
+    key_id: str | None = None,
+    idempotency_key: str | None = None,
+    api: str = "segmind",
+    **comfy: object,
+) -> NewJob:
     return NewJob(
         id=str(uuid.uuid4()),
         endpoint="solid-color",
-        api="segmind",
+        api=api,
         params={"seed": 1},
         prompt={"1": {"class_type": "X", "inputs": {}}},
         output_node="1",
@@ -32,6 +40,7 @@ def new_job(cost: float = 1.0, key_id: str | None = None, idempotency_key: str |
         key_id=key_id,
         idempotency_key=idempotency_key,
         base_url="http://127.0.0.1:1",
+        **comfy,  # type: ignore[arg-type]
     )
 
 
@@ -46,6 +55,55 @@ def test_jobs_run_in_submission_order_with_queue_positions(store: SqliteStore) -
     assert claimed is not None and claimed.id == first.id and claimed.status == JobStatus.PROCESSING
     assert store.queue_position(store.get(second.id)) == 0
     assert store.queue_position(claimed) is None
+
+
+def test_front_and_number_reorder_the_queue_as_comfyui_does(store: SqliteStore) -> None:
+    """ComfyUI runs the lowest `number` first; `front` is minus the arrival count, so the latest front
+    job runs first; an explicit number places a job among the others by value."""
+    plain = store.submit(new_job())[0]
+    front = store.submit(new_job(front=True))[0]
+    later_front = store.submit(new_job(front=True))[0]
+    numbered = store.submit(new_job(number=plain.seq + 0.5))[0]
+    last = store.submit(new_job())[0]
+    assert front.number == -front.seq and numbered.number == plain.seq + 0.5 and last.number == last.seq
+    expected = [later_front, front, plain, numbered, last]
+    assert [store.queue_position(job) for job in expected] == [0, 1, 2, 3, 4]
+    assert [job.id for job in store.list_jobs(JobQuery(order="queue"))[0]] == [job.id for job in expected]
+    assert [store.claim().id for _ in expected] == [job.id for job in expected]
+
+
+def test_listing_filters_pages_and_counts(store: SqliteStore) -> None:
+    key, _ = store.add_key("k", credits=0, rate_per_minute=60)
+    comfy = [store.submit(new_job(cost=0, key_id=key.id, api="comfy"))[0] for _ in range(4)]
+    store.submit(new_job(cost=0, key_id=key.id))  # another API's job
+    store.submit(new_job(cost=0, api="comfy"))  # another key's
+    store.claim()
+    store.complete(comfy[0].id, [], {})
+    store.cancel(comfy[1].id)  # cancelled before it ran: ComfyUI forgets such a prompt
+    mine = JobQuery(api="comfy", owner=key.id)
+    page, total = store.list_jobs(JobQuery(api="comfy", owner=key.id, descending=True, offset=1, limit=2))
+    assert total == 4 and [job.id for job in page] == [comfy[2].id, comfy[1].id]
+    shown, total = store.list_jobs(JobQuery(api="comfy", owner=key.id, dequeued=False))
+    assert total == 3 and comfy[1].id not in {job.id for job in shown}
+    queued = JobQuery(api="comfy", owner=key.id, statuses=frozenset({JobStatus.QUEUED}))
+    assert [job.id for job in store.list_jobs(queued)[0]] == [comfy[2].id, comfy[3].id]
+    picked = JobQuery(api="comfy", owner=key.id, ids=frozenset({comfy[3].id, "nope"}))
+    assert [job.id for job in store.list_jobs(picked)[0]] == [comfy[3].id]
+    assert store.list_jobs(mine)[1] == 4
+
+
+def test_forget_deletes_only_finished_jobs_of_the_query(store: SqliteStore) -> None:
+    key, _ = store.add_key("k", credits=0, rate_per_minute=60)
+    done = store.submit(new_job(cost=0, key_id=key.id, api="comfy"))[0]
+    other_key = store.submit(new_job(cost=0, api="comfy"))[0]
+    waiting = store.submit(new_job(cost=0, key_id=key.id, api="comfy"))[0]
+    for job in (done, other_key):
+        store.claim()
+        store.add_log(job.id, "ran")
+        store.complete(job.id, [], {})
+    assert store.forget(JobQuery(api="comfy", owner=key.id)) == 1
+    assert store.get(done.id) is None and store.logs(done.id) == []
+    assert store.get(other_key.id) is not None and store.get(waiting.id) is not None
 
 
 def test_credits_reserved_on_submit_charged_on_success(store: SqliteStore) -> None:
@@ -191,14 +249,21 @@ def test_a_first_release_database_is_migrated_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as old:
         old.executescript(FIRST_RELEASE_SCHEMA)
     store = SqliteStore(path)
-    assert store._query("PRAGMA user_version")[0][0] == 2
+    assert store._query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
     job_id = "00000000-0000-4000-8000-000000000001"
     assert store.recover() == (1, 0) and store.get(job_id).status == JobStatus.QUEUED
-    store.claim()
-    store.complete(job_id, [], {})  # finishing it queues its webhook in the table version 2 added
+    # Version 3's columns: an old job keeps its place (its arrival) and has no ComfyUI extras.
+    old = store.get(job_id)
+    assert (old.number, old.extra_data, old.targets, old.report) == (old.seq, {}, None, None)
+    later = store.submit(new_job())[0]
+    assert store.claim().id == job_id
+    report = RunReport({"3": {"images": []}}, {"3": "3"}, [("execution_success", {"prompt_id": job_id})])
+    store.complete(job_id, [], {}, report)  # finishing it queues its webhook in the table version 2 added
+    assert store.get(job_id).report == report
     assert store.claim_webhook(now=time.time() + 1, lease_seconds=10).job_id == job_id
+    assert store.claim().id == later.id
     store.close()
-    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == 2  # reopening changes nothing
+    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == len(MIGRATIONS)  # reopening: no change
 
 
 def test_a_database_from_a_newer_engine_is_refused(tmp_path: Path) -> None:

@@ -22,3 +22,8 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
 
 def add_routes(app: web.Application) -> None:
     """Every ComfyUI route; each module below registers its own."""
+    # Imported here, not at the top: each module imports `add_route` from this package.
+    from engine.api.comfy import history, jobs, prompt, queue, ws
+
+    for module in (prompt, queue, history, jobs, ws):
+        module.add_routes(app)
