@@ -76,7 +76,8 @@ async def endpoints(request: web.Request) -> web.Response:
     listing = [
         {
             "id": endpoint.id,
-            "api": endpoint.api,
+            "api": endpoint.apis[0],
+            "apis": list(endpoint.apis),
             "title": endpoint.title,
             "description": endpoint.description,
             "available": endpoint.unavailable is None,

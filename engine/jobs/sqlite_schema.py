@@ -79,4 +79,10 @@ CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (due_at);
 """
 """Version 2: webhooks waiting for delivery live in the store, so retries survive a restart."""
 
-MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX)
+ADMIN_KEYS = """
+ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+"""
+"""Admin keys: a key may publish, replace, export and import endpoints (the /v1/admin routes). Every
+key that existed before is an ordinary one, so upgrading grants no one new powers."""
+
+MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, ADMIN_KEYS)

@@ -11,6 +11,7 @@ import pytest
 
 from engine.jobs.keys import hash_secret
 from engine.jobs.sqlite_connection import SchemaTooNew
+from engine.jobs.sqlite_schema import MIGRATIONS
 from engine.jobs.sqlite_store import MAX_ATTEMPTS, SqliteStore
 from engine.jobs.types import InsufficientCredits, JobStatus, NewJob, OutputFile
 
@@ -191,14 +192,30 @@ def test_a_first_release_database_is_migrated_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as old:
         old.executescript(FIRST_RELEASE_SCHEMA)
     store = SqliteStore(path)
-    assert store._query("PRAGMA user_version")[0][0] == 2
+    assert store._query("PRAGMA user_version")[0][0] == len(MIGRATIONS)
     job_id = "00000000-0000-4000-8000-000000000001"
     assert store.recover() == (1, 0) and store.get(job_id).status == JobStatus.QUEUED
     store.claim()
     store.complete(job_id, [], {})  # finishing it queues its webhook in the table version 2 added
     assert store.claim_webhook(now=time.time() + 1, lease_seconds=10).job_id == job_id
     store.close()
-    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == 2  # reopening changes nothing
+    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == len(
+        MIGRATIONS
+    )  # reopening changes nothing
+
+
+def test_keys_made_before_admin_keys_existed_stay_ordinary(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(FIRST_RELEASE_SCHEMA)
+        old.execute(
+            "INSERT INTO api_keys VALUES ('key_old', 'old', ?, 1000000, 0, 60, 1.0, NULL)",
+            (hash_secret("sk_old"),),
+        )
+    store = SqliteStore(path)
+    assert store.authenticate("sk_old").admin is False
+    admin, secret = store.add_key("ops", credits=0, rate_per_minute=60, admin=True)
+    assert admin.admin and store.authenticate(secret).admin and store.key(admin.id).admin
 
 
 def test_a_database_from_a_newer_engine_is_refused(tmp_path: Path) -> None:
