@@ -147,7 +147,7 @@ class _Layout:
         node_inputs: dict[str, list[dict[str, Any]]] = {}
         for node_id in order:
             linked = {name: (source, slot) for name, source, slot in self.sources(node_id)}
-            ports = []
+            ports: list[dict[str, Any]] = []
             for spec in self.definition(node_id).inputs.values():
                 if spec.name in linked:
                     source, slot = linked[spec.name]
