@@ -80,6 +80,7 @@ async def endpoints(request: web.Request) -> web.Response:
             "apis": list(endpoint.apis),
             "title": endpoint.title,
             "description": endpoint.description,
+            "published": endpoint.published,
             "available": endpoint.unavailable is None,
             "unavailable_reason": endpoint.unavailable,
             "schema": endpoint.json_schema(),

@@ -394,8 +394,7 @@ def read_endpoint(endpoint_id: str, path: Path, data: Any, tokenizers: Tokenizer
     for name in echo:
         if name not in fields:
             reader.fail("response: echo", f"names field '{name}', which is not declared")
-    workflow = spec.get("workflow")
-    if workflow is not None and not is_workflow(workflow):
+    if "workflow" in spec and not is_workflow(spec["workflow"]):
         reader.fail("workflow", "must be an editor (UI-format) workflow: an object with nodes and links")
     return Endpoint(
         id=endpoint_id,
@@ -409,5 +408,5 @@ def read_endpoint(endpoint_id: str, path: Path, data: Any, tokenizers: Tokenizer
         pricing=reader.pricing(spec.get("pricing", {}), fields),
         echo=tuple(echo),
         published=reader.flag(spec.get("published", False), "published"),
-        workflow=workflow,
+        template=spec,
     )

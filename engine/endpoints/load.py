@@ -82,7 +82,7 @@ def check_template(
     endpoint = read_endpoint(endpoint_id, path, data, tokenizers or Tokenizers.from_model_folders())
     check_endpoint_id(endpoint_id, endpoint.apis, path)
     check_bindings(endpoint, registry)
-    if endpoint.workflow is not None:
+    if "workflow" in endpoint.template:
         _check_workflow(endpoint, registry)
     prompt = endpoint.build(endpoint.defaults(), output_prefix=CHECK_PREFIX)
     missing_tokenizers = _missing_tokenizers(endpoint)
@@ -118,9 +118,8 @@ def _check_workflow(endpoint: Endpoint, registry: NodeRegistry) -> None:
     """The editor workflow kept for export must still be the graph served: converted as the editor
     converts it, every node of the template must come out the same (nodes that do not feed the output,
     such as previews, are left out of the template)."""
-    assert endpoint.workflow is not None
     try:
-        converted = workflow_to_prompt(endpoint.workflow, registry)
+        converted = workflow_to_prompt(endpoint.template["workflow"], registry)
     except WorkflowError as exc:
         raise EndpointError(f"{endpoint.source}: workflow: {exc}") from exc
     for node_id, node in endpoint.graph.items():

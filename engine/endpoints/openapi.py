@@ -263,6 +263,10 @@ def _service_schemas() -> dict[str, Any]:
                             },
                             "title": {"type": "string"},
                             "description": {"type": "string"},
+                            "published": {
+                                "type": "boolean",
+                                "description": "Published through the admin routes (not shipped in graphs/).",
+                            },
                             "available": {"type": "boolean"},
                             "unavailable_reason": {"type": ["string", "null"]},
                             "schema": {"type": "object", "description": "The request body's JSON Schema."},

@@ -98,9 +98,9 @@ class Endpoint:
     published: bool = False
     """Made by publishing (or importing) through the admin routes, so unpublishing may delete its file;
     a template shipped in graphs/ is changed by editing the file instead."""
-    workflow: Mapping[str, Any] | None = None
-    """The editor (UI-format) workflow the graph was made from, when it was published from one: export
-    hands it back as it was laid out instead of laying the graph out anew."""
+    template: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The template's JSON as read: export shares the declaration exactly as it was written, and the
+    editor workflow the graph was published from (its `workflow` key), if any."""
 
     @property
     def seed_field(self) -> Field | None:
