@@ -245,10 +245,10 @@ class _Compiler:
         if not isinstance(value, Mapping):
             _invalid(f"{where}: must be an object")
         refs = self.refs(name, value)
-        field = {key: item for key, item in value.items() if key != "input"}
-        field["sets"] = refs
-        if not refs:
+        field = {key: item for key, item in value.items() if key not in ("input", "sets")}
+        if not refs:  # an accepted_only field, the output format's, or one that only derives
             return field
+        field["sets"] = refs
         specs = [self.target(name, ref, prompt, full, output_node) for ref in refs]
         first, current = specs[0], prompt[refs[0][0]]["inputs"].get(refs[0][1])
         kind = field.setdefault("type", FIELD_TYPE_OF_INPUT[first.type])
