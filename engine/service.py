@@ -283,12 +283,13 @@ class Service:
         log.info("unpublished endpoint %s", name)
         return endpoint
 
-    def export(self, name: str) -> dict[str, Any]:
-        """The endpoint as one shareable editor workflow (engine.endpoints.sharing)."""
+    async def export(self, name: str) -> dict[str, Any]:
+        """The endpoint as one shareable editor workflow (engine.endpoints.sharing), laid out and
+        checked on a thread: a graph of thousands of nodes takes seconds."""
         endpoint = self.endpoints.get(name)
         if endpoint is None:
             raise publishing.PublishError("not_found", f"no endpoint named '{name}'")
-        return export_workflow(endpoint, self.registry)
+        return await asyncio.to_thread(export_workflow, endpoint, self.registry)
 
     async def import_shared(
         self, data: Any, *, name: str | None = None, replace: bool = False

@@ -113,7 +113,7 @@ async def unpublish(request: web.Request) -> web.Response:
 async def export(request: web.Request) -> web.Response:
     name = _name(request)
     try:
-        workflow = service(request).export(name)
+        workflow = await service(request).export(name)
     except PublishError as exc:
         raise _problem(exc) from exc
     filename = name.replace("/", "--") + ".json"

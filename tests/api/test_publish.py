@@ -366,3 +366,32 @@ def test_a_body_over_the_size_limit_is_413(publishing: LiveServer) -> None:
     assert response.status_code == 413 and "too large" in response.json()["error"]
     imported = publishing.client().post("/v1/admin/endpoints/import", json=huge)
     assert imported.status_code == 413
+
+
+def test_a_graph_a_thousand_links_deep_publishes_and_exports(publishing: LiveServer) -> None:
+    """No step recurses along the links: a long chain is neither a 500 nor a stalled server."""
+    depth = 1000
+    prompt: dict[str, Any] = {"0": {"class_type": "PrimitiveInt", "inputs": {"value": 6}}}
+    for index in range(1, depth):
+        prompt[str(index)] = {"class_type": "PrimitiveInt", "inputs": {"value": [str(index - 1), 0]}}
+    prompt["a"] = {
+        "class_type": "EmptyImage",
+        "inputs": {"width": [str(depth - 1), 0], "height": 4, "batch_size": 1, "color": 0xFFFFFF},
+    }
+    prompt["b"] = {"class_type": "SaveImage", "inputs": {"filename_prefix": "deep", "images": ["a", 0]}}
+    request = {
+        "name": "deep",
+        "workflow": prompt,
+        "fields": {"width": {"input": ["0", "value"], "maximum": 64}},
+    }
+    client = publishing.client()
+    assert client.post("/v1/admin/endpoints", json=request).status_code == 201
+    assert pixel(client.post("/v1/deep", json={"width": 5}).content) == ((5, 4), (255, 255, 255))
+    shared = client.get("/v1/admin/endpoints/deep/export").json()
+    assert len(shared["nodes"]) == depth + 2
+    back = workflow_to_prompt(shared, publishing.service.registry)  # ids renumbered 1.. in the prompt's order
+    assert back[str(depth + 1)]["inputs"]["width"] == [str(depth), 0] and back["2"]["inputs"]["value"] == [
+        "1",
+        0,
+    ]
+    assert shared["extra"]["engine_endpoint"]["fields"]["width"]["sets"] == [["1", "value"]]
