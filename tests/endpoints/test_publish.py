@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.endpoints import load_endpoints
+from engine.endpoints import EndpointError, load_endpoints
 from engine.endpoints.publish import PublishError, compile_template, publish, unpublish
 from engine.endpoints.sharing import export_workflow, import_request
 from engine.graph.registry import NodeRegistry
@@ -180,3 +180,18 @@ def test_a_compiled_declaration_compiles_to_itself(registry: NodeRegistry) -> No
         {"steps": {"input": ["17", "steps"]}, "seed": {"input": ["25", "noise_seed"]}}, registry
     )
     assert compiled_fields(copy.deepcopy(fields), registry) == fields
+
+
+def test_a_kept_editor_workflow_that_no_longer_gives_the_graph_stops_start_up(
+    registry: NodeRegistry, models: Path, tmp_path: Path
+) -> None:
+    """Export hands the kept workflow out as the endpoint, so a hand edit of either half is caught."""
+    workflow = json.loads((EXAMPLES / "flux_schnell_example.workflow.json").read_text())
+    request = {"name": "example", "workflow": workflow, "fields": {"prompt": {"input": ["6", "text"]}}}
+    publish(request, tmp_path, registry, {})
+    template = json.loads((tmp_path / "example.json").read_text())
+    assert template["published"] is True and template["workflow"] == workflow
+    next(n for n in template["workflow"]["nodes"] if n["id"] == 17)["widgets_values"][1] = 9  # steps
+    (tmp_path / "example.json").write_text(json.dumps(template))
+    with pytest.raises(EndpointError, match=r"example\.json: workflow: node 17 \(BasicScheduler\) differs"):
+        load_endpoints(tmp_path, registry)
