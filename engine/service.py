@@ -21,6 +21,8 @@ from typing import Any
 from engine import folders
 from engine.diffusion.model_manager import ModelManager
 from engine.endpoints import Endpoint, Params, load_endpoints
+from engine.endpoints import publish as publishing
+from engine.endpoints.sharing import export_workflow, import_request
 from engine.endpoints.warm_up import warm_up_prompt
 from engine.graph.cache import OutputCache
 from engine.graph.execute import Executor
@@ -82,6 +84,7 @@ class Service:
         self.broadcast: JobBroadcast | None = None
         self.webhooks: WebhookSender | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._publishing = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -326,6 +329,48 @@ class Service:
         assert self.broadcast is not None, "the service is not started"
         with self.broadcast.listen_all() as queue:
             yield queue
+
+    # -- publishing endpoints (the admin routes) ---------------------------------------------------------
+
+    async def publish(self, declaration: Any) -> tuple[Endpoint, bool]:
+        """Compile, check and write a published endpoint, and serve it from now on; (endpoint, replaced).
+
+        Raises publishing.PublishError. The checks read model headers and the template is written to
+        disk, so they run on a thread; one publish at a time, so two with one name cannot interleave.
+        Requests already queued keep the prompt they were built with. `self.endpoints` is replaced,
+        never changed in place, so a handler reading it sees the old set or the new one whole."""
+        async with self._publishing:
+            endpoint = await asyncio.to_thread(
+                publishing.publish, declaration, self.settings.graphs_dir, self.registry, self.endpoints
+            )
+            replaced = endpoint.id in self.endpoints
+            self.endpoints = {**self.endpoints, endpoint.id: endpoint}
+        log.info("%s endpoint %s", "replaced" if replaced else "published", endpoint.id)
+        return endpoint, replaced
+
+    async def unpublish(self, name: str) -> Endpoint:
+        """Stop serving a published endpoint and delete its template. Raises publishing.PublishError."""
+        async with self._publishing:
+            endpoint = await asyncio.to_thread(
+                publishing.unpublish, name, self.settings.graphs_dir, self.endpoints
+            )
+            self.endpoints = {key: value for key, value in self.endpoints.items() if key != name}
+        log.info("unpublished endpoint %s", name)
+        return endpoint
+
+    async def export(self, name: str) -> dict[str, Any]:
+        """The endpoint as one shareable editor workflow (engine.endpoints.sharing), laid out and
+        checked on a thread: a graph of thousands of nodes takes seconds."""
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise publishing.PublishError("not_found", f"no endpoint named '{name}'")
+        return await asyncio.to_thread(export_workflow, endpoint, self.registry)
+
+    async def import_shared(
+        self, data: Any, *, name: str | None = None, replace: bool = False
+    ) -> tuple[Endpoint, bool]:
+        """Publish the endpoint a shared workflow file declares (see `export`)."""
+        return await self.publish(import_request(data, name=name, replace=replace))
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         return await self.store.authenticate(secret)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine.api import comfy, docs, fal, meta, segmind
+from engine.api import admin, comfy, docs, fal, meta, segmind
 from engine.api.auth import auth_middleware, notice_middleware
 from engine.api.context import BASE_URL, RATE_LIMITER, SERVICE
 from engine.api.errors import error_middleware
@@ -24,6 +24,7 @@ def create_app(service: Service, listen_url: str) -> web.Application:
     app[RATE_LIMITER] = RateLimiter()
     meta.add_routes(app)
     docs.add_routes(app)
+    admin.add_routes(app)  # before Segmind's: its /v1/{owner}/{app} would take /v1/admin/endpoints
     segmind.add_routes(app)
     comfy.add_routes(app)  # before fal: its /{owner}/{app} would take /api/prompt
     fal.add_routes(app)

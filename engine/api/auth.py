@@ -3,7 +3,9 @@
 Keys are required unless the operator starts the server with `--open-access` (which also binds it
 to localhost only). The mode is fixed at start-up: having no keys, or revoking the last one, closes
 the API rather than opening it. Routes are private unless their handler is marked `@public`
-(health, docs, output files, which are reached through unguessable URLs).
+(health, docs, output files, which are reached through unguessable URLs). Routes marked `@admin_only`
+(publishing endpoints) need a key made with `engine keys add NAME --admin`; with open access the
+operator on localhost is the admin.
 """
 
 from __future__ import annotations
@@ -24,6 +26,12 @@ F = TypeVar("F", bound=Callable[..., object])
 def public(handler: F) -> F:
     """No API key needed for this route."""
     handler.engine_public = True  # type: ignore[attr-defined]
+    return handler
+
+
+def admin_only(handler: F) -> F:
+    """Only an admin key (or the operator of an --open-access server) may call this route."""
+    handler.engine_admin_only = True  # type: ignore[attr-defined]
     return handler
 
 
@@ -70,6 +78,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     key = await service.authenticate(secret)
     if key is None:
         raise ApiError(401, "the API key is not valid (unknown or revoked)" + await _no_keys_hint(service))
+    if getattr(route_handler, "engine_admin_only", False) and not key.admin:
+        raise ApiError(
+            403,
+            f"key {key.id} is not an admin key: managing endpoints needs one "
+            "(`engine keys add NAME --admin`)",
+        )
     if getattr(route_handler, "engine_rate_limited", False):
         wait = request.app[RATE_LIMITER].acquire(key.id, key.rate_per_minute)
         if wait > 0:

@@ -49,7 +49,7 @@ async def _job(request: web.Request) -> Job:
 async def submit_request(request: web.Request) -> web.Response:
     endpoint = find_endpoint(request, _app_id(request), "fal")
     url = request.query.get("fal_webhook")
-    job, created = await submit(request, endpoint, Webhook(url, "fal_webhook") if url else None)
+    job, created = await submit(request, endpoint, Webhook(url, "fal_webhook") if url else None, "fal")
     position = await service(request).queue_position(job)
     return json_response(fal_submitted(job, position), headers=fal_headers(job, created))
 
@@ -58,7 +58,7 @@ async def submit_request(request: web.Request) -> web.Response:
 async def run_request(request: web.Request) -> web.Response:
     """fal's run host: the request goes through the same queue, and the answer waits for its result."""
     endpoint = find_endpoint(request, _app_id(request), "fal")
-    job, created = await submit(request, endpoint, None)
+    job, created = await submit(request, endpoint, None, "fal")
     timeout = service(request).settings.sync_timeout_seconds
     finished = await service(request).wait(job.id, timeout)
     assert finished is not None

@@ -76,9 +76,11 @@ async def endpoints(request: web.Request) -> web.Response:
     listing = [
         {
             "id": endpoint.id,
-            "api": endpoint.api,
+            "api": endpoint.apis[0],
+            "apis": list(endpoint.apis),
             "title": endpoint.title,
             "description": endpoint.description,
+            "published": endpoint.published,
             "available": endpoint.unavailable is None,
             "unavailable_reason": endpoint.unavailable,
             "schema": endpoint.json_schema(),

@@ -1,7 +1,9 @@
 """Segmind-style routes: `POST /v1/{endpoint}` (image bytes), `POST /v2/{endpoint}` and its polling URLs.
 
 Clients written for Segmind (its Python SDK, its JS samples sending forms) work by changing the base
-URL: same paths, statuses, codes (FAILED served as 422), and field names.
+URL: same paths, statuses, codes (FAILED served as 422), and field names. An endpoint served in both
+styles has a fal app id, owner/app, which these routes serve as `/v1/{owner}/{app}` (Segmind's SDK puts
+the slug into the path as it is).
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from engine.api.submit import Webhook, find_endpoint, job_headers, own_job, subm
 from engine.jobs.types import Job, JobStatus, OutputFile
 
 
+def _endpoint_id(request: web.Request) -> str:
+    """`/v1/{endpoint}` or `/v1/{owner}/{app}`."""
+    match = request.match_info
+    return match["endpoint"] if "endpoint" in match else f"{match['owner']}/{match['app']}"
+
+
 def _webhook(request: web.Request) -> Webhook | None:
     if request.query.get("webhook"):
         return Webhook(request.query["webhook"], "webhook")
@@ -32,8 +40,8 @@ def _webhook(request: web.Request) -> Webhook | None:
 @rate_limited
 async def run_sync(request: web.Request) -> web.StreamResponse:
     """Blocks until the image is ready and answers with its bytes (JSON with base64 for several)."""
-    endpoint = find_endpoint(request, request.match_info["endpoint"], "segmind")
-    job, created = await submit(request, endpoint, _webhook(request))
+    endpoint = find_endpoint(request, _endpoint_id(request), "segmind")
+    job, created = await submit(request, endpoint, _webhook(request), "segmind")
     timeout = service(request).settings.sync_timeout_seconds
     finished = await service(request).wait(job.id, timeout)
     assert finished is not None
@@ -74,8 +82,8 @@ def _image_response(request: web.Request, job: Job, headers: dict[str, str]) -> 
 
 @rate_limited
 async def submit_async(request: web.Request) -> web.Response:
-    endpoint = find_endpoint(request, request.match_info["endpoint"], "segmind")
-    job, created = await submit(request, endpoint, _webhook(request))
+    endpoint = find_endpoint(request, _endpoint_id(request), "segmind")
+    job, created = await submit(request, endpoint, _webhook(request), "segmind")
     position = await service(request).queue_position(job)
     return json_response(segmind_submitted(job, position), headers=job_headers(job, created))
 
@@ -135,8 +143,11 @@ def _file(request: web.Request, output: OutputFile) -> Path:
 
 
 def add_routes(app: web.Application) -> None:
+    """Registered after the admin routes: `/v1/{owner}/{app}` would take `/v1/admin/endpoints`."""
     app.router.add_post("/v1/{endpoint}", run_sync)
     app.router.add_post("/v2/{endpoint}", submit_async)
+    app.router.add_post("/v1/{owner}/{app}", run_sync)
+    app.router.add_post("/v2/{owner}/{app}", submit_async)
     app.router.add_get("/v2/requests/{request_id}/status", request_status)
     app.router.add_get("/v2/requests/{request_id}/events", request_events)
     app.router.add_post("/v2/requests/{request_id}/cancel", request_cancel)

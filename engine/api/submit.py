@@ -11,6 +11,7 @@ from engine.api.bodies import read_fields
 from engine.api.context import api_key, base_url, service
 from engine.api.errors import ApiError
 from engine.endpoints import Endpoint, RequestError
+from engine.endpoints.spec import Api
 from engine.jobs.types import InsufficientCredits, Job
 from engine.jobs.webhook_targets import WebhookTargetError, check_target
 
@@ -23,9 +24,9 @@ class Webhook(NamedTuple):
     """The query parameter or header it came in, named in errors."""
 
 
-def find_endpoint(request: web.Request, endpoint_id: str, api: str) -> Endpoint:
+def find_endpoint(request: web.Request, endpoint_id: str, api: Api) -> Endpoint:
     endpoint = service(request).endpoints.get(endpoint_id)
-    if endpoint is None or endpoint.api != api:
+    if endpoint is None or api not in endpoint.apis:
         raise ApiError(404, f"no endpoint named '{endpoint_id}'", endpoint=endpoint_id)
     if endpoint.unavailable is not None:
         raise ApiError(
@@ -34,13 +35,15 @@ def find_endpoint(request: web.Request, endpoint_id: str, api: str) -> Endpoint:
     return endpoint
 
 
-async def submit(request: web.Request, endpoint: Endpoint, webhook: Webhook | None) -> tuple[Job, bool]:
-    """Parse the body against the endpoint and queue a job; (job, created)."""
+async def submit(
+    request: web.Request, endpoint: Endpoint, webhook: Webhook | None, api: Api
+) -> tuple[Job, bool]:
+    """Parse the body against the endpoint and queue a job called through `api`'s routes; (job, created)."""
     values, strings = await read_fields(request)
     try:
         params = endpoint.parse(values, strings=strings)
     except RequestError as exc:
-        if endpoint.api == "fal":  # fal's clients expect FastAPI-style 422 validation errors
+        if api == "fal":  # fal's clients expect FastAPI-style 422 validation errors
             raise ApiError(422, str(exc), **exc.fal_body()) from exc
         raise ApiError(400, str(exc), errors=exc.body()["errors"]) from exc
     idempotency_key = request.headers.get("Idempotency-Key")
@@ -49,12 +52,12 @@ async def submit(request: web.Request, endpoint: Endpoint, webhook: Webhook | No
             400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", field="Idempotency-Key"
         )
     if webhook is not None:
-        await _check_webhook(request, endpoint, webhook)
+        await _check_webhook(request, api, webhook)
     try:
         return await service(request).submit(
             endpoint,
             params,
-            api=endpoint.api,
+            api=api,
             key=api_key(request),
             idempotency_key=idempotency_key,
             webhook_url=webhook.url if webhook is not None else None,
@@ -64,12 +67,12 @@ async def submit(request: web.Request, endpoint: Endpoint, webhook: Webhook | No
         raise ApiError(406, str(exc), required=exc.needed, available=exc.available) from exc
 
 
-async def _check_webhook(request: web.Request, endpoint: Endpoint, webhook: Webhook) -> None:
+async def _check_webhook(request: web.Request, api: Api, webhook: Webhook) -> None:
     """Refuse at submit a URL the server would refuse to call, naming the parameter it came in."""
     try:
         await check_target(webhook.url, allow_private=service(request).settings.allow_private_webhooks)
     except WebhookTargetError as exc:
-        if endpoint.api == "fal":  # FastAPI's validation shape, as for fal's body fields
+        if api == "fal":  # FastAPI's validation shape, as for fal's body fields
             detail = [{"loc": ["query", webhook.field], "msg": str(exc), "type": "value_error"}]
             raise ApiError(422, str(exc), detail=detail) from exc
         raise ApiError(400, str(exc), field=webhook.field) from exc

@@ -1,4 +1,4 @@
-"""The `engine` command: serve the API, run and inspect graphs, manage keys and test models.
+"""The `engine` command: serve the API, run and inspect graphs, manage keys, endpoints and test models.
 
 Building the parser imports no command's implementation: each command module imports what it runs
 (torch, diffusers, aiohttp) inside its handler, so `engine --help` and `engine keys add` start in a
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import folders
-from engine.cli import global_options, graphs, keys, models, serve
+from engine.cli import endpoints, global_options, graphs, keys, models, serve
 from engine.cli.console import configure_logging
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_commands(commands)
     graphs.add_commands(commands)
     keys.add_commands(commands)
+    endpoints.add_commands(commands)
     models.add_commands(commands)
     return parser
 

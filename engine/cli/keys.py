@@ -17,9 +17,11 @@ def _store(args: argparse.Namespace) -> SqliteStore:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    key, secret = _store(args).add_key(args.name, args.credits, args.rate)
+    key, secret = _store(args).add_key(args.name, args.credits, args.rate, admin=args.admin)
+    role = ", admin (may publish and remove endpoints)" if key.admin else ""
     print(
-        f"created {key.id} ({key.name}) with {key.balance:g} credits, {key.rate_per_minute} requests/minute"
+        f"created {key.id} ({key.name}) with {key.balance:g} credits, "
+        f"{key.rate_per_minute} requests/minute{role}"
     )
     print("secret (shown once, store it now):")
     print(secret)
@@ -27,11 +29,12 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    table = Table("id", "name", "balance", "reserved", "rate/min", "state")
+    table = Table("id", "name", "balance", "reserved", "rate/min", "role", "state")
     for key in _store(args).list_keys():
         state = "revoked" if key.revoked_at else "active"
+        role = "admin" if key.admin else "client"
         table.add_row(
-            key.id, key.name, f"{key.balance:g}", f"{key.reserved:g}", str(key.rate_per_minute), state
+            key.id, key.name, f"{key.balance:g}", f"{key.reserved:g}", str(key.rate_per_minute), role, state
         )
     Console().print(table)
     return 0
@@ -61,6 +64,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add.add_argument("name")
     add.add_argument("--credits", type=float, default=100.0, help="starting balance (default 100)")
     add.add_argument("--rate", type=int, default=60, help="requests per minute (default 60)")
+    add.add_argument(
+        "--admin", action="store_true", help="may also publish, unpublish, export and import endpoints"
+    )
     add.set_defaults(handler=cmd_add)
     listing = actions.add_parser("list", help="list keys and balances")
     listing.set_defaults(handler=cmd_list)

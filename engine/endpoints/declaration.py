@@ -28,8 +28,22 @@ from engine.endpoints.pricing import PriceTerm, Pricing
 from engine.endpoints.spec import APIS, Api, Endpoint, OutputSpec
 from engine.endpoints.tokens import TOKENIZERS, Tokenizers, TokenLimit
 from engine.graph.types import Prompt
+from engine.graph.workflow import is_workflow
 
-TOP_KEYS = frozenset({"api", "title", "description", "prompt", "output", "fields", "pricing", "response"})
+TOP_KEYS = frozenset(
+    {
+        "api",
+        "title",
+        "description",
+        "prompt",
+        "output",
+        "fields",
+        "pricing",
+        "response",
+        "published",
+        "workflow",
+    }
+)
 FIELD_KEYS = frozenset(
     {
         "type",
@@ -106,6 +120,13 @@ class _Reader:
         ):
             self.fail(where, 'must be a list of ["node id", "input name"] pairs')
         return tuple(InputRef(node, name) for node, name in value)
+
+    def apis(self, value: Any) -> tuple[Api, ...]:
+        """One style ("segmind") or several (["segmind", "fal"]): the endpoint is served in each."""
+        apis = tuple(value) if isinstance(value, list) else (value,)
+        if not apis or any(api not in APIS for api in apis) or len(set(apis)) != len(apis):
+            self.fail("api", f"must be one of {', '.join(APIS)}, or a list of them without repeats")
+        return cast(tuple[Api, ...], apis)
 
     def graph(self, value: Any) -> Prompt:
         if not isinstance(value, Mapping) or not value:
@@ -355,9 +376,7 @@ def read_endpoint(endpoint_id: str, path: Path, data: Any, tokenizers: Tokenizer
     bounded in tokens count them with `tokenizers` (nothing is read from them here)."""
     reader = _Reader(path, tokenizers)
     spec = reader.mapping(data, "the file", TOP_KEYS)
-    api = spec.get("api")
-    if api not in APIS:
-        reader.fail("api", f"must be one of {', '.join(APIS)}")
+    apis = reader.apis(spec.get("api"))
     graph = reader.graph(spec.get("prompt"))
     declared = spec.get("fields")
     if not isinstance(declared, Mapping) or not declared:
@@ -375,9 +394,11 @@ def read_endpoint(endpoint_id: str, path: Path, data: Any, tokenizers: Tokenizer
     for name in echo:
         if name not in fields:
             reader.fail("response: echo", f"names field '{name}', which is not declared")
+    if "workflow" in spec and not is_workflow(spec["workflow"]):
+        reader.fail("workflow", "must be an editor (UI-format) workflow: an object with nodes and links")
     return Endpoint(
         id=endpoint_id,
-        api=cast(Api, api),
+        apis=apis,
         title=reader.text(spec.get("title", endpoint_id), "title"),
         description=reader.text(spec.get("description", ""), "description"),
         fields=fields,
@@ -386,4 +407,6 @@ def read_endpoint(endpoint_id: str, path: Path, data: Any, tokenizers: Tokenizer
         output=reader.output(spec.get("output"), fields),
         pricing=reader.pricing(spec.get("pricing", {}), fields),
         echo=tuple(echo),
+        published=reader.flag(spec.get("published", False), "published"),
+        template=spec,
     )

@@ -94,8 +94,8 @@ def _fal(endpoint: Endpoint, server_url: str) -> str:
 
 
 def _first(endpoints: Mapping[str, Endpoint], api: str) -> Endpoint | None:
-    return next((e for e in endpoints.values() if e.api == api and e.unavailable is None), None) or next(
-        (e for e in endpoints.values() if e.api == api), None
+    return next((e for e in endpoints.values() if api in e.apis and e.unavailable is None), None) or next(
+        (e for e in endpoints.values() if api in e.apis), None
     )
 
 

@@ -100,8 +100,9 @@ def _field_row(field: Field) -> str:
 
 
 def curl_example(endpoint: Endpoint, server_url: str) -> str:
+    """A request in the style the endpoint's documentation leads with (the first it is served in)."""
     body = shell_quote(json.dumps(example_body(endpoint)))
-    if endpoint.api == "fal":
+    if endpoint.apis[0] == "fal":
         return (
             f"curl -X POST {shell_quote(f'{server_url}/{endpoint.id}')} \\\n"
             '  -H "Authorization: Key $API_KEY" -H "Content-Type: application/json" \\\n'
@@ -117,12 +118,10 @@ def curl_example(endpoint: Endpoint, server_url: str) -> str:
 
 
 def _section(endpoint: Endpoint, server_url: str) -> str:
-    route = (
-        f"POST /{endpoint.id}" if endpoint.api == "fal" else f"POST /v1/{endpoint.id}, POST /v2/{endpoint.id}"
-    )
+    routes = {"segmind": f"POST /v1/{endpoint.id}, POST /v2/{endpoint.id}", "fal": f"POST /{endpoint.id}"}
     parts = [
         f'<h2 id="{escape(endpoint.id)}">{escape(endpoint.title)} <code>{escape(endpoint.id)}</code></h2>',
-        f"<p><code>{escape(route)}</code> ({escape(endpoint.api)} style)</p>",
+        *(f"<p><code>{escape(routes[api])}</code> ({escape(api)} style)</p>" for api in endpoint.apis),
     ]
     if endpoint.unavailable:
         parts.append(

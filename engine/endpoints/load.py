@@ -17,6 +17,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from engine import folders
 from engine.diffusion.detect import identify
@@ -24,20 +25,22 @@ from engine.diffusion.safetensors_file import WeightsFileError
 from engine.endpoints.bindings import check_bindings
 from engine.endpoints.declaration import read_endpoint
 from engine.endpoints.errors import EndpointError
-from engine.endpoints.spec import Endpoint
+from engine.endpoints.spec import Api, Endpoint
 from engine.endpoints.tokens import Tokenizers
 from engine.folders import MODEL_EXTENSIONS
 from engine.graph.registry import NodeRegistry
 from engine.graph.types import Prompt
 from engine.graph.validate import ValidationError, validate_prompt
+from engine.graph.workflow import WorkflowError, workflow_to_prompt
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-SEGMENTS_BY_API = {"segmind": 1, "fal": 2}
-"""Segmind serves /v1/<name>; fal serves /<owner>/<app>."""
-
-RESERVED = {"segmind": frozenset({"requests"}), "fal": frozenset({"v1", "v2", "api", "extensions", "docs"})}
-"""First path segments other routes use: Segmind's /v2/requests/{id}, and the /v1, /v2 and ComfyUI
-(/api, /extensions, /docs) route families a fal app's /<owner>/<app> would shadow."""
+RESERVED = {
+    "segmind": frozenset({"requests", "admin"}),
+    "fal": frozenset({"v1", "v2", "api", "extensions", "docs"}),
+}
+"""First path segments other routes use: Segmind's /v2/requests/{id} and /v1/admin/endpoints (which
+/v1/{owner}/{app} would shadow), and the /v1, /v2 and ComfyUI (/api, /extensions, /docs) route
+families a fal app's /<owner>/<app> would shadow."""
 
 CHECK_PREFIX = "api/template-check"
 """The output prefix the load-time check builds with (nothing runs, so nothing is written)."""
@@ -67,19 +70,20 @@ def load_endpoint(
         raise EndpointError(f"{path}: cannot be read ({exc.strerror})") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EndpointError(f"{path}: not a JSON file ({exc})") from exc
+    return check_template(data, path, endpoint_id, registry, tokenizers)
+
+
+def check_template(
+    data: Any, path: Path, endpoint_id: str, registry: NodeRegistry, tokenizers: Tokenizers | None = None
+) -> Endpoint:
+    """The endpoint a template's JSON declares, with every check start-up makes (the template is not
+    read from `path`, which only names it in messages): publishing checks a template this way before
+    its file is written."""
     endpoint = read_endpoint(endpoint_id, path, data, tokenizers or Tokenizers.from_model_folders())
-    segments = endpoint_id.split("/")
-    if len(segments) != SEGMENTS_BY_API[endpoint.api] or not all(_SEGMENT.fullmatch(s) for s in segments):
-        shape = "a name" if endpoint.api == "segmind" else "owner/app"
-        raise EndpointError(
-            f"{path}: a {endpoint.api} endpoint's path below the graphs folder must be {shape} "
-            f"(letters, digits, '.', '_', '-'), not {endpoint_id!r}"
-        )
-    if segments[0] in RESERVED[endpoint.api]:
-        raise EndpointError(
-            f"{path}: {segments[0]!r} cannot start a {endpoint.api} endpoint's path: other routes use it"
-        )
+    check_endpoint_id(endpoint_id, endpoint.apis, path)
     check_bindings(endpoint, registry)
+    if "workflow" in endpoint.template:
+        _check_workflow(endpoint, registry)
     prompt = endpoint.build(endpoint.defaults(), output_prefix=CHECK_PREFIX)
     missing_tokenizers = _missing_tokenizers(endpoint)
     if missing_tokenizers is None:
@@ -90,6 +94,41 @@ def load_endpoint(
         missing_tokenizers,
     ]
     return replace(endpoint, unavailable="; ".join(r for r in reasons if r) or None)
+
+
+def check_endpoint_id(endpoint_id: str, apis: tuple[Api, ...], path: Path) -> None:
+    """An id the endpoint's routes can serve: one segment for Segmind's /v1/<name>, owner/app when fal
+    serves it too (Segmind's routes then serve /v1/<owner>/<app>), and no first segment other routes use."""
+    segments = endpoint_id.split("/")
+    fal = "fal" in apis
+    styles = " and ".join(apis)
+    if len(segments) != (2 if fal else 1) or not all(_SEGMENT.fullmatch(s) for s in segments):
+        shape = "owner/app" if fal else "a name"
+        raise EndpointError(
+            f"{path}: a {styles} endpoint's path below the graphs folder must be {shape} "
+            f"(letters, digits, '.', '_', '-'), not {endpoint_id!r}"
+        )
+    if any(segments[0] in RESERVED[api] for api in apis):
+        raise EndpointError(
+            f"{path}: {segments[0]!r} cannot start a {styles} endpoint's path: other routes use it"
+        )
+
+
+def _check_workflow(endpoint: Endpoint, registry: NodeRegistry) -> None:
+    """The editor workflow kept for export must still be the graph served: converted as the editor
+    converts it, every node of the template must come out the same (nodes that do not feed the output,
+    such as previews, are left out of the template)."""
+    try:
+        converted = workflow_to_prompt(endpoint.template["workflow"], registry)
+    except WorkflowError as exc:
+        raise EndpointError(f"{endpoint.source}: workflow: {exc}") from exc
+    for node_id, node in endpoint.graph.items():
+        other = converted.get(node_id)
+        if other is None or (other["class_type"], other["inputs"]) != (node["class_type"], node["inputs"]):
+            raise EndpointError(
+                f"{endpoint.source}: workflow: node {node_id} ({node['class_type']}) differs from the "
+                "template's prompt; the workflow must be the one the prompt was made from"
+            )
 
 
 def _missing_tokenizers(endpoint: Endpoint) -> str | None:

@@ -248,12 +248,25 @@ def _service_schemas() -> dict[str, Any]:
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "required": ["id", "api", "title", "description", "available", "schema"],
+                        "required": ["id", "api", "apis", "title", "description", "available", "schema"],
                         "properties": {
                             "id": {"type": "string"},
-                            "api": {"type": "string", "enum": ["segmind", "fal"]},
+                            "api": {
+                                "type": "string",
+                                "enum": ["segmind", "fal"],
+                                "description": "The style its documentation leads with (the first of apis).",
+                            },
+                            "apis": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": ["segmind", "fal"]},
+                                "description": "Every style that serves it.",
+                            },
                             "title": {"type": "string"},
                             "description": {"type": "string"},
+                            "published": {
+                                "type": "boolean",
+                                "description": "Published through the admin routes (not shipped in graphs/).",
+                            },
                             "available": {"type": "boolean"},
                             "unavailable_reason": {"type": ["string", "null"]},
                             "schema": {"type": "object", "description": "The request body's JSON Schema."},
@@ -829,7 +842,7 @@ def build_openapi(endpoints: Mapping[str, Endpoint], server_url: str) -> dict[st
     """The OpenAPI 3.1 document for these endpoints as served at `server_url`."""
     paths: dict[str, Any] = _service_paths()
     schemas = {**_common_schemas(), **_service_schemas()}
-    apis = {endpoint.api for endpoint in endpoints.values()}
+    apis = {api for endpoint in endpoints.values() for api in endpoint.apis}
     if "segmind" in apis:
         schemas.update(_segmind_schemas())
     if "fal" in apis:
@@ -839,9 +852,9 @@ def build_openapi(endpoints: Mapping[str, Endpoint], server_url: str) -> dict[st
         request = endpoint.json_schema()
         request.pop("$schema", None)
         schemas[input_name] = request
-        if endpoint.api == "segmind":
+        if "segmind" in endpoint.apis:
             paths.update(_segmind_paths(endpoint, _ref(input_name)))
-        else:
+        if "fal" in endpoint.apis:
             output_name = schema_name(endpoint.id, "Output")
             schemas[output_name] = _fal_output_schema(endpoint)
             paths.update(_fal_paths(endpoint, _ref(input_name), _ref(output_name)))

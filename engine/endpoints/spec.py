@@ -79,8 +79,10 @@ class Params:
 @dataclass(frozen=True)
 class Endpoint:
     id: str
-    """The URL name: "aura-flow" (Segmind style) or "fal-ai/aura-flow" (fal style)."""
-    api: Api
+    """The URL name: "aura-flow" (Segmind style) or "fal-ai/aura-flow" (fal style, and Segmind style too
+    when the template names both)."""
+    apis: tuple[Api, ...]
+    """The API styles that serve it, the first being the one its documentation leads with."""
     title: str
     description: str
     fields: Mapping[str, Field]
@@ -93,6 +95,12 @@ class Endpoint:
     """Fields whose values the response repeats (fal answers with `seed` and `prompt`)."""
     unavailable: str | None = None
     """Why the endpoint cannot run here (a model file it needs is missing); None when it can."""
+    published: bool = False
+    """Made by publishing (or importing) through the admin routes, so unpublishing may delete its file;
+    a template shipped in graphs/ is changed by editing the file instead."""
+    template: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The template's JSON as read: export shares the declaration exactly as it was written, and the
+    editor workflow the graph was published from (its `workflow` key), if any."""
 
     @property
     def seed_field(self) -> Field | None:

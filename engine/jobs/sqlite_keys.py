@@ -20,18 +20,30 @@ def _key(row: sqlite3.Row) -> ApiKey:
         rate_per_minute=row["rate_per_minute"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        admin=bool(row["admin"]),
     )
 
 
 class KeyTable(SqliteConnection):
-    def add_key(self, name: str, credits: float, rate_per_minute: int) -> tuple[ApiKey, str]:
+    def add_key(
+        self, name: str, credits: float, rate_per_minute: int, *, admin: bool = False
+    ) -> tuple[ApiKey, str]:
         """Create a key; the secret is returned once and only its hash is stored."""
         secret = new_secret()
         with self._transaction() as db:
             row = db.execute(
-                """INSERT INTO api_keys (id, name, secret_hash, balance_micros, rate_per_minute, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?) RETURNING *""",
-                (new_key_id(), name, hash_secret(secret), to_micros(credits), rate_per_minute, time.time()),
+                """INSERT INTO api_keys
+                       (id, name, secret_hash, balance_micros, rate_per_minute, created_at, admin)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *""",
+                (
+                    new_key_id(),
+                    name,
+                    hash_secret(secret),
+                    to_micros(credits),
+                    rate_per_minute,
+                    time.time(),
+                    int(admin),
+                ),
             ).fetchone()
         return _key(row), secret
 

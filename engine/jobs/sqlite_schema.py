@@ -90,4 +90,10 @@ CREATE INDEX IF NOT EXISTS jobs_api ON jobs (api, seq);
 arrival order), `extra_data` and `targets` are what was submitted with the graph, `report` what its run
 showed (every node's UI output and the status messages); jobs stored before have none of them."""
 
-MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, COMFY_JOBS)
+ADMIN_KEYS = """
+ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+"""
+"""Version 4: admin keys may publish, replace, export and import endpoints (the /v1/admin routes).
+Every key that existed before is an ordinary one, so upgrading grants no one new powers."""
+
+MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, COMFY_JOBS, ADMIN_KEYS)

@@ -158,6 +158,8 @@ class ApiKey:
     rate_per_minute: int
     created_at: float
     revoked_at: float | None = None
+    admin: bool = False
+    """May manage endpoints (publish, unpublish, export, import), besides running them."""
 
     @property
     def available(self) -> float:

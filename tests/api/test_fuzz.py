@@ -222,7 +222,12 @@ def test_model_endpoint_submissions_answer_only_as_documented(
     idle_model_server: LiveServer, subtests: pytest.Subtests
 ) -> None:
     endpoints = idle_model_server.service.endpoints.values()
-    queued = {f"/v2/{e.id}" if e.api == "segmind" else f"/{e.id}" for e in endpoints if e.id != "solid-color"}
+    queued = {
+        f"/v2/{e.id}" if api == "segmind" else f"/{e.id}"
+        for e in endpoints
+        if e.id != "solid-color"
+        for api in e.apis
+    }
     schema = load_schema(idle_model_server)
     for result in schema.get_all_operations():
         operation = result.ok()

@@ -18,12 +18,12 @@ from engine.graph.validate import validate_prompt
 from tests.endpoints.conftest import GRAPHS
 
 SHIPPED = {
-    "aura-flow": "segmind",
-    "flux-schnell": "segmind",
-    "flux-pro": "segmind",
-    "flux-dev": "segmind",
-    "fal-ai/aura-flow": "fal",
-    "solid-color": "segmind",
+    "aura-flow": ("segmind",),
+    "flux-schnell": ("segmind",),
+    "flux-pro": ("segmind",),
+    "flux-dev": ("segmind",),
+    "fal-ai/aura-flow": ("fal",),
+    "solid-color": ("segmind",),
 }
 
 
@@ -35,7 +35,7 @@ def bounds(endpoint: Endpoint, name: str) -> tuple[Any, Any, Any]:
 def test_every_shipped_template_loads_and_is_available_with_its_model_files(
     endpoints: dict[str, Endpoint],
 ) -> None:
-    assert {endpoint_id: e.api for endpoint_id, e in endpoints.items()} == SHIPPED
+    assert {endpoint_id: e.apis for endpoint_id, e in endpoints.items()} == SHIPPED
     assert {endpoint_id: e.unavailable for endpoint_id, e in endpoints.items()} == dict.fromkeys(SHIPPED)
 
 

@@ -39,6 +39,16 @@ def test_add_list_credit_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert engine(tmp_path, "keys", "revoke", key.id) == 1
 
 
+def test_add_an_admin_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert engine(tmp_path, "keys", "add", "ops", "--admin") == 0
+    assert engine(tmp_path, "keys", "add", "client") == 0
+    secrets = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sk_")]
+    store = SqliteStore(tmp_path / "data" / "engine.sqlite3")
+    assert [store.authenticate(secret).admin for secret in secrets] == [True, False]
+    assert engine(tmp_path, "keys", "list") == 0
+    assert "admin" in capsys.readouterr().out
+
+
 def test_make_test_models_writes_marked_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert engine(tmp_path, "make-test-models", str(tmp_path / "models")) == 0
     assert "RANDOM test weights" in capsys.readouterr().out

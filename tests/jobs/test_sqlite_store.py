@@ -266,6 +266,20 @@ def test_a_first_release_database_is_migrated_in_place(tmp_path: Path) -> None:
     assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == len(MIGRATIONS)  # reopening: no change
 
 
+def test_keys_made_before_admin_keys_existed_stay_ordinary(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.executescript(FIRST_RELEASE_SCHEMA)
+        old.execute(
+            "INSERT INTO api_keys VALUES ('key_old', 'old', ?, 1000000, 0, 60, 1.0, NULL)",
+            (hash_secret("sk_old"),),
+        )
+    store = SqliteStore(path)
+    assert store.authenticate("sk_old").admin is False
+    admin, secret = store.add_key("ops", credits=0, rate_per_minute=60, admin=True)
+    assert admin.admin and store.authenticate(secret).admin and store.key(admin.id).admin
+
+
 def test_a_database_from_a_newer_engine_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite3"
     with sqlite3.connect(path) as newer:
