@@ -79,4 +79,23 @@ CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (due_at);
 """
 """Version 2: webhooks waiting for delivery live in the store, so retries survive a restart."""
 
-MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX)
+ASSETS = """
+CREATE TABLE assets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    file_path TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    job_id TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX assets_owner ON assets (owner, seq);
+CREATE INDEX assets_digest ON assets (digest, owner);
+"""
+"""Version 3: Comfy API v2 assets, one owner's records over content-addressed blobs (engine.assets);
+`owner` is the API key's id, or '' for everything on a server with open access."""
+
+MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, ASSETS)

@@ -191,14 +191,14 @@ def test_a_first_release_database_is_migrated_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as old:
         old.executescript(FIRST_RELEASE_SCHEMA)
     store = SqliteStore(path)
-    assert store._query("PRAGMA user_version")[0][0] == 2
+    assert store._query("PRAGMA user_version")[0][0] == 3
     job_id = "00000000-0000-4000-8000-000000000001"
     assert store.recover() == (1, 0) and store.get(job_id).status == JobStatus.QUEUED
     store.claim()
     store.complete(job_id, [], {})  # finishing it queues its webhook in the table version 2 added
     assert store.claim_webhook(now=time.time() + 1, lease_seconds=10).job_id == job_id
     store.close()
-    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == 2  # reopening changes nothing
+    assert SqliteStore(path)._query("PRAGMA user_version")[0][0] == 3  # reopening changes nothing
 
 
 def test_a_database_from_a_newer_engine_is_refused(tmp_path: Path) -> None:
