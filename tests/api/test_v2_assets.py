@@ -5,10 +5,13 @@ ranges are compared with slices of those bytes."""
 from __future__ import annotations
 
 import io
+import json
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import blake3
 import httpx
@@ -53,9 +56,13 @@ def blobs_named(settings: Settings, digest: str) -> list[Path]:
 def error(spec: SpecChecker, response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     """The error envelope of a response with this status and code, checked against ErrorEnvelope."""
     assert response.status_code == status, (response.status_code, response.text[:400])
-    body = spec.check_schema("ErrorEnvelope", response.json())["error"]
-    assert body["code"] == code, body
-    return body
+    return error_body(spec, response.json(), code)
+
+
+def error_body(spec: SpecChecker, body: Any, code: str) -> dict[str, Any]:
+    error = spec.check_schema("ErrorEnvelope", body)["error"]
+    assert error["code"] == code, error
+    return error
 
 
 def bearer(server: LiveServer, key: str) -> httpx.Client:
@@ -322,6 +329,28 @@ def test_an_upload_over_the_limit_is_413_naming_it(open_server: tuple[LiveServer
         assert spec.check(exact).status_code == 201
     stored = [p for p in server.settings.assets_path.rglob("*") if p.is_file()]
     assert [p.name for p in stored] == [blake3.blake3(big[:-1]).hexdigest()]
+
+
+def test_an_upload_announcing_too_many_bytes_is_refused_before_they_are_sent(
+    open_server: tuple[LiveServer, SpecChecker],
+) -> None:
+    server, spec = open_server
+    url = urlsplit(server.url)
+    head = (
+        f"POST {ASSETS} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000000000\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=30) as connection:
+        connection.sendall(head.encode())  # and none of the body
+        reader = connection.makefile("rb")
+        status_line = reader.readline().decode()
+        headers = {}
+        while (line := reader.readline().decode().strip()) != "":
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = json.loads(reader.read(int(headers["content-length"])))
+    assert status_line.split()[1] == "413", status_line
+    assert error_body(spec, body, "payload_too_large")["details"] == {"limit_bytes": MAX_ASSET_BYTES}
 
 
 def _chunked_form(data: bytes) -> Iterator[bytes]:
