@@ -139,6 +139,16 @@ class AsyncSqliteStore:
     async def key(self, key_id: str) -> ApiKey | None:
         return await self._run(lambda: self.database.key(key_id))
 
+    # -- Comfy API v2 idempotency keys -------------------------------------------------------------------
+
+    async def claim_idempotency_key(
+        self, owner: str, scope: str, key: str, now: float, lifetime: float
+    ) -> bool:
+        return await self._run(lambda: self.database.claim_idempotency_key(owner, scope, key, now, lifetime))
+
+    async def release_idempotency_key(self, owner: str, scope: str, key: str) -> None:
+        await self._run(lambda: self.database.release_idempotency_key(owner, scope, key))
+
     # -- assets (engine.assets.store.AssetStore) -------------------------------------------------------
 
     async def add_asset(self, new: NewAsset) -> Asset:

@@ -79,7 +79,7 @@ CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (due_at);
 """
 """Version 2: webhooks waiting for delivery live in the store, so retries survive a restart."""
 
-ASSETS = """
+API_V2 = """
 CREATE TABLE assets (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -94,8 +94,17 @@ CREATE TABLE assets (
 );
 CREATE INDEX assets_owner ON assets (owner, seq);
 CREATE INDEX assets_digest ON assets (digest, owner);
+CREATE TABLE idempotency_keys (
+    owner TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (owner, scope, key)
+);
+CREATE INDEX idempotency_keys_claimed ON idempotency_keys (claimed_at);
 """
-"""Version 3: Comfy API v2 assets, one owner's records over content-addressed blobs (engine.assets);
+"""Version 3: Comfy API v2. Its assets, one owner's records over content-addressed blobs
+(engine.assets), and its single-use Idempotency-Keys, claimed per owner and operation (`scope`).
 `owner` is the API key's id, or '' for everything on a server with open access."""
 
-MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, ASSETS)
+MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, API_V2)

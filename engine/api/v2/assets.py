@@ -28,6 +28,7 @@ from engine.api.errors import ApiError, json_response
 from engine.api.ranges import file_response
 from engine.api.v2.auth import owner
 from engine.api.v2.errors import PREFIX, V2Error, invalid
+from engine.api.v2.idempotency import single_use
 from engine.api.v2.pagination import next_cursor, page, single
 from engine.api.v2.render import timestamp
 from engine.assets import mime
@@ -134,7 +135,7 @@ class _Upload:
                         422, "file", "a part holds a nested multipart body; send one part per field"
                     )
                 await self._part(part, assets)
-        except (ValueError, AssertionError, BadHttpMessage) as exc:
+        except (ValueError, BadHttpMessage) as exc:
             reason = exc.message if isinstance(exc, BadHttpMessage) else str(exc) or type(exc).__name__
             raise invalid(422, "body", f"the multipart body cannot be read ({reason})") from exc
 
@@ -189,15 +190,16 @@ async def upload_asset(request: web.Request) -> web.Response:
     if declared is not None and declared > assets.max_bytes + MULTIPART_OVERHEAD_BYTES:
         raise _too_large(assets.max_bytes)
     upload = _Upload()
-    try:
-        await upload.read(request, assets)
-        asset, created_new = await _mint(request, assets, upload)
-    except UploadTooLarge as exc:
-        raise _too_large(exc.limit) from exc
-    except BaseException:
-        if upload.received is not None:
-            await assets.discard(upload.received)
-        raise
+    async with single_use(request, "assets.upload"):
+        try:
+            await upload.read(request, assets)
+            asset, created_new = await _mint(request, assets, upload)
+        except UploadTooLarge as exc:
+            raise _too_large(exc.limit) from exc
+        except BaseException:
+            if upload.received is not None:
+                await assets.discard(upload.received)
+            raise
     return json_response(
         asset_json(request, asset, created_new=created_new), status=201 if created_new else 200
     )
