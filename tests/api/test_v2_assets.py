@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import blake3
 import httpx
@@ -42,10 +42,12 @@ def upload(
     *,
     content_type: str = "image/png",
     file_path: str = "photo.png",
+    headers: dict[str, str] | None = None,
     **fields: Any,
 ) -> httpx.Response:
     form = {"content_type": content_type, "file_path": file_path, **fields}
-    return client.post(ASSETS, data=form, files={"file": ("upload.bin", data, content_type)})
+    files = {"file": ("upload.bin", data, content_type)}
+    return client.post(ASSETS, data=form, files=files, headers=headers)
 
 
 def blobs_named(settings: Settings, digest: str) -> list[Path]:
@@ -499,3 +501,49 @@ def test_v2_failures_outside_handlers_use_the_envelope(open_server: tuple[LiveSe
         not_allowed = client.put(ASSETS)
         assert "GET" in error(spec, not_allowed, 405, "method_not_allowed")["message"]
         error(spec, spec.check(client.get(f"{ASSETS}/not-a-uuid")), 404, "not_found")
+
+
+def test_an_idempotency_key_is_single_use_unless_its_request_was_refused(
+    asset_settings: Settings,
+) -> None:
+    with LiveServer(asset_settings) as server:
+        spec = SpecChecker(server.url)
+        _, alice_key = server.service.database.add_key("alice", credits=1, rate_per_minute=600)
+        _, bob_key = server.service.database.add_key("bob", credits=1, rate_per_minute=600)
+        alice, bob = bearer(server, alice_key), bearer(server, bob_key)
+        key = {"Idempotency-Key": "3b0c2a47-0d7e-4c1e-9a55-0f3c1f0d9a11"}
+        with alice, bob:
+            first = spec.check(upload(alice, png(), headers=key))
+            assert first.status_code == 201
+            again = spec.check(upload(alice, png(color=(0, 0, 0)), headers=key))
+            error(spec, again, 422, "idempotency_key_reuse")
+            assert [a["id"] for a in alice.get(ASSETS).json()["assets"]] == [first.json()["id"]]
+            assert spec.check(upload(bob, png(), headers=key)).status_code == 201  # keys are per owner
+
+            other = {"Idempotency-Key": "retry-after-a-mistake"}
+            refused = spec.check(upload(alice, png(), file_path="../x.png", headers=other))
+            error(spec, refused, 422, "invalid_request")
+            assert spec.check(upload(alice, png(), headers=other)).status_code == 200  # released, so retried
+            error(spec, spec.check(upload(alice, png(), headers=other)), 422, "idempotency_key_reuse")
+
+            for bad in (b"", b"x" * 256, "späť".encode()):
+                response = alice.post(ASSETS, headers={"Idempotency-Key": bad}, files={"file": ("a", b"a")})
+                assert error(spec, response, 400, "invalid_request")["details"]["field"] == "Idempotency-Key"
+
+
+def test_a_download_is_an_attachment_under_the_names_last_segment(
+    open_server: tuple[LiveServer, SpecChecker],
+) -> None:
+    server, spec = open_server
+    data = png()
+    with server.client() as client:
+        asset = upload(client, data, file_path='albums\\фото "1";.png').json()
+        assert asset["file_path"] == 'albums/фото "1";.png'  # either separator, stored as forward slashes
+        response = spec.check(client.get(asset["url"]))
+        disposition = response.headers["content-disposition"]
+        assert disposition == (
+            "attachment; filename=\"____ _1_;.png\"; filename*=UTF-8''" + quote('фото "1";.png', safe="")
+        )
+        assert response.headers["x-content-type-options"] == "nosniff"
+        head = client.head(asset["url"])  # HEAD: the headers of a GET, no body
+        assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(data)))
