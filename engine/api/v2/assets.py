@@ -33,7 +33,7 @@ from engine.api.v2.pagination import next_cursor, page, single
 from engine.api.v2.render import timestamp
 from engine.assets import mime
 from engine.assets.library import AssetLibrary, Received, UploadTooLarge
-from engine.assets.names import MAX_TAG_CHARS, clean_file_path, clean_tags
+from engine.assets.names import MAX_TAG_CHARS, MAX_TAGS, clean_file_path, clean_tags
 from engine.assets.types import Asset, format_hash, parse_hash
 
 ASSETS = PREFIX + "/assets"
@@ -42,9 +42,11 @@ URL_LIFETIME_SECONDS = 3600
 UPLOAD_CHUNK_BYTES = 64 * 1024
 FIELD_MAX_BYTES = 4096
 """The most a text part of an upload may hold: the longest file_path or tag is far shorter."""
-MULTIPART_OVERHEAD_BYTES = 64 * 1024
-"""Room for the text parts and boundaries around the file in an upload's declared length."""
 TEXT_FIELDS = ("content_type", "file_path", "expected_hash", "tags", "expires_in")
+PART_HEADERS_BYTES = 1024
+MULTIPART_OVERHEAD_BYTES = (len(TEXT_FIELDS) + MAX_TAGS + 1) * (FIELD_MAX_BYTES + PART_HEADERS_BYTES)
+"""Room for the text parts (the most tags included), part headers and boundaries around the file in an
+upload's declared length: a body longer than the file limit plus this cannot hold an acceptable file."""
 MIN_EXPIRES_IN, MAX_EXPIRES_IN = 60, 604800
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -147,6 +149,8 @@ class _Upload:
             self.received = await assets.receive(_chunks(part))
         elif name == "tags":
             self.tags.extend(_tag_values(part, await _text(part, name)))
+            if len(self.tags) > MAX_TAGS:  # refused as they come: their number is the client's to choose
+                raise invalid(422, "tags", f"more than {MAX_TAGS} tags given")
         elif name in TEXT_FIELDS:
             if name in self.fields:
                 raise invalid(422, name, f"field '{name}' is given twice")
