@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from engine import folders
+from engine.assets.blobs import BlobFolder
+from engine.assets.library import AssetLibrary
 from engine.diffusion.model_manager import ModelManager
 from engine.endpoints import Endpoint, Params, load_endpoints
 from engine.endpoints import publish as publishing
@@ -72,7 +74,9 @@ class Service:
         self.endpoints: dict[str, Endpoint] = load_endpoints(settings.graphs_dir, self.registry)
         self.database = SqliteStore(settings.database_path)
         self.recovered = self.database.recover()
-        self.store: JobStore = AsyncSqliteStore(self.database)
+        sqlite = AsyncSqliteStore(self.database)
+        self.store: JobStore = sqlite
+        self.assets = AssetLibrary(sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
         self.models = ModelManager()
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
@@ -102,6 +106,7 @@ class Service:
             self.store, self.executor, self.broadcast, self.outputs, on_finished=self._finished
         )
         await self._sweep_outputs(strays=True)
+        await self.assets.sweep()
         self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
         self._tasks.append(asyncio.create_task(self._expire_forever(), name="expiry"))
         self._tasks.append(asyncio.create_task(self.webhooks.run_forever(), name="webhooks"))

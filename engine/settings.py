@@ -51,6 +51,9 @@ class Settings:
     cache_bytes: int = field(default_factory=default_cache_bytes)
     """Memory for node outputs kept between runs (engine.graph.cache); 0 keeps none."""
     max_body_bytes: int = 1024 * 1024
+    max_asset_bytes: int = 100 * 1024**2
+    """The largest asset upload (Comfy API v2 expects single-request uploads of about 100 MB); larger
+    ones are refused with 413 as soon as the bytes pass it."""
     allow_private_webhooks: bool = False
     webhook_delays: tuple[float, ...] = (0.0, 5.0, 30.0, 120.0, 600.0)
     warmup_endpoints: tuple[str, ...] | None = None
@@ -61,6 +64,11 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return self.data_dir or self.base_dir / "data"
+
+    @property
+    def assets_path(self) -> Path:
+        """Where asset blobs live (engine.assets.blobs), named by their blake3 hash."""
+        return self.data_path / "assets"
 
     @property
     def database_path(self) -> Path:

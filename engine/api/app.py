@@ -10,13 +10,15 @@ from engine.api.context import BASE_URL, RATE_LIMITER, SERVICE
 from engine.api.errors import error_middleware
 from engine.api.rate_limit import RateLimiter
 from engine.api.render import webhook_body
+from engine.api.v2 import add_routes as add_v2_routes
+from engine.api.v2.errors import envelope_middleware
 from engine.service import Service
 
 
 def create_app(service: Service, listen_url: str) -> web.Application:
     """The application for a server listening at `listen_url` (see engine.api.listen)."""
     app = web.Application(
-        middlewares=[notice_middleware, error_middleware, auth_middleware],
+        middlewares=[notice_middleware, error_middleware, envelope_middleware, auth_middleware],
         client_max_size=service.settings.max_body_bytes,
     )
     app[SERVICE] = service
@@ -27,6 +29,7 @@ def create_app(service: Service, listen_url: str) -> web.Application:
     admin.add_routes(app)  # before Segmind's: its /v1/{owner}/{app} would take /v1/admin/endpoints
     segmind.add_routes(app)
     comfy.add_routes(app)  # before fal: its /{owner}/{app} would take /api/prompt
+    add_v2_routes(app)  # before fal too: /{owner}/{app}/requests/{id} has the shape of some v2 paths
     fal.add_routes(app)
 
     async def start(_: web.Application) -> None:

@@ -59,6 +59,14 @@ def cache_size(text: str) -> int:
     return size
 
 
+def asset_size(text: str) -> int:
+    """A byte count such as 100MiB or 2GB, at least one byte."""
+    size = int(_quantity(text, SIZE_UNITS, "size", "100MiB"))
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{text} is less than one byte: no upload could be stored")
+    return size
+
+
 def retention(text: str) -> float:
     """A period such as 3600, 90m, 24h or 7d, between a minute and a year."""
     seconds = _quantity(text, DURATION_UNITS, "duration", "24h")
@@ -85,6 +93,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["cache_bytes"] = args.cache_size
     if getattr(args, "retention", None) is not None:
         extra["retention_seconds"] = args.retention
+    if getattr(args, "max_asset_size", None) is not None:
+        extra["max_asset_bytes"] = args.max_asset_size
     for name in ("tls_cert", "tls_key"):
         if getattr(args, name, None):
             extra[name] = Path(getattr(args, name)).resolve()
@@ -126,6 +136,14 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PERIOD",
         help="how long finished jobs and their images are kept, e.g. 3600, 90m, 24h, 7d "
         "(default 1h; env ENGINE_RETENTION)",
+    )
+    parser.add_argument(
+        "--max-asset-size",
+        type=asset_size,
+        default=os.environ.get("ENGINE_MAX_ASSET_SIZE"),
+        metavar="SIZE",
+        help="largest Comfy API v2 asset upload, e.g. 100MiB or 2GB (default 100MiB; "
+        "env ENGINE_MAX_ASSET_SIZE)",
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from engine.assets.types import Asset, NewAsset
 from engine.jobs.sqlite_store import SqliteStore
 from engine.jobs.store import Delivery, JobQuery, StoreUnavailable, WebhookDue
 from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile, RunReport
@@ -158,3 +159,40 @@ class AsyncSqliteStore:
 
     async def key(self, key_id: str) -> ApiKey | None:
         return await self._run(lambda: self.database.key(key_id))
+
+    # -- Comfy API v2 idempotency keys -------------------------------------------------------------------
+
+    async def claim_idempotency_key(
+        self, owner: str, scope: str, key: str, now: float, lifetime: float
+    ) -> bool:
+        return await self._run(lambda: self.database.claim_idempotency_key(owner, scope, key, now, lifetime))
+
+    async def release_idempotency_key(self, owner: str, scope: str, key: str) -> None:
+        await self._run(lambda: self.database.release_idempotency_key(owner, scope, key))
+
+    # -- assets (engine.assets.store.AssetStore) -------------------------------------------------------
+
+    async def add_asset(self, new: NewAsset) -> Asset:
+        return await self._run(lambda: self.database.add_asset(new))
+
+    async def asset(self, owner: str, asset_id: str) -> Asset | None:
+        return await self._run(lambda: self.database.asset(owner, asset_id))
+
+    async def latest_asset_over(self, owner: str, digest: str) -> Asset | None:
+        return await self._run(lambda: self.database.latest_asset_over(owner, digest))
+
+    async def same_asset(
+        self, owner: str, digest: str, file_path: str | None, tags: tuple[str, ...]
+    ) -> Asset | None:
+        return await self._run(lambda: self.database.same_asset(owner, digest, file_path, tags))
+
+    async def list_assets(
+        self, owner: str, limit: int, before_seq: int | None, tag: str | None
+    ) -> list[Asset]:
+        return await self._run(lambda: self.database.list_assets(owner, limit, before_seq, tag))
+
+    async def delete_asset(self, owner: str, asset_id: str) -> tuple[Asset, bool] | None:
+        return await self._run(lambda: self.database.delete_asset(owner, asset_id))
+
+    async def asset_digests(self) -> set[str]:
+        return await self._run(self.database.asset_digests)

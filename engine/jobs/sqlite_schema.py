@@ -96,4 +96,32 @@ ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
 """Version 4: admin keys may publish, replace, export and import endpoints (the /v1/admin routes).
 Every key that existed before is an ordinary one, so upgrading grants no one new powers."""
 
-MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, COMFY_JOBS, ADMIN_KEYS)
+API_V2 = """
+CREATE TABLE assets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    file_path TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    job_id TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX assets_owner ON assets (owner, seq);
+CREATE INDEX assets_digest ON assets (digest, owner);
+CREATE TABLE idempotency_keys (
+    owner TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (owner, scope, key)
+);
+CREATE INDEX idempotency_keys_claimed ON idempotency_keys (claimed_at);
+"""
+"""Version 5: Comfy API v2. Its assets, one owner's records over content-addressed blobs
+(engine.assets), and its single-use Idempotency-Keys, claimed per owner and operation (`scope`).
+`owner` is the API key's id, or '' for everything on a server with open access."""
+
+MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, COMFY_JOBS, ADMIN_KEYS, API_V2)

@@ -1,4 +1,5 @@
-"""`engine serve`'s output cache and retention settings: flags, ENGINE_* variables, bounds, defaults."""
+"""`engine serve`'s output cache, retention and asset size settings: flags, ENGINE_* variables, bounds,
+defaults."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ def test_environment_variables_set_them_too(monkeypatch: pytest.MonkeyPatch) -> 
     assert serve_settings("--cache-size", "2MiB").cache_bytes == 2 * 2**20  # a flag beats the variable
 
 
+def test_the_asset_upload_limit_comes_from_a_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert serve_settings().max_asset_bytes == 100 * 2**20  # Comfy API v2's ~100 MB single-request upload
+    assert serve_settings("--max-asset-size", "2GB").max_asset_bytes == 2 * 10**9
+    monkeypatch.setenv("ENGINE_MAX_ASSET_SIZE", "5MiB")
+    assert serve_settings().max_asset_bytes == 5 * 2**20
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "says"),
     [
@@ -50,6 +58,8 @@ def test_environment_variables_set_them_too(monkeypatch: pytest.MonkeyPatch) -> 
         ("--retention", "-5", "not a duration"),
         ("--retention", "10", "outside 60 seconds to 365 days"),
         ("--retention", "400d", "outside 60 seconds to 365 days"),
+        ("--max-asset-size", "0", "less than one byte"),
+        ("--max-asset-size", "big", "not a size"),
     ],
 )
 def test_a_bad_value_is_a_clear_command_line_error(

@@ -138,9 +138,9 @@ def _ipndm_v_weights(h: list[torch.Tensor], order: int) -> list[torch.Tensor]:
         return _add_terms(weights, second)
     h3 = h[3]
     p = h1 * (h1 + h2) / (h2 * (h2 + h3))
-    c3 = (
-        (1 - h0 / (3 * (h0 + h1))) / 2 + (1 - h0 / (2 * (h0 + h1))) * h0 / (6 * (h0 + h1 + h2))
-    ) * (h0 * (h0 + h1) * (h0 + h1 + h2) / (h1 * (h1 + h2) * (h1 + h2 + h3)))
+    c3 = ((1 - h0 / (3 * (h0 + h1))) / 2 + (1 - h0 / (2 * (h0 + h1))) * h0 / (6 * (h0 + h1 + h2))) * (
+        h0 * (h0 + h1) * (h0 + h1 + h2) / (h1 * (h1 + h2) * (h1 + h2 + h3))
+    )
     third = [c3, -(1 + q1 + p) * c3, (q1 + p * (1 + h2 / h3)) * c3, -c3 * p * h1 / h2]
     return _add_terms(_add_terms(weights, second), third)
 
