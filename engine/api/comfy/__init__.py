@@ -12,6 +12,8 @@ from aiohttp import web
 from engine.api.errors import Handler
 
 API_PREFIX = "/api"
+COMFYUI_VERSION = "0.8.0"
+"""The ComfyUI release whose server contract these routes follow (reported in /system_stats)."""
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
@@ -22,3 +24,9 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
 
 def add_routes(app: web.Application) -> None:
     """Every ComfyUI route; each module below registers its own."""
+    from engine.api.comfy import extensions, files, info, userdata  # they import add_route from here
+
+    files.add_routes(app)
+    userdata.add_routes(app)
+    info.add_routes(app)
+    extensions.add_routes(app)
