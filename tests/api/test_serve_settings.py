@@ -40,6 +40,18 @@ def test_environment_variables_set_them_too(monkeypatch: pytest.MonkeyPatch) -> 
     assert serve_settings("--cache-size", "2MiB").cache_bytes == 2 * 2**20  # a flag beats the variable
 
 
+def test_upload_size_and_multi_user_come_from_flags_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert serve_settings().max_upload_bytes == 50 * 2**20 and serve_settings().multi_user is False
+    flagged = serve_settings("--max-upload-size", "100MiB", "--multi-user")
+    assert flagged.max_upload_bytes == 100 * 2**20 and flagged.multi_user is True
+    monkeypatch.setenv("ENGINE_MAX_UPLOAD_SIZE", "10MB")
+    monkeypatch.setenv("ENGINE_MULTI_USER", "yes")
+    from_environment = serve_settings()
+    assert from_environment.max_upload_bytes == 10**7 and from_environment.multi_user is True
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "says"),
     [
@@ -50,6 +62,9 @@ def test_environment_variables_set_them_too(monkeypatch: pytest.MonkeyPatch) -> 
         ("--retention", "-5", "not a duration"),
         ("--retention", "10", "outside 60 seconds to 365 days"),
         ("--retention", "400d", "outside 60 seconds to 365 days"),
+        ("--max-upload-size", "big", "not a size"),
+        ("--max-upload-size", "2GiB", "outside 1KiB to 1GiB"),
+        ("--max-upload-size", "10", "outside 1KiB to 1GiB"),
     ],
 )
 def test_a_bad_value_is_a_clear_command_line_error(

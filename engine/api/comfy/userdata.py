@@ -254,8 +254,12 @@ async def list_userdata_v2(request: web.Request) -> web.Response:
             "type": "directory" if is_folder else "file",
         }
         if not is_folder:
-            stat = path.stat()
-            entry |= {"size": stat.st_size, "modified": stat.st_mtime}
+            try:
+                stat = path.stat()
+            except OSError:  # a dangling link: listed, as ComfyUI lists it, without size or time
+                stat = None
+            if stat is not None:
+                entry |= {"size": stat.st_size, "modified": stat.st_mtime}
         entries.append(entry)
     entries.sort(key=lambda entry: (entry["type"] != "directory", entry["name"].lower()))
     return json_response(entries)
