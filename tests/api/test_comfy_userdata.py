@@ -66,6 +66,9 @@ def test_settings_start_with_first_run_defaults_and_round_trip(single: LiveServe
             response = client.post(content, content=body)
             assert response.status_code == 400, (body, response.text)
         assert client.post("/settings/x", content="Infinity").status_code == 400
+        assert client.post("/settings/x", content="1e400").status_code == 400
+        deep = '{"x": ' + "[" * 1500 + "]" * 1500 + "}"  # within the body limit, beyond Python's stack
+        assert client.post("/settings", content=deep).status_code == 400
         assert client.post("/settings", json={"a/b": 1}).status_code == 400
         too_large = client.post("/settings/big", json="x" * BODY_LIMIT)
         assert too_large.status_code == 413 and str(BODY_LIMIT) in too_large.json()["error"]
@@ -140,6 +143,17 @@ def test_workflows_are_saved_listed_moved_and_deleted(single: LiveServer) -> Non
         assert client.delete("/userdata/workflows%2Fsub%2Fb.json").status_code == 404
         assert client.get("/userdata/workflows%2Fsub%2Fb.json").status_code == 404
         assert client.post("/userdata/workflows", content=b"x").status_code == 409  # a folder
+
+
+def test_a_dangling_link_in_a_users_folder_is_listed_not_a_server_error(single: LiveServer) -> None:
+    folder = single.settings.users_path / "default" / "workflows"
+    folder.mkdir(parents=True)
+    (folder / "gone.json").symlink_to(folder / "deleted.json")
+    with single.client() as client:
+        listing = client.get("/v2/userdata", params={"path": "workflows"})
+        assert listing.json() == [{"name": "gone.json", "path": "workflows/gone.json", "type": "file"}]
+        assert client.get("/userdata", params={"dir": "workflows"}).json() == []
+        assert client.get("/userdata/workflows%2Fgone.json").status_code == 404
 
 
 def test_userdata_bodies_are_bounded_and_scripts_are_not_served_as_pages(single: LiveServer) -> None:

@@ -8,6 +8,7 @@ ComfyUI's second percent-decoding. Bodies are read up to `Settings.max_userdata_
 from __future__ import annotations
 
 import json
+import math
 import mimetypes
 import os
 from pathlib import Path
@@ -69,7 +70,7 @@ async def read_body(request: web.Request) -> bytes:
 async def _read_json(request: web.Request) -> Any:
     raw = await read_body(request)
     try:
-        return json.loads(raw, parse_constant=_no_constant)
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError as exc:
         raise ApiError(400, "the body nests arrays or objects too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of too many digits
@@ -78,6 +79,14 @@ async def _read_json(request: web.Request) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """A number such as 1e400 reads as infinity, which no JSON file or response can hold."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond the range of a number")
+    return value
 
 
 def _switch(request: web.Request, name: str, default: bool) -> bool:
