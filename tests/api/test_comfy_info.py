@@ -147,3 +147,30 @@ def test_extensions_list_and_serve_a_packages_web_directory(info_server: LiveSer
         assert evil.status_code == 403 and "secret" not in evil.text
         assert client.get("/extensions/info_web_nodes/missing.js").status_code == 404
         assert client.get("/extensions/nobody/a.js").status_code == 404
+
+
+def test_every_comfyui_route_here_needs_a_key_unless_open_access(
+    keyed_server: tuple[LiveServer, str],
+) -> None:
+    server, secret = keyed_server
+    paths = (
+        "/object_info",
+        "/api/system_stats",
+        "/models",
+        "/embeddings",
+        "/features",
+        "/extensions",
+        "/view?filename=a.png",
+        "/users",
+        "/settings",
+        "/userdata?dir=workflows",
+        "/userdata/a.json",
+    )
+    with server.client() as anonymous:
+        for path in paths:
+            assert anonymous.get(path).status_code == 401, path
+        assert anonymous.post("/upload/image", files={"image": ("a.png", b"x")}).status_code == 401
+        assert anonymous.post("/settings/a", json=1).status_code == 401
+    with server.client(secret) as client:
+        assert client.get("/object_info/KSampler").status_code == 200
+        assert client.get("/settings").status_code == 200
