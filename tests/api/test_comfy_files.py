@@ -220,7 +220,8 @@ def test_view_splits_channels_and_makes_previews(files_server: LiveServer) -> No
         assert jpeg.headers["content-type"] == "image/jpeg" and decoded(jpeg).size == image.size
         with_alpha = client.get("/view", params={"filename": "g.png", "preview": "jpeg;50", "channel": "a"})
         assert with_alpha.headers["content-type"] == "image/webp"  # jpeg has no alpha: ComfyUI sends webp
-        assert client.get("/view", params={"filename": "g.png", "preview": "webp;101"}).status_code == 400
+        for preview in ("webp;101", "webp;0", "webp;²", "jpeg;-5"):
+            assert client.get("/view", params={"filename": "g.png", "preview": preview}).status_code == 400
         assert client.get("/view", params={"filename": "g.png", "channel": "cmyk"}).status_code == 400
         assert client.get("/view", params={"filename": "absent.png"}).status_code == 404
         assert client.get("/view", params={"filename": ""}).status_code == 400

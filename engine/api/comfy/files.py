@@ -256,7 +256,7 @@ def _preview_format(value: str, channel: str) -> tuple[str, int]:
     image_format = parts[0] if parts[0] in images.PREVIEW_FORMATS and "a" not in channel else "webp"
     quality = DEFAULT_PREVIEW_QUALITY
     if len(parts) > 1 and parts[-1]:
-        if not parts[-1].isdigit() or not 1 <= int(parts[-1]) <= 100:
+        if not parts[-1].isdecimal() or not 1 <= int(parts[-1]) <= 100:
             raise ApiError(400, f"preview: quality {parts[-1]!r} must be 1 to 100", field="preview")
         quality = int(parts[-1])
     return image_format, quality
