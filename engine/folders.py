@@ -12,6 +12,7 @@ elsewhere (a common way to share weights), the input, output and temp folders ma
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -228,16 +229,15 @@ def get_full_path(folder: str, filename: str) -> Path:
 def relative_name(name: str) -> Path:
     """A client-supplied file name as a relative path that cannot leave the folder it is joined to.
 
-    Both separators count (a Windows client sends backslashes); absolute paths, drive letters,
-    '..' segments and NUL bytes are refused.
+    Both separators count (a Windows client sends backslashes); absolute paths (a leading '\\' is one
+    on Windows), drive letters, '..' segments and NUL bytes are refused.
     """
     if not isinstance(name, str) or not name or "\0" in name:
         raise PathEscapeError(f"invalid file name {name!r}")
     parts = [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
     if (
-        PurePosixPath(name).is_absolute()
+        name.startswith(("/", "\\"))
         or PureWindowsPath(name).drive
-        or PureWindowsPath(name).is_absolute()
         or ".." in parts
         or not parts
     ):
@@ -252,6 +252,20 @@ def resolve_in(directory: Path, name: str) -> Path:
     if not path.resolve().is_relative_to(root):
         raise PathEscapeError(f"file name {name!r} leads outside its folder")
     return path
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, so that a reader sees the old
+    file or the new one, never half of one, and a link at `path` is replaced rather than written through."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def get_input_directory() -> Path:

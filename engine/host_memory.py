@@ -34,3 +34,42 @@ def available_memory_bytes() -> int:
     physical = physical_memory_bytes()
     limit = cgroup_limit_bytes()
     return min(physical, limit) if limit is not None else physical
+
+
+CGROUP_USAGE_FILES = ("memory.current", "memory/memory.usage_in_bytes")
+MEMINFO = Path("/proc/meminfo")
+
+
+def free_memory_bytes() -> int:
+    """Memory a new allocation could still get: the kernel's estimate of available RAM, or what is left
+    of the container's limit when that is less (what ComfyUI's /system_stats reports as ram_free)."""
+    free = _meminfo_available()
+    if free is None:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit, usage = cgroup_limit_bytes(), _cgroup_usage_bytes()
+    if limit is not None and usage is not None:
+        free = min(free, max(0, limit - usage))
+    return free
+
+
+def _meminfo_available() -> int | None:
+    try:
+        lines = MEMINFO.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.partition(":")
+        fields = value.split()
+        if name == "MemAvailable" and fields and fields[0].isdigit():
+            return int(fields[0]) * 1024
+    return None
+
+
+def _cgroup_usage_bytes() -> int | None:
+    for name in CGROUP_USAGE_FILES:
+        try:
+            text = (CGROUP_ROOT / name).read_text().strip()
+        except OSError:
+            continue
+        return int(text) if text.isdigit() else None
+    return None

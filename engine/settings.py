@@ -60,6 +60,16 @@ class Settings:
     """Endpoints run once at start-up before /ready turns true; None means every available one."""
     test_models: bool | None = None
     """Write and serve tiny random-weight models: None decides by whether models/ holds real weights."""
+    max_upload_bytes: int = 50 * 1024**2
+    """Largest file ComfyUI's /upload/image and /upload/mask take (ComfyUI's --max-upload-size)."""
+    max_upload_pixels: int = 8192 * 8192
+    """Most pixels an uploaded image may declare: a small compressed file can claim a huge size (a
+    decompression bomb), and a float IMAGE tensor of 8192x8192 already takes 800 MB."""
+    max_userdata_bytes: int = 16 * 1024**2
+    """Largest file written through /userdata (workflows, which may embed images) or /settings."""
+    multi_user: bool = False
+    """ComfyUI's --multi-user: each client names its user in the `comfy-user` header and gets its own
+    settings and workflows; without it every client is the user "default"."""
 
     @property
     def data_path(self) -> Path:
@@ -73,3 +83,8 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_path / "engine.sqlite3"
+
+    @property
+    def users_path(self) -> Path:
+        """One folder per user (settings, workflows) for ComfyUI's /userdata and /settings."""
+        return self.data_path / "users"

@@ -67,6 +67,18 @@ def asset_size(text: str) -> int:
     return size
 
 
+MAX_UPLOAD_CAP_BYTES = 2**30
+"""An upload is held in memory while Pillow checks it; a gigabyte is already more than an image needs."""
+
+
+def upload_size(text: str) -> int:
+    """A byte count such as 50MiB for ComfyUI's image uploads, between 1 KiB and 1 GiB."""
+    size = int(_quantity(text, SIZE_UNITS, "size", "50MiB"))
+    if not 1024 <= size <= MAX_UPLOAD_CAP_BYTES:
+        raise argparse.ArgumentTypeError(f"{text} is outside 1KiB to 1GiB")
+    return size
+
+
 def retention(text: str) -> float:
     """A period such as 3600, 90m, 24h or 7d, between a minute and a year."""
     seconds = _quantity(text, DURATION_UNITS, "duration", "24h")
@@ -95,6 +107,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["retention_seconds"] = args.retention
     if getattr(args, "max_asset_size", None) is not None:
         extra["max_asset_bytes"] = args.max_asset_size
+    if getattr(args, "max_upload_size", None) is not None:
+        extra["max_upload_bytes"] = args.max_upload_size
+    if hasattr(args, "multi_user"):
+        extra["multi_user"] = args.multi_user or env_switch("ENGINE_MULTI_USER")
     for name in ("tls_cert", "tls_key"):
         if getattr(args, name, None):
             extra[name] = Path(getattr(args, name)).resolve()
@@ -144,6 +160,19 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="largest Comfy API v2 asset upload, e.g. 100MiB or 2GB (default 100MiB; "
         "env ENGINE_MAX_ASSET_SIZE)",
+    )
+    parser.add_argument(
+        "--max-upload-size",
+        type=upload_size,
+        default=os.environ.get("ENGINE_MAX_UPLOAD_SIZE"),
+        metavar="SIZE",
+        help="largest image the editor may upload, e.g. 100MiB (default 50MiB; env ENGINE_MAX_UPLOAD_SIZE)",
+    )
+    parser.add_argument(
+        "--multi-user",
+        action="store_true",
+        help="ComfyUI's multi-user mode: each editor user (comfy-user header) has its own settings and "
+        "workflows (env ENGINE_MULTI_USER=1)",
     )
 
 

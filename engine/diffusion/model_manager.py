@@ -28,6 +28,7 @@ from typing import TypeVar, cast
 import torch
 
 from engine.diffusion.safetensors_file import read_header
+from engine.host_memory import available_memory_bytes, free_memory_bytes
 
 Module = TypeVar("Module", bound=torch.nn.Module)
 
@@ -63,6 +64,22 @@ class ModelKey:
     @property
     def name(self) -> str:
         return f"{Path(self.path).name} ({self.part})"
+
+
+@dataclass(frozen=True)
+class DeviceStats:
+    """One compute device as ComfyUI's /system_stats lists it: memory in bytes, torch's share of it apart."""
+
+    name: str
+    type: str
+    index: int | None
+    vram_total: int
+    vram_free: int
+    """Free on the device, counting what torch has reserved but not in use (it can be reused at once)."""
+    torch_vram_total: int
+    """Reserved by torch's caching allocator."""
+    torch_vram_free: int
+    """Reserved by torch but not holding tensors."""
 
 
 def default_device() -> torch.device:
@@ -200,6 +217,24 @@ class ModelManager:
             memory["cuda_allocated"] = float(torch.cuda.memory_allocated(self.device))
             memory["cuda_reserved"] = float(torch.cuda.memory_reserved(self.device))
         return memory
+
+    @property
+    def torch_version(self) -> str:
+        return str(torch.__version__)
+
+    def device_stats(self) -> DeviceStats:
+        """The compute device's memory now; on the CPU that is the host memory, as ComfyUI reports it."""
+        if self.device.type != "cuda":
+            total, free = available_memory_bytes(), free_memory_bytes()
+            return DeviceStats(
+                str(self.device), self.device.type, self.device.index, total, free, total, free
+            )
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(index)
+        reserved = torch.cuda.memory_reserved(index)
+        torch_free = max(0, reserved - torch.cuda.memory_allocated(index))
+        name = f"cuda:{index} {torch.cuda.get_device_name(index)}"
+        return DeviceStats(name, "cuda", index, total, free + torch_free, reserved, torch_free)
 
     def unload_all(self) -> None:
         with self._lock:

@@ -28,10 +28,10 @@ def node_info(definition: NodeDefinition) -> dict[str, Any]:
     declared_outputs = getattr(cls, "RETURN_TYPES", ())
     info: dict[str, Any] = {
         "input": _json_safe(definition.input_types),
-        "input_order": {
-            section: list((definition.input_types.get(section) or {}).keys())
-            for section in ("required", "optional", "hidden")
-            if definition.input_types.get(section)
+        "input_order": {  # every section declared, an empty one too (as ComfyUI lists it)
+            section: list(inputs.keys())
+            for section, inputs in definition.input_types.items()
+            if isinstance(inputs, Mapping)
         },
         "output": _json_safe(list(declared_outputs)),
         "output_is_list": list(definition.output_is_list),

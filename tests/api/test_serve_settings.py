@@ -48,6 +48,18 @@ def test_the_asset_upload_limit_comes_from_a_flag_or_the_environment(monkeypatch
     assert serve_settings().max_asset_bytes == 5 * 2**20
 
 
+def test_upload_size_and_multi_user_come_from_flags_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert serve_settings().max_upload_bytes == 50 * 2**20 and serve_settings().multi_user is False
+    flagged = serve_settings("--max-upload-size", "100MiB", "--multi-user")
+    assert flagged.max_upload_bytes == 100 * 2**20 and flagged.multi_user is True
+    monkeypatch.setenv("ENGINE_MAX_UPLOAD_SIZE", "10MB")
+    monkeypatch.setenv("ENGINE_MULTI_USER", "yes")
+    from_environment = serve_settings()
+    assert from_environment.max_upload_bytes == 10**7 and from_environment.multi_user is True
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "says"),
     [
@@ -60,6 +72,9 @@ def test_the_asset_upload_limit_comes_from_a_flag_or_the_environment(monkeypatch
         ("--retention", "400d", "outside 60 seconds to 365 days"),
         ("--max-asset-size", "0", "less than one byte"),
         ("--max-asset-size", "big", "not a size"),
+        ("--max-upload-size", "big", "not a size"),
+        ("--max-upload-size", "2GiB", "outside 1KiB to 1GiB"),
+        ("--max-upload-size", "10", "outside 1KiB to 1GiB"),
     ],
 )
 def test_a_bad_value_is_a_clear_command_line_error(

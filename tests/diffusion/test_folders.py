@@ -76,6 +76,8 @@ def test_unknown_folder_is_refused(base: Path) -> None:
         "sub/../../secret.safetensors",
         "/etc/passwd",
         "..\\secret.safetensors",
+        "\\secret.safetensors",
+        "\\\\server\\share\\secret.safetensors",
         "C:x",
         "",
     ],

@@ -12,6 +12,8 @@ from aiohttp import web
 from engine.api.errors import Handler
 
 API_PREFIX = "/api"
+COMFYUI_VERSION = "0.8.0"
+"""The ComfyUI release whose server contract these routes follow (reported in /system_stats)."""
 
 
 def add_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
@@ -23,7 +25,7 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
 def add_routes(app: web.Application) -> None:
     """Every ComfyUI route; each module below registers its own."""
     # Imported here, not at the top: each module imports `add_route` from this package.
-    from engine.api.comfy import history, jobs, prompt, queue, ws
+    from engine.api.comfy import extensions, files, history, info, jobs, prompt, queue, userdata, ws
 
-    for module in (prompt, queue, history, jobs, ws):
+    for module in (prompt, queue, history, jobs, ws, files, userdata, info, extensions):
         module.add_routes(app)
