@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from engine.api.comfy import editor
 from engine.api.errors import Handler
 
 API_PREFIX = "/api"
@@ -22,3 +23,4 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
 
 def add_routes(app: web.Application) -> None:
     """Every ComfyUI route; each module below registers its own."""
+    editor.add_routes(app)
