@@ -36,7 +36,9 @@ PAGE_SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser sends the form's post with `Origin: null`,
+    # which engine.api.origin refuses as it must
+    "Referrer-Policy": "same-origin",
 }
 
 _PAGE = """<!doctype html>
