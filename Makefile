@@ -25,7 +25,8 @@ chromium:
 	  apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; }
 
 # --open-access: a fresh machine has no API keys; without it every request would get 401.
-serve: setup
+# Only the Python environment: the browser is for the tests.
+serve: $(STAMP)
 	$(BIN)/engine serve --open-access
 
 test: setup
