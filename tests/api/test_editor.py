@@ -57,6 +57,7 @@ def test_hashed_build_files_are_cached_for_a_year_and_others_revalidated(server:
     with server.client() as client:
         module = client.get(f"/{script}")
         icon = client.get("/assets/favicon.ico")
+        logo = client.get("/assets/images/comfy-logo-wordmark.svg")  # copied as it is; "-wordmark" is no hash
         shim = client.get("/scripts/api.js")
         extension = client.get("/extensions/core/groupNode.js")
         font = client.get("/fonts/inter-latin-normal.woff2")
@@ -66,7 +67,8 @@ def test_hashed_build_files_are_cached_for_a_year_and_others_revalidated(server:
     assert module.headers["content-type"] == "text/javascript; charset=utf-8"
     assert module.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert module.headers["x-content-type-options"] == "nosniff"
-    assert icon.headers["cache-control"] == "no-cache"
+    assert icon.headers["cache-control"] == logo.headers["cache-control"] == "no-cache"
+    assert logo.headers["content-type"] == "image/svg+xml"
     assert icon.content == (FRONTEND / "assets/favicon.ico").read_bytes()
     assert shim.headers["content-type"] == "text/javascript; charset=utf-8"
     assert extension.content == (FRONTEND / "extensions/core/groupNode.js").read_bytes()
