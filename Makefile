@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup serve test lint bench
+.PHONY: setup chromium serve test lint bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# The editor's browser tests drive Debian's chromium through Playwright (which downloads no browser of
+# its own). Installed when missing, as root (CI runs as root); apt's package lists may need fetching first.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; }
 
 # --open-access: a fresh machine has no API keys; without it every request would get 401.
-serve: setup
+# Only the Python environment: the browser is for the tests.
+serve: $(STAMP)
 	$(BIN)/engine serve --open-access
 
 test: setup

@@ -1,0 +1,146 @@
+"""The official ComfyUI editor loads in a real browser (headless Debian chromium, driven by Playwright)
+with nothing going wrong: no console error, no failed request, no error status, no request leaving
+the server. The only failures let through are the 404s the editor expects from a server without
+those features (reference COMFY.md §10), and only as 404s.
+
+`make setup` installs chromium; Playwright is told to use it and downloads no browser of its own.
+Each test writes a screenshot under tests/artifacts/ (git-ignored) and names it in the run's summary.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from tests.api.conftest import LiveServer
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+READY_SECONDS = 60
+TOLERATED_404 = ("/features", "/i18n", "/global_subgraphs", "/experiment/models", "/internal/folder_paths")
+"""What the editor asks for and expects a 404 from when the server does not offer it (COMFY.md §10);
+served under /api too."""
+EDITOR_READY = "() => Boolean(window.app && window.app.canvas && window.graph)"
+"""The editor has set up its canvas and graph (GraphView assigns window.app and window.graph then)."""
+
+
+def chromium_path() -> str:
+    path = shutil.which(CHROMIUM)
+    if path is None:
+        pytest.fail("chromium is not installed: `make setup` installs it (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
+        yield launched
+        launched.close()
+
+
+def is_tolerated(url: str, status: int | None) -> bool:
+    path = urlsplit(url).path.removeprefix("/api")
+    return status in (404, None) and any(path == p or path.startswith(p + "/") for p in TOLERATED_404)
+
+
+@dataclass
+class Problems:
+    """Everything that went wrong in a page, as lines a person can read."""
+
+    server: str
+    found: list[str] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    def watch(self, page: Page) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.found.append(f"uncaught: {error}"))
+        page.on("requestfailed", self._failed)
+        page.on("response", self._response)
+        page.on("request", self._request)
+
+    def _request(self, request: Request) -> None:
+        if not (request.url.startswith(self.server) or request.url.startswith(("data:", "blob:"))):
+            self.found.append(f"request outside the server: {request.method} {request.url}")
+
+    def _response(self, response: Response) -> None:
+        self.statuses[response.url] = response.status
+        if response.status >= 400 and not is_tolerated(response.url, response.status):
+            self.found.append(f"{response.status} {response.request.method} {response.url}")
+
+    def _failed(self, request: Request) -> None:
+        if not is_tolerated(request.url, self.statuses.get(request.url)):
+            self.found.append(f"failed {request.method} {request.url}: {request.failure}")
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type != "error":
+            return
+        url = message.location.get("url", "")
+        if message.text.startswith("Failed to load resource") and is_tolerated(url, self.statuses.get(url)):
+            return
+        self.found.append(f"console error: {message.text[:500]} ({url})")
+
+
+def screenshot(page: Page, name: str, report: Callable[[str], None]) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    report(f"editor screenshot: {path}")
+    return path
+
+
+def test_the_editor_loads_with_a_clean_console(
+    server: LiveServer, browser: Browser, report: Callable[[str], None]
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    problems = Problems(server.url)
+    problems.watch(page)
+    try:
+        response = page.goto(server.url + "/")
+        assert response is not None and response.status == 200
+        try:
+            page.wait_for_function(EDITOR_READY, timeout=READY_SECONDS * 1000)
+            page.wait_for_load_state("networkidle", timeout=READY_SECONDS * 1000)
+        except PlaywrightTimeoutError:
+            problems.found.append(f"the editor's graph was not ready within {READY_SECONDS} s")
+        assert page.locator("canvas#graph-canvas").is_visible()
+    finally:
+        screenshot(page, "editor-open-access", report)
+        page.close()
+    assert not problems.found, "what went wrong in the browser:\n" + "\n".join(problems.found)
+
+
+def test_a_keyed_server_asks_for_a_key_then_shows_the_editor(
+    keyed_server: tuple[LiveServer, str], browser: Browser, report: Callable[[str], None]
+) -> None:
+    server, secret = keyed_server
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/")
+        assert page.url == server.url + "/login"
+        page.fill("input[name=key]", "sk_not-a-key")
+        page.click("button[type=submit]")
+        assert "not valid" in page.locator("p.error").inner_text()
+        screenshot(page, "login-wrong-key", report)
+        assert page.url == server.url + "/login"
+        assert context.cookies() == []
+
+        page.fill("input[name=key]", secret)
+        page.click("button[type=submit]")
+        page.wait_for_url(server.url + "/")
+        page.locator("canvas#graph-canvas").wait_for(timeout=READY_SECONDS * 1000)
+        (cookie,) = context.cookies()
+        assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    finally:
+        screenshot(page, "editor-signed-in", report)
+        context.close()
