@@ -8,14 +8,23 @@ from types import ModuleType
 
 from engine.graph.registry import NodeRegistry, PackageReport
 from engine.nodes import (
+    compositing,
     conditioning,
+    conditioning_ops,
     image,
+    image_batch,
+    image_transform,
+    inpaint,
     latent,
+    latent_ops,
     loaders,
+    mask,
     preview_any,
     primitives,
     sampling,
     save_image_as,
+    sigmas,
+    strings,
     text_encoders,
 )
 
@@ -25,10 +34,19 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     loaders,
     text_encoders,
     conditioning,
+    conditioning_ops,
     latent,
+    latent_ops,
     sampling,
+    sigmas,
     image,
+    image_transform,
+    image_batch,
+    mask,
+    compositing,
+    inpaint,
     save_image_as,
+    strings,
 )
 
 
