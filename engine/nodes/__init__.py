@@ -8,6 +8,7 @@ from types import ModuleType
 
 from engine.graph.registry import NodeRegistry, PackageReport
 from engine.nodes import (
+    canny,
     compositing,
     conditioning,
     conditioning_ops,
@@ -44,6 +45,7 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     image_batch,
     mask,
     compositing,
+    canny,
     inpaint,
     save_image_as,
     strings,

@@ -64,7 +64,8 @@ class SplitSigmasDenoise:
     CATEGORY = "sampling/custom_sampling/sigmas"
 
     def get_sigmas(self, sigmas: torch.Tensor, denoise: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last round(steps * denoise) steps as low_sigmas and everything before them as high_sigmas.
+        """The last round(steps * denoise) steps as low_sigmas, the steps before them as high_sigmas (the two
+        share the sigma where they meet).
 
         As in ComfyUI, a split of 0 steps (denoise 0) leaves high_sigmas empty and low_sigmas the last sigma.
         """
