@@ -27,6 +27,7 @@ from engine.nodes import (
     sigmas,
     strings,
     text_encoders,
+    vae_tiled,
 )
 
 BUILTIN_MODULES: tuple[ModuleType, ...] = (
@@ -47,6 +48,7 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     compositing,
     canny,
     inpaint,
+    vae_tiled,
     save_image_as,
     strings,
 )
