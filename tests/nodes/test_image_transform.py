@@ -45,13 +45,14 @@ def test_image_scale_center_crop_keeps_the_middle_columns() -> None:
     assert torch.equal(out, image[:, :, 2:6])
 
 
-@pytest.mark.parametrize(("width", "kept"), [(5, [2]), (7, [2, 3, 4])])
-def test_image_scale_center_crop_rounds_half_to_even(width: int, kept: list[int]) -> None:
-    """A margin of exactly 1.5 rounds to 2 and one of 2.5 to 2, as Python's round does."""
+@pytest.mark.parametrize(("width", "columns"), [(5, [2, 2]), (7, [2, 4]), (9, [4, 4])])
+def test_image_scale_center_crop_rounds_half_to_even(width: int, columns: list[int]) -> None:
+    """Cropping W x 2 to a square drops (W - 2) / 2 columns each side, rounded as Python rounds: 1.5 -> 2
+    (one column left), 2.5 -> 2 (three left), 3.5 -> 4 (one left); then nearest-exact to 2 x 2."""
     image = columns_image(2, width)
-    (out,) = ImageScale().upscale(image, "nearest-exact", len(kept), len(kept), "center")
-    assert out.shape == (1, len(kept), len(kept), 3)
-    assert torch.equal(out[0, 0, :, 0], torch.tensor(kept, dtype=torch.float32) / 100)
+    (out,) = ImageScale().upscale(image, "nearest-exact", 2, 2, "center")
+    assert out.shape == (1, 2, 2, 3)
+    assert torch.equal(out[0, 0, :, 0], torch.tensor(columns, dtype=torch.float32) / 100)
 
 
 def test_image_scale_without_crop_stretches() -> None:
