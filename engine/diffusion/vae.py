@@ -6,6 +6,7 @@ model's business (`latent_formats`). Images are ComfyUI's IMAGE: float [B, H, W,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from engine.diffusion.autoencoder import AutoencoderConfig
 from engine.diffusion.model_manager import ModelKey, ModelManager
 from engine.diffusion.safetensors_file import load_tensors
+from engine.diffusion.tiling import tile_count, tiled_apply
 from engine.diffusion.weights import instantiate
 from engine.progress import ProgressBar, throw_if_interrupted
 
@@ -54,13 +56,16 @@ class VAE:
             self.manager.dtype,
         )
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """VAE latents [B, C, h, w] -> IMAGE [B, h*8, w*8, 3], clamp((x + 1) / 2)."""
+    def _check_latent(self, latent: torch.Tensor) -> None:
         if latent.ndim != 4 or latent.shape[1] != self.latent_channels:
             raise LatentShapeError(
                 f"this VAE decodes {self.latent_channels}-channel latents; got shape {tuple(latent.shape)} "
                 "(a latent made for another model family?)"
             )
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """VAE latents [B, C, h, w] -> IMAGE [B, h*8, w*8, 3], clamp((x + 1) / 2)."""
+        self._check_latent(latent)
         module = self.module()
         images = []
         progress = ProgressBar(latent.shape[0])
@@ -90,6 +95,64 @@ class VAE:
                 latents.append(module.encode(x, return_dict=False)[0].mode().float().cpu())
                 progress.update(1)
         return torch.cat(latents)
+
+    def decode_tiled(self, latent: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+        """Like `decode`, over tiles of `tile` latent cells overlapping by `overlap` (ComfyUI's decode_tiled):
+        three passes, with tiles twice as tall and half as wide, half as tall and twice as wide, then
+        square, averaged so that one pass's seams fall inside another's tiles."""
+        self._check_latent(latent)
+        module = self.module()
+
+        def decode_tile(piece: torch.Tensor) -> torch.Tensor:
+            throw_if_interrupted()
+            return module.decode(piece.to(self.manager.device, self.manager.dtype), return_dict=False)[0]
+
+        shapes = [(tile * 2, tile // 2), (tile // 2, tile * 2), (tile, tile)]
+        raw = self._tiled(latent, decode_tile, shapes, overlap, self.downscale_ratio, 3, "decoding")
+        return ((raw + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+    def encode_tiled(self, pixels: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+        """Like `encode`, over tiles of `tile` pixels overlapping by `overlap` (ComfyUI's encode_tiled): the
+        square tiles, then wide, then tall ones, averaged."""
+        pixels = crop_to_multiple(pixels[..., :3], self.downscale_ratio).movedim(-1, 1) * 2.0 - 1.0
+        module = self.module()
+
+        def encode_tile(piece: torch.Tensor) -> torch.Tensor:
+            throw_if_interrupted()
+            x = piece.to(self.manager.device, self.manager.dtype)
+            return module.encode(x, return_dict=False)[0].mode()
+
+        shapes = [(tile, tile), (tile // 2, tile * 2), (tile * 2, tile // 2)]
+        return self._tiled(
+            pixels, encode_tile, shapes, overlap, 1 / self.downscale_ratio, self.latent_channels, "encoding"
+        )
+
+    def _tiled(
+        self,
+        samples: torch.Tensor,
+        function: Callable[[torch.Tensor], torch.Tensor],
+        shapes: list[tuple[int, int]],
+        overlap: int,
+        scale: float,
+        out_channels: int,
+        doing: str,
+    ) -> torch.Tensor:
+        """The mean of `tiled_apply` over tile `shapes` (height, width), summed in that order (as ComfyUI)."""
+        height, width = samples.shape[-2:]
+        steps = samples.shape[0] * sum(tile_count(height, width, shape, overlap) for shape in shapes)
+        progress = ProgressBar(steps)
+
+        def step() -> None:
+            progress.update(1)
+
+        with self.manager.out_of_memory_guard(f"{doing} with the VAE in tiles"), torch.no_grad():
+            parts = [
+                tiled_apply(samples, function, shape, overlap, scale, out_channels, step) for shape in shapes
+            ]
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total / len(parts)
 
 
 def crop_to_multiple(pixels: torch.Tensor, multiple: int) -> torch.Tensor:

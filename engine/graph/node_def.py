@@ -115,6 +115,13 @@ def _validate_params(cls: type[Any]) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def _hidden_kind(declared: Any) -> str:
+    """V1 nodes declare a hidden input as "PROMPT"; ComfyUI's V3 nodes (and object_info) as ["PROMPT"]."""
+    if isinstance(declared, list | tuple) and declared:
+        return str(declared[0])
+    return str(declared)
+
+
 def output_type_name(declared: Any) -> str:
     """An output declared as a list of options is a combo."""
     return "COMBO" if isinstance(declared, list | tuple) else str(declared)
@@ -133,7 +140,7 @@ def define(
     for section in ("required", "optional"):
         for name, declared in (input_types.get(section) or {}).items():
             inputs[name] = _input_spec(name, declared, section, class_type)
-    hidden = {name: str(kind) for name, kind in (input_types.get("hidden") or {}).items()}
+    hidden = {name: _hidden_kind(kind) for name, kind in (input_types.get("hidden") or {}).items()}
 
     return_types = tuple(output_type_name(t) for t in getattr(cls, "RETURN_TYPES", ()))
     return_names = tuple(getattr(cls, "RETURN_NAMES", None) or return_types)

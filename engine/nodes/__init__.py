@@ -8,15 +8,26 @@ from types import ModuleType
 
 from engine.graph.registry import NodeRegistry, PackageReport
 from engine.nodes import (
+    canny,
+    compositing,
     conditioning,
+    conditioning_ops,
     image,
+    image_batch,
+    image_transform,
+    inpaint,
     latent,
+    latent_ops,
     loaders,
+    mask,
     preview_any,
     primitives,
     sampling,
     save_image_as,
+    sigmas,
+    strings,
     text_encoders,
+    vae_tiled,
 )
 
 BUILTIN_MODULES: tuple[ModuleType, ...] = (
@@ -25,10 +36,21 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     loaders,
     text_encoders,
     conditioning,
+    conditioning_ops,
     latent,
+    latent_ops,
     sampling,
+    sigmas,
     image,
+    image_transform,
+    image_batch,
+    mask,
+    compositing,
+    canny,
+    inpaint,
+    vae_tiled,
     save_image_as,
+    strings,
 )
 
 

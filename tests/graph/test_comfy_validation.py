@@ -26,7 +26,11 @@ CASES = {case["name"]: case for case in index("validation")["cases"]}
 LINK_ERROR = "bad_linked_input"
 DEVIATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "cycle": (
-        {"valid": False, "error": "invalid_prompt", "node_errors": {}},
+        {
+            "valid": False,
+            "error": "prompt_outputs_failed_validation",
+            "node_errors": {"13": ["exception_during_validation"], "30": ["exception_during_validation"]},
+        },
         "ComfyUI recurses into RecursionError and answers a failed validation with no node errors; the "
         "engine names the cycle",
     ),

@@ -9,6 +9,7 @@ from typing import Any
 
 import comfyui_workflow_templates_json
 import pytest
+from PIL import Image
 
 from engine import folders
 from engine.graph.registry import NodeRegistry
@@ -91,6 +92,18 @@ def place_declared_models(workflow: dict[str, Any], models_dir: Path) -> None:
             path.touch()
 
 
+IMAGE_LOADERS = {"LoadImage", "LoadImageMask"}
+
+
+def place_input_images(workflow: dict[str, Any], input_dir: Path) -> None:
+    """Templates name the images they load (the editor uploads them); small stand-ins let those validate."""
+    for node in all_nodes(workflow):
+        values = node.get("widgets_values") or []
+        if node["type"] in IMAGE_LOADERS and values and isinstance(values[0], str):
+            input_dir.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(input_dir / values[0], format="PNG")
+
+
 def test_every_fully_known_template_converts_and_validates(
     builtin: NodeRegistry, tmp_path: Path, report: Callable[[str], None]
 ) -> None:
@@ -104,6 +117,7 @@ def test_every_fully_known_template_converts_and_validates(
             root = tmp_path / name
             folders.configure(base_dir=root)
             place_declared_models(workflow, root / "models")
+            place_input_images(workflow, root / "input")
             prompt = workflow_to_prompt(workflow, builtin)
             result = validate_prompt(builtin, prompt)
             assert result.ok and not result.node_errors, (name, result.node_errors_json())

@@ -19,7 +19,7 @@ def one_prediction(
     """(x, sigma, guided x0) of one denoiser call at sigma 0.6 on a batch of two."""
     x = torch.randn((2, *guider.model.mu.shape), generator=torch.Generator().manual_seed(0))
     sigma = torch.full((2,), 0.6)
-    return x, sigma, guider.denoiser(2, keep_uncond)(x, sigma)
+    return x, sigma, guider.denoiser((2, *guider.model.mu.shape), keep_uncond)(x, sigma)
 
 
 @pytest.mark.parametrize("cfg", [0.0, 3.5, 8.0])
@@ -49,7 +49,7 @@ def test_cfg_pp_samplers_get_the_negative_prediction_even_at_cfg_one(make_model:
     model = make_model((4, 8, 8))
     guider = CFGGuider(model, prompt(0.5), prompt(-0.25), 1.0)
     x, sigma, _ = one_prediction(guider)
-    denoiser = guider.denoiser(2, keep_uncond=True)
+    denoiser = guider.denoiser((2, 4, 8, 8), keep_uncond=True)
     denoiser(x, sigma)
     assert model.forwards[-1].x.shape[0] == 4
     torch.testing.assert_close(denoiser.uncond_denoised, model.denoise(x, sigma, -0.25))
@@ -58,7 +58,7 @@ def test_cfg_pp_samplers_get_the_negative_prediction_even_at_cfg_one(make_model:
 def test_basic_guider_has_no_negative_and_reports_it_as_zero(make_model: Make) -> None:
     """As in ComfyUI, a cfg++ sampler under BasicGuider steps along a zero unguided prediction."""
     model = make_model((4, 8, 8))
-    denoiser = BasicGuider(model, prompt(0.5)).denoiser(2, keep_uncond=True)
+    denoiser = BasicGuider(model, prompt(0.5)).denoiser((2, 4, 8, 8), keep_uncond=True)
     x, sigma = torch.randn(2, 4, 8, 8), torch.full((2,), 0.6)
     torch.testing.assert_close(denoiser(x, sigma), model.denoise(x, sigma, 0.5))
     assert [forward.x.shape[0] for forward in model.forwards] == [2]
@@ -103,18 +103,18 @@ def test_conditioning_without_guidance_leaves_it_to_the_model(make_model: Make) 
     assert model.forwards[0].inputs.pooled is None
 
 
-@pytest.mark.parametrize("key", ["area", "mask"])
-def test_area_and_mask_conditioning_are_refused(key: str, make_model: Make) -> None:
+@pytest.mark.parametrize("key", ["control", "gligen", "hooks"])
+def test_conditioning_the_engine_cannot_apply_is_refused(key: str, make_model: Make) -> None:
     model = make_model((4, 8, 8))
     with pytest.raises(ValueError, match=key):
-        one_prediction(BasicGuider(model, prompt(0.5, **{key: (8, 8, 0, 0)})))
+        one_prediction(BasicGuider(model, prompt(0.5, **{key: object()})))
 
 
 def test_timestep_range_limits_an_entry_to_part_of_the_schedule(make_model: Make) -> None:
     """ConditioningSetTimestepRange: an entry for the first half of sampling is not used at the end."""
     model = make_model((4, 8, 8))
     guider = BasicGuider(model, prompt(0.5, start_percent=0.0, end_percent=0.5) + prompt(0.1))
-    denoiser = guider.denoiser(1, keep_uncond=False)
+    denoiser = guider.denoiser((1, 4, 8, 8), keep_uncond=False)
     x = torch.randn(1, 4, 8, 8)
     early, late = torch.tensor([0.95]), torch.tensor([0.05])
     average = (model.denoise(x, early, 0.5) + model.denoise(x, early, 0.1)) / 2

@@ -1,31 +1,52 @@
-"""CONDITIONING (ComfyUI's list of [tokens, options]) -> the model inputs of batched forwards.
+"""CONDITIONING (ComfyUI's list of [tokens, options]) -> the model inputs of batched forwards, and how
+their predictions combine.
 
-Each entry of a CONDITIONING list is one prediction; the predictions of a list are averaged with
-equal weights (the whole-image case of ComfyUI's area-weighted average). Area and mask conditioning
-are not supported and are refused rather than silently ignored. `start_percent`/`end_percent`
-(ConditioningSetTimestepRange) limit an entry to part of the schedule, as in ComfyUI.
+Each entry of a CONDITIONING list is one prediction. At every latent cell, the predictions of the
+entries covering it are averaged, weighted by each entry's weight there (ComfyUI's calc_cond_batch):
+- `area` (ConditioningSetArea*, in latent cells (h, w, y, x), or fractions tagged "percentage") runs the
+  model on that crop of the latent only; without a mask its weight ramps up linearly over the first
+  min(8, size // 4) cells inside each edge that is not the latent's border, so regions blend;
+- `mask` (ConditioningSetMask, resized to the latent bilinearly) weights the entry by the mask times
+  `mask_strength`; with `set_area_to_bounds` the model also runs on just the mask's bounding box
+  (at least 8x8 cells);
+- `strength` scales the weight;
+- `start_percent`/`end_percent` (ConditioningSetTimestepRange) limit the entry to part of the schedule.
+A cell no entry of a prompt covers gets a prediction of 0 from it, as in ComfyUI.
 
-Entries whose inputs agree in shape are run as one forward (cond and uncond together, the main
-speed-up of CFG). Token counts that differ are made equal by repeating each entry's tokens up to
-their least common multiple, as ComfyUI does, when that is at most 4x the shorter; repeating
-every token the same number of times leaves attention's result unchanged.
+As in ComfyUI, each entry with an area gets a partner of the same area in the other prompt (positive
+vs negative), taken from the smallest of that prompt's entries enclosing the area, so CFG compares
+predictions on the same crop.
+
+Entries whose inputs agree in shape (crop size, token width, pooled and guidance presence) are run as
+one forward. Token counts that differ are made equal by repeating each entry's tokens up to their least
+common multiple, as ComfyUI does, when that is at most 4x the shorter; repeating every token the same
+number of times leaves attention's result unchanged. ControlNet, GLIGEN and hook conditioning are
+refused rather than silently ignored. The image latents that inpainting and InstructPix2Pix models read
+(`concat_latent_image`, `concat_mask`) are ignored, as ComfyUI ignores them for models without those
+inputs, which are all the models this engine loads.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from engine.diffusion.protocols import Conditioning, ModelInputs
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
 
-"""ComfyUI's CONDITIONING: [[tokens [b, T, D], {"pooled_output": [b, P], "guidance": float, ...}], ...]."""
-
-UNSUPPORTED_KEYS = ("area", "mask", "control", "gligen", "hooks")
+UNSUPPORTED_KEYS = ("control", "gligen", "hooks")
 MAX_TOKEN_REPEAT = 4
+AREA_FEATHER = 8
+"""The most cells an area's inner edge ramps over (fewer when the area is under 32 cells)."""
+MIN_BOUNDS = 8
+"""A mask's bounding box ("mask bounds") is at least this many cells each way."""
+EMPTY_COUNT = 1e-37
+"""The count every cell starts with, so a cell no entry covers divides 0 by it rather than by 0."""
 
 
 def _to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
@@ -39,21 +60,104 @@ def _to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class Area:
+    """A rectangle of the latent in cells, as ComfyUI's "area" stores it: (height, width, top, left)."""
+
+    height: int
+    width: int
+    top: int
+    left: int
+
+    @property
+    def cells(self) -> int:
+        return self.height * self.width
+
+    def inside(self, other: Area) -> bool:
+        """Whether this rectangle lies within `other` (edges may touch)."""
+        return (
+            self.top >= other.top
+            and self.left >= other.left
+            and self.top + self.height <= other.top + other.height
+            and self.left + self.width <= other.left + other.width
+        )
+
+    def clamped(self, height: int, width: int) -> Area:
+        """The rectangle cut at the latent's bottom and right edges (ComfyUI's rule); refused when nothing
+        of it is left."""
+        kept = Area(
+            min(height - self.top, self.height), min(width - self.left, self.width), self.top, self.left
+        )
+        if kept.height <= 0 or kept.width <= 0:
+            raise ValueError(
+                f"a conditioning area at cell ({self.top}, {self.left}) (y, x; 8 pixels a cell) lies outside "
+                f"the {height}x{width}-cell latent; move it inside the image"
+            )
+        return kept
+
+
+def _resolve_area(area: Sequence[Any], height: int, width: int) -> Area:
+    """ConditioningSetArea's cells, or ConditioningSetAreaPercentage's fractions of the latent."""
+    if area[0] == "percentage":
+        fraction_h, fraction_w, fraction_y, fraction_x = (float(v) for v in area[1:5])
+        return Area(
+            max(1, round(fraction_h * height)),
+            max(1, round(fraction_w * width)),
+            round(fraction_y * height),
+            round(fraction_x * width),
+        )
+    return Area(*(int(v) for v in area[:4]))
+
+
+def _mask_bounds(mask: torch.Tensor) -> Area:
+    """The bounding box of a resized mask's nonzero cells over its whole batch, at least 8x8 cells."""
+    rows, columns = torch.nonzero(mask.abs().amax(dim=0), as_tuple=True)
+    if rows.numel() == 0:
+        return Area(MIN_BOUNDS, MIN_BOUNDS, 0, 0)
+    top, left = int(rows.min()), int(columns.min())
+    height, width = int(rows.max()) - top + 1, int(columns.max()) - left + 1
+    return Area(max(MIN_BOUNDS, height), max(MIN_BOUNDS, width), top, left)
+
+
+def _edge_ramp(length: int, ramp_start: bool, ramp_end: bool) -> torch.Tensor:
+    """Per-cell factors along one side of an area: t-th cell from a ramped edge times (t + 1) / n."""
+    factors = torch.ones(length, dtype=torch.float64)
+    count = min(AREA_FEATHER, length // 4)
+    ramp = torch.arange(1, count + 1, dtype=torch.float64) * (1.0 / count) if count else factors[:0]
+    if ramp_start:
+        factors[:count] *= ramp
+    if ramp_end:
+        factors[length - count :] *= ramp.flip(0)
+    return factors
+
+
+@dataclass(frozen=True, eq=False)
 class CondEntry:
     """One conditioning entry, already batched to the latent's batch and on the model's device."""
 
     inputs: ModelInputs
     slot: int
     """0 for the positive prompt's predictions, 1 for the negative's."""
+    region: Area
+    """The crop of the latent the model runs on: `area` cut to the latent, or the whole latent."""
     sigma_start: float | None = None
     sigma_end: float | None = None
+    area: Area | None = None
+    """The rectangle as the graph set it (compared when pairing areas between prompts)."""
+    weight: torch.Tensor | None = None
+    """The entry's weight over its region, broadcastable to [B, C, h, w]; None means 1 everywhere."""
 
     def active_at(self, sigma: float) -> bool:
         if self.sigma_start is not None and sigma > self.sigma_start:
             return False
         return self.sigma_end is None or sigma >= self.sigma_end
 
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.region
+        return x[..., r.top : r.top + r.height, r.left : r.left + r.width]
+
     def batchable_with(self, other: CondEntry) -> bool:
+        if (self.region.height, self.region.width) != (other.region.height, other.region.width):
+            return False
         a, b = self.inputs, other.inputs
         ta, tb = a.context.shape, b.context.shape
         if ta[0] != tb[0] or ta[2] != tb[2]:
@@ -66,13 +170,36 @@ class CondEntry:
         return True
 
 
+def _weight(
+    options: Mapping[str, Any],
+    mask: torch.Tensor | None,
+    area: Area | None,
+    region: Area,
+    shape: Sequence[int],
+) -> torch.Tensor | None:
+    """ComfyUI's `mult` of an entry over its region: mask x mask_strength, or an area's edge ramps, times
+    strength."""
+    strength = float(options.get("strength", 1.0))
+    if mask is not None:
+        mask = mask[:, region.top : region.top + region.height, region.left : region.left + region.width]
+        weight = _to_batch(mask, shape[0])[:, None] * float(options.get("mask_strength", 1.0))
+        return weight * strength
+    if area is None:
+        return None if strength == 1.0 else torch.full((1, 1, 1, 1), strength)
+    rows = _edge_ramp(region.height, region.top != 0, region.top + region.height < shape[-2])
+    columns = _edge_ramp(region.width, region.left != 0, region.left + region.width < shape[-1])
+    return ((rows[:, None] * columns[None, :]).float() * strength)[None, None]
+
+
 def cond_entries(
     conditioning: Conditioning,
     slot: int,
-    batch: int,
+    shape: Sequence[int],
     device: torch.device,
     model_sampling: FlowModelSampling,
 ) -> list[CondEntry]:
+    """The entries of one prompt for a latent of `shape` [B, C, h, w]."""
+    batch, height, width = shape[0], shape[-2], shape[-1]
     entries = []
     for tokens, options in conditioning:
         refused = [key for key in UNSUPPORTED_KEYS if options.get(key) is not None]
@@ -87,23 +214,62 @@ def cond_entries(
             else _to_batch(pooled.to(device=device, dtype=torch.float32), batch),
             guidance=None if guidance is None else torch.full((batch,), float(guidance), device=device),
         )
+        area = None if options.get("area") is None else _resolve_area(options["area"], height, width)
+        mask = options.get("mask")
+        if mask is not None:
+            mask = mask.to(device=device, dtype=torch.float32)
+            mask = mask.reshape(-1, mask.shape[-2], mask.shape[-1])
+            if tuple(mask.shape[1:]) != (height, width):
+                mask = F.interpolate(mask[:, None], size=(height, width), mode="bilinear")[:, 0]
+            if options.get("set_area_to_bounds"):
+                area = _mask_bounds(mask)
+        region = Area(height, width, 0, 0) if area is None else area.clamped(height, width)
+        weight = _weight(options, mask, area, region, shape)
         start, end = options.get("start_percent"), options.get("end_percent")
         entries.append(
             CondEntry(
                 inputs,
                 slot,
-                None if start is None else model_sampling.percent_to_sigma(start),
-                None if end is None else model_sampling.percent_to_sigma(end),
+                region,
+                sigma_start=None if start is None else model_sampling.percent_to_sigma(start),
+                sigma_end=None if end is None else model_sampling.percent_to_sigma(end),
+                area=area,
+                weight=None if weight is None else weight.to(device),
             )
         )
     return entries
 
 
+def pair_areas(positive: list[CondEntry], negative: list[CondEntry]) -> None:
+    """Give each entry with an area a partner of the same area in the other prompt, unless one exists
+    (ComfyUI's create_cond_with_same_area_if_none, positive's entries first; the lists grow in place).
+
+    The partner is the entry itself (its area, mask, strength and range) with the inputs of the other
+    prompt's smallest entry enclosing the area (an entry without area encloses every area but loses to
+    any with one).
+    """
+    for entries, others in ((positive, negative), (negative, positive)):
+        for entry in list(entries):
+            if entry.area is None:
+                continue
+            enclosing: CondEntry | None = None
+            for other in others:
+                if other.area is None:
+                    enclosing = enclosing or other
+                elif entry.area.inside(other.area) and (
+                    enclosing is None or enclosing.area is None or other.area.cells < enclosing.area.cells
+                ):
+                    enclosing = other
+            if enclosing is None or enclosing.area == entry.area:
+                continue
+            others.append(replace(entry, inputs=enclosing.inputs, slot=enclosing.slot))
+
+
 @dataclass(frozen=True)
 class Forward:
-    """One model evaluation: the inputs of a group of entries, and which prediction (slot) each chunk is."""
+    """One model evaluation: the entries run together and their concatenated inputs."""
 
-    slots: tuple[int, ...]
+    entries: tuple[CondEntry, ...]
     inputs: ModelInputs
 
 
@@ -115,7 +281,7 @@ def plan_forwards(entries: Sequence[CondEntry]) -> list[Forward]:
         first = remaining[0]
         group = [entry for entry in remaining if entry is first or first.batchable_with(entry)]
         remaining = [entry for entry in remaining if all(entry is not member for member in group)]
-        forwards.append(Forward(tuple(entry.slot for entry in group), _concat_inputs(group)))
+        forwards.append(Forward(tuple(group), _concat_inputs(group)))
     return forwards
 
 
@@ -137,3 +303,23 @@ def _concat_optional(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
     """`batchable_with` puts only entries that all carry an input, or all lack it, in one group."""
     present = [part for part in parts if part is not None]
     return torch.cat(present) if present else None
+
+
+class WeightedSum:
+    """One prompt's predictions accumulated cell by cell: sum of prediction x weight, and of weights."""
+
+    def __init__(self, like: torch.Tensor) -> None:
+        self.total = torch.zeros_like(like)
+        self.count = torch.full_like(like, EMPTY_COUNT)
+
+    def add(self, entry: CondEntry, prediction: torch.Tensor) -> None:
+        total, count = entry.crop(self.total), entry.crop(self.count)
+        if entry.weight is None:
+            total += prediction
+            count += 1.0
+        else:
+            total += prediction * entry.weight
+            count += entry.weight
+
+    def mean(self) -> torch.Tensor:
+        return self.total / self.count

@@ -9,11 +9,19 @@ negative prompt (BasicGuider) reports a zero negative prediction, as ComfyUI doe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 from engine.diffusion.protocols import DiffusionModel
-from engine.diffusion.sampling.conditioning import CondEntry, Conditioning, cond_entries, plan_forwards
+from engine.diffusion.sampling.conditioning import (
+    CondEntry,
+    Conditioning,
+    WeightedSum,
+    cond_entries,
+    pair_areas,
+    plan_forwards,
+)
 from engine.diffusion.sampling.sampler import ProgressCallback, Sampler
 from engine.progress import throw_if_interrupted
 
@@ -21,7 +29,8 @@ POSITIVE, NEGATIVE = 0, 1
 
 
 class GuidedDenoiser:
-    """One sampling run's x0 predictor: every active conditioning entry through the model, then CFG.
+    """One sampling run's x0 predictor: every active conditioning entry through the model (on its crop of
+    the latent), each prompt's predictions averaged cell by cell by the entries' weights, then CFG.
 
     The forwards (which entries share a batch, their concatenated inputs) are planned once per run,
     or per call when an entry is limited to part of the schedule. Checks for an interrupt before each
@@ -55,19 +64,23 @@ class GuidedDenoiser:
         forwards = self.forwards
         if forwards is None:
             forwards = plan_forwards([e for e in self.entries if e.active_at(float(sigma[0]))])
-        sums: list[torch.Tensor | None] = [None, None]
-        counts = [0, 0]
+        sums: list[WeightedSum | None] = [None, None]
         for forward in forwards:
-            n = len(forward.slots)
-            x_in = x if n == 1 else torch.cat([x] * n)
+            n = len(forward.entries)
+            x_in = (
+                torch.cat([entry.crop(x) for entry in forward.entries])
+                if n > 1
+                else forward.entries[0].crop(x)
+            )
             sigma_in = sigma if n == 1 else torch.cat([sigma] * n)
             velocity = self.model.apply_model(x_in, sigma_in, forward.inputs)
             denoised = self.model_sampling.calculate_denoised(sigma_in, velocity, x_in)
-            for slot, chunk in zip(forward.slots, denoised.chunk(n), strict=True):
-                total = sums[slot]
-                sums[slot] = chunk if total is None else total + chunk
-                counts[slot] += 1
-        cond, uncond = (s if c == 1 or s is None else s / c for s, c in zip(sums, counts, strict=True))
+            for entry, chunk in zip(forward.entries, denoised.chunk(n), strict=True):
+                total = sums[entry.slot]
+                if total is None:
+                    total = sums[entry.slot] = WeightedSum(x)
+                total.add(entry, chunk)
+        cond, uncond = (None if total is None else total.mean() for total in sums)
         if self.keep_uncond:
             self._uncond = uncond if uncond is not None else torch.zeros_like(x)
         if cond is None:
@@ -92,11 +105,14 @@ class CFGGuider:
         self.negative = negative
         self.cfg = cfg
 
-    def denoiser(self, batch: int, keep_uncond: bool) -> GuidedDenoiser:
+    def denoiser(self, shape: Sequence[int], keep_uncond: bool) -> GuidedDenoiser:
+        """The denoiser for latents of `shape` [B, C, h, w] (areas and masks are resolved against it)."""
         device, ms = self.model.device, self.model.model_sampling
-        entries = cond_entries(self.positive, POSITIVE, batch, device, ms)
+        entries = cond_entries(self.positive, POSITIVE, shape, device, ms)
         if self.negative is not None:
-            entries += cond_entries(self.negative, NEGATIVE, batch, device, ms)
+            negative = cond_entries(self.negative, NEGATIVE, shape, device, ms)
+            pair_areas(entries, negative)
+            entries += negative
         return GuidedDenoiser(self.model, entries, self.cfg, self.negative is not None, keep_uncond)
 
     def sample(
@@ -124,7 +140,7 @@ class CFGGuider:
             noise = noise.to(device=device, dtype=torch.float32)
             mask = None if denoise_mask is None else prepare_mask(denoise_mask, noise.shape, device)
             samples = sampler.sample(
-                self.denoiser(noise.shape[0], sampler.needs_uncond),
+                self.denoiser(noise.shape, sampler.needs_uncond),
                 sigmas.to(device),
                 noise,
                 latent,
