@@ -49,6 +49,7 @@ def comfy_file_combo(node: str, name: str, spec: list[Any]) -> bool:
 
 def test_the_engine_shares_the_core_nodes_with_comfyui() -> None:
     assert len(SHARED) >= 35, SHARED
+    assert {"LoraLoader", "LoraLoaderModelOnly"} <= set(SHARED)
 
 
 @pytest.mark.parametrize("node", SHARED)
