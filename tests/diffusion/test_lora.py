@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from engine.diffusion.protocols import ModelInputs
 from engine.diffusion.safetensors_file import WeightsFileError, load_tensors
 from engine.diffusion.test_models import TINY_AURAFLOW, TINY_FLUX_SCHNELL
 from engine.diffusion.text_encoders import CLIP, text_encoder_layout
+from engine.graph.cache import estimate_nbytes
 from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.graph.validate import validate_prompt
@@ -257,7 +259,7 @@ def test_loha_and_lokr_changes_follow_lycoris_arithmetic(
     )
     write_lora(loras, "loha.safetensors", loha)
     write_lora(loras, "lokr.safetensors", lokr)
-    (model,) = LoraLoaderModelOnly().load_lora_model_only(flux_schnell(manager), "loha.safetensors", 0.5)
+    (model,) = LoraLoaderModelOnly().load_lora_model_only(flux_schnell(manager), "loha.safetensors", 0.7)
     (model,) = LoraLoaderModelOnly().load_lora_model_only(model, "lokr.safetensors", 2.0)
     after = weights_of(model.module(), model.patches)
     w = file_weights(test_models_dir, "diffusion_models/flux1-schnell.safetensors")
@@ -267,7 +269,7 @@ def test_loha_and_lokr_changes_follow_lycoris_arithmetic(
     hadamard = (f[".hada_w1_a"] @ f[".hada_w1_b"]) * (f[".hada_w2_a"] @ f[".hada_w2_b"])
     assert torch.equal(
         after["transformer_blocks.1.ff_context.net.2.weight"],
-        w["double_blocks.1.txt_mlp.2.weight"] + (0.5 * (1.5 / 3)) * hadamard,
+        w["double_blocks.1.txt_mlp.2.weight"] + (0.7 * (1.5 / 3)) * hadamard,
     )
     base = "lycoris_transformer_blocks_0_attn_to_add_out"
     w2 = lokr[base + ".lokr_w2_a"].float() @ lokr[base + ".lokr_w2_b"].float()
@@ -687,3 +689,63 @@ def test_a_checkpoint_graph_with_a_lora_runs_and_one_without_it_afterwards_is_un
     without = run(shared, aura_graph(None))[0]
     assert not torch.equal(with_lora, never)
     assert torch.equal(without, never)
+
+
+def test_fp8_weights_take_the_change_rounded_to_fp8_and_get_their_exact_bits_back(
+    loras: Path, manager: ModelManager, test_models_dir: Path
+) -> None:
+    layer = {"lora_unet_double_blocks_1_img_mlp_0": FLUX_LAYOUT["double_blocks.1.img_mlp.0.weight"]}
+    lora = lora_tensors(layer, alpha=2.0, seed=23)
+    write_lora(loras, "fp8.safetensors", lora)
+    model, _, _ = CheckpointLoaderSimple(manager).load_checkpoint("flux1-schnell-fp8.safetensors")
+    (view,) = LoraLoaderModelOnly().load_lora_model_only(model, "fp8.safetensors", 1.25)
+    plain = model.apply_model(X, SIGMA, FLUX_INPUTS)
+
+    stored = load_tensors(
+        test_models_dir / "checkpoints/flux1-schnell-fp8.safetensors", "model.diffusion_model."
+    )["double_blocks.1.img_mlp.0.weight"]
+    up, down = up_down(lora, "lora_unet_double_blocks_1_img_mlp_0")
+    expected = (stored.float() + (1.25 * (2.0 / 4)) * (up @ down)).to(torch.float8_e4m3fn)
+    after = weights_of(view.module(), view.patches)["transformer_blocks.1.ff.net.0.proj.weight"]
+    assert after.dtype == torch.float8_e4m3fn
+    assert torch.equal(after.view(torch.uint8), expected.view(torch.uint8))
+    assert not torch.equal(view.apply_model(X, SIGMA, FLUX_INPUTS), plain)
+    assert torch.equal(model.apply_model(X, SIGMA, FLUX_INPUTS), plain)
+    restored = model.module().get_parameter("transformer_blocks.1.ff.net.0.proj.weight")
+    assert torch.equal(restored.view(torch.uint8), stored.view(torch.uint8))
+
+
+def test_the_output_cache_counts_the_lora_a_view_keeps_alive(loras: Path, manager: ModelManager) -> None:
+    lora = lora_tensors(KOHYA_LAYERS, alpha=4.0, seed=24)
+    write_lora(loras, "counted.safetensors", lora)
+    base = flux_schnell(manager)
+    (view,) = LoraLoaderModelOnly().load_lora_model_only(base, "counted.safetensors", 1.0)
+    factors = sum(t.numel() * t.element_size() for key, t in lora.items() if not key.endswith(".alpha"))
+    assert estimate_nbytes(view) == factors
+    assert estimate_nbytes(base) == 0
+
+
+def test_two_threads_running_a_patched_and_an_unpatched_view_each_get_their_own_weights(
+    loras: Path, manager: ModelManager
+) -> None:
+    write_lora(loras, "threads.safetensors", lora_tensors(KOHYA_LAYERS, alpha=4.0, seed=25))
+    base = flux_schnell(manager)
+    (view,) = LoraLoaderModelOnly().load_lora_model_only(base, "threads.safetensors", 1.0)
+    expected = {
+        "base": base.apply_model(X, SIGMA, FLUX_INPUTS),
+        "view": view.apply_model(X, SIGMA, FLUX_INPUTS),
+    }
+    results: dict[str, list[torch.Tensor]] = {"base": [], "view": []}
+
+    def keep_running(name: str, model: LoadedDiffusionModel) -> None:
+        for _ in range(6):
+            results[name].append(model.apply_model(X, SIGMA, FLUX_INPUTS))
+
+    threads = [threading.Thread(target=keep_running, args=item) for item in (("base", base), ("view", view))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    for name, outputs in results.items():
+        assert len(outputs) == 6 and all(torch.equal(output, expected[name]) for output in outputs), name
