@@ -295,9 +295,14 @@ def test_auraflow_takes_diffusers_names_and_comfyuis_native_names(
     native = lora_tensors(
         {k: v for k, v in layers.items() if k.startswith("diffusion_model.")}, alpha=2.0, seed=11
     )
-    write_lora(loras, "aura.safetensors", {**peft, **native})
     model, clip, _ = CheckpointLoaderSimple(manager).load_checkpoint("aura_flow_0.3.safetensors")
-    patched_model, patched_clip = LoraLoader().load_lora(model, clip, "aura.safetensors", 0.8, 1.0)
+    pile_q = "encoder.block.1.layer.0.SelfAttention.q"
+    pile_layout = text_encoder_layout(clip.encoders["pile_t5xl"].spec)
+    pile = lora_tensors(
+        {f"text_encoders.pile_t5xl.transformer.{pile_q}": pile_layout[f"{pile_q}.weight"]}, seed=12
+    )
+    write_lora(loras, "aura.safetensors", {**peft, **native, **pile})
+    patched_model, patched_clip = LoraLoader().load_lora(model, clip, "aura.safetensors", 0.8, 1.5)
     after = weights_of(patched_model.module(), patched_model.patches)
     w = file_weights(test_models_dir, "checkpoints/aura_flow_0.3.safetensors", "model.")
 
@@ -320,7 +325,13 @@ def test_auraflow_takes_diffusers_names_and_comfyuis_native_names(
         torch.cat([shift_scale[d:], shift_scale[:d]])
         + (0.8 * (2.0 / 4)) * (torch.cat([up[d:], up[:d]]) @ down),
     )
-    assert patched_clip is clip or not any(e.patches for e in patched_clip.encoders.values())
+    encoder = patched_clip.encoders["pile_t5xl"]
+    pile_after = weights_of(encoder._module(), encoder.patches)[f"{pile_q}.weight"]
+    stored = file_weights(
+        test_models_dir, "checkpoints/aura_flow_0.3.safetensors", "text_encoders.pile_t5xl.transformer."
+    )
+    up, down = up_down(pile, f"text_encoders.pile_t5xl.transformer.{pile_q}")
+    assert torch.equal(pile_after, stored[f"{pile_q}.weight"] + 1.5 * (up @ down))
 
 
 def test_text_encoder_layers_follow_strength_clip(

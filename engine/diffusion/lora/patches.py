@@ -91,7 +91,7 @@ def patched(module: torch.nn.Module, patches: tuple[WeightPatch, ...]) -> Iterat
     """Run the block with the module's weights patched by exactly `patches` (none: its own weights)."""
     state = module.__dict__.setdefault(STATE_ATTRIBUTE, _PatchState())
     with state.lock:
-        if state.applied != patches:
+        if state.applied is not patches and state.applied != patches:  # the same view, step after step
             state.restore(module)
             if patches:
                 state.apply(module, patches)
