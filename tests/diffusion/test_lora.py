@@ -760,3 +760,18 @@ def test_two_threads_running_a_patched_and_an_unpatched_view_each_get_their_own_
     assert not any(thread.is_alive() for thread in threads)
     for name, outputs in results.items():
         assert len(outputs) == 6 and all(torch.equal(output, expected[name]) for output in outputs), name
+
+
+def test_a_lora_replaced_under_the_same_name_is_not_served_from_the_cache(loras: Path) -> None:
+    layer = {"lora_unet_double_blocks_0_img_mlp_0": FLUX_LAYOUT["double_blocks.0.img_mlp.0.weight"]}
+    write_lora(loras, "evolving.safetensors", lora_tensors(layer, rank=2))
+    before = LoraLoader.IS_CHANGED(lora_name="evolving.safetensors", strength_model=1.0, strength_clip=1.0)
+    write_lora(loras, "evolving.safetensors", lora_tensors(layer, rank=8))
+    after = LoraLoader.IS_CHANGED(lora_name="evolving.safetensors", strength_model=1.0, strength_clip=1.0)
+    assert before != after
+
+
+@pytest.mark.parametrize("name", ["../checkpoints/aura_flow_0.3.safetensors", "/etc/passwd", "a/../../b"])
+def test_lora_names_cannot_leave_the_loras_folder(loras: Path, manager: ModelManager, name: str) -> None:
+    with pytest.raises(folders.PathEscapeError):
+        LoraLoaderModelOnly().load_lora_model_only(flux_schnell(manager), name, 1.0)
