@@ -3,12 +3,14 @@
 The object holds no weights. It knows where they are (file, tensor prefix), how to build the module
 from them (its architecture: `flux.FluxConfig` or `auraflow.AuraFlowConfig`) and asks the model manager
 for the module at each forward, so every graph naming the same file shares one resident copy and an
-evicted model is quietly loaded again.
+evicted model is quietly loaded again. A view with LoRAs carries them as weight patches, which the
+shared module takes on for the view's forwards only (see lora.patches).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -16,6 +18,7 @@ import torch
 from diffusers.models.modeling_utils import ModelMixin
 
 from engine.diffusion.latent_formats import LatentFormat
+from engine.diffusion.lora.patches import WeightPatch, patched, patches_nbytes
 from engine.diffusion.model_manager import ModelKey, ModelManager
 from engine.diffusion.protocols import ModelInputs
 from engine.diffusion.safetensors_file import load_tensors
@@ -66,6 +69,8 @@ class LoadedDiffusionModel:
         self.key = ModelKey.for_file(
             path, f"diffusion_model:{prefix}", dtype=str(manager.dtype), storage=str(storage_dtype)
         )
+        self.patches: tuple[WeightPatch, ...] = ()
+        """Changes (LoRAs) this view runs the shared module with; see lora.patches."""
 
     @property
     def latent_format(self) -> LatentFormat:
@@ -79,9 +84,21 @@ class LoadedDiffusionModel:
     def dtype(self) -> torch.dtype:
         return self.manager.dtype
 
+    @property
+    def nbytes(self) -> int:
+        """Memory this view holds of its own (its LoRAs'; the weights belong to the model manager), so
+        the executor's output cache counts what a cached LoRA-patched MODEL keeps alive."""
+        return patches_nbytes(self.patches)
+
     def clone(self) -> LoadedDiffusionModel:
         """A copy sharing the weights, whose model_sampling can be replaced without touching this one."""
         return copy.copy(self)
+
+    def with_patches(self, patches: Sequence[WeightPatch]) -> LoadedDiffusionModel:
+        """A clone running with `patches` after this view's own (LoRAs stack in the order applied)."""
+        patched_view = self.clone()
+        patched_view.patches = (*self.patches, *patches)
+        return patched_view
 
     def module(self) -> ModelMixin:
         """The resident module, loading it first if it is not."""
@@ -111,7 +128,11 @@ class LoadedDiffusionModel:
         # The model is conditioned on the sampling's timestep, not on sigma itself: the two agree for
         # AuraFlow's and Flux's own samplings, and differ (as in ComfyUI) under ModelSamplingSD3.
         timestep = self.model_sampling.timestep(sigma)
-        with self.manager.out_of_memory_guard(f"running {self.architecture.name}"), torch.no_grad():
+        with (
+            self.manager.out_of_memory_guard(f"running {self.architecture.name}"),
+            torch.no_grad(),
+            patched(module, self.patches),
+        ):
             velocity = self.architecture.predict(
                 module,
                 x.to(device=device, dtype=dtype),

@@ -8,11 +8,12 @@ both. Method names and return shapes follow ComfyUI's, which custom nodes call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from engine.diffusion.lora.patches import WeightPatch, patches_nbytes
 from engine.diffusion.protocols import Conditioning
 from engine.diffusion.text_encoders.encoder import TextEncoder
 from engine.diffusion.text_encoders.tokenization import TokenWeights
@@ -28,6 +29,19 @@ class CLIP:
         self.encoders = dict(encoders)
         self.cond_from = cond_from
         self.pooled_from = pooled_from
+
+    @property
+    def nbytes(self) -> int:
+        """Memory this CLIP holds of its own (its LoRAs'), for the executor's output cache."""
+        return sum(patches_nbytes(encoder.patches) for encoder in self.encoders.values())
+
+    def with_patches(self, patches: Mapping[str, Sequence[WeightPatch]]) -> CLIP:
+        """A CLIP whose encoders (by token key: "l", "t5xxl", ...) run with the given patches added."""
+        encoders = {
+            key: encoder.with_patches(patches[key]) if patches.get(key) else encoder
+            for key, encoder in self.encoders.items()
+        }
+        return CLIP(encoders, self.cond_from, self.pooled_from)
 
     def tokenize(self, text: str) -> Tokens:
         return {key: encoder.tokenize(text) for key, encoder in self.encoders.items()}

@@ -14,14 +14,16 @@ a layer, and the windows still go through as one batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import copy
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from engine.diffusion.text_encoders.spec import TextEncoderFamily
+from engine.diffusion.lora.patches import WeightPatch, patched
+from engine.diffusion.text_encoders.spec import TextEncoderFamily, TextEncoderSpec
 from engine.diffusion.text_encoders.tokenization import (
     FAMILY_RULES,
     TokenWeights,
@@ -48,19 +50,30 @@ FAMILY_TRAITS: dict[TextEncoderFamily, EncoderTraits] = {
 
 
 class TextEncoder:
-    """A text encoder of one family; `module` returns its transformer, resident on the compute device."""
+    """A text encoder of one family; `module` returns its transformer, resident on the compute device.
+
+    `patches` (LoRAs) are taken on by the shared module for this encoder's passes only (lora.patches).
+    """
 
     def __init__(
         self,
-        family: TextEncoderFamily,
+        spec: TextEncoderSpec,
         tokenizer: SegmentTokenizer,
         module: Callable[[], torch.nn.Module],
     ) -> None:
-        self.family = family
-        self.rules = FAMILY_RULES[family]
-        self.traits = FAMILY_TRAITS[family]
+        self.spec = spec
+        self.family: TextEncoderFamily = spec.family
+        self.rules = FAMILY_RULES[spec.family]
+        self.traits = FAMILY_TRAITS[spec.family]
         self._tokenizer = tokenizer
         self._module = module
+        self.patches: tuple[WeightPatch, ...] = ()
+
+    def with_patches(self, patches: Sequence[WeightPatch]) -> TextEncoder:
+        """A copy sharing the tokenizer and module, encoding with `patches` after its own."""
+        patched_copy = copy.copy(self)
+        patched_copy.patches = (*self.patches, *patches)
+        return patched_copy
 
     def tokenize(self, text: str) -> list[TokenWeights]:
         return tokenize_with_weights(text, self._tokenizer, self.rules)
@@ -87,7 +100,7 @@ class TextEncoder:
         device = next(module.parameters()).device
         ids = torch.tensor(rows, device=device)
         mask = self._up_to_first_end(ids) if self.traits.masks_padding else None
-        with torch.inference_mode(), _interruptible(module):
+        with patched(module, self.patches), torch.inference_mode(), _interruptible(module):
             output = module(input_ids=ids, attention_mask=mask)
         states = output.last_hidden_state.float()
         if mask is not None:

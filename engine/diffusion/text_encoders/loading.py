@@ -138,7 +138,7 @@ def load_clip(
         build = partial(build_module, source, manager.dtype)
         size = weight_bytes(source.spec, manager.dtype)
         encoders[FAMILY_TRAITS[family].token_key] = TextEncoder(
-            family, tokenizer, partial(manager.load, key, build, size)
+            source.spec, tokenizer, partial(manager.load, key, build, size)
         )
     return CLIP(encoders, recipe.cond_from, recipe.pooled_from)
 
