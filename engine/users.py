@@ -29,6 +29,11 @@ USER_ID = re.compile(r"[A-Za-z0-9_-]{1,160}")
 SYSTEM_USER_PREFIX = "__"
 """ComfyUI keeps ids starting with this for itself; no client may create or act as one."""
 MAX_USERNAME_CHARS = 100
+FIRST_RUN_FOLDERS = ("workflows", "subgraphs")
+FIRST_RUN_FILES = {"user.css": b"", "comfy.templates.json": b"[]"}
+"""What a new user's folder starts with. The editor lists both folders and reads both files on every
+load; a fresh ComfyUI answers 404 for each, which the browser reports as console errors. An empty
+folder, an empty stylesheet and an empty list of saved templates mean the same as none."""
 
 FIRST_RUN_SETTINGS: dict[str, Any] = {
     "Comfy.TutorialCompleted": True,
@@ -83,7 +88,12 @@ class Users:
         if not _valid_id(user_id):
             raise UnknownUserError(f"unknown user {user_id!r}")
         folder = self.root / user_id
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in FIRST_RUN_FOLDERS:
+                (folder / name).mkdir(exist_ok=True)
+            for name, content in FIRST_RUN_FILES.items():
+                write_atomically(folder / name, content)
         return folder
 
     def add(self, name: object) -> str:

@@ -93,6 +93,12 @@ async def features(request: web.Request) -> web.Response:
     return json_response(server_features(service(request).settings))
 
 
+async def nothing_installed(_: web.Request) -> web.Response:
+    """Translations (/i18n) and shared subgraphs (/global_subgraphs) come from custom node packages in
+    ComfyUI; the engine's packages declare none, so both are empty objects."""
+    return json_response({})
+
+
 def add_routes(app: web.Application) -> None:
     add_route(app, "GET", "/object_info", get_object_info)
     add_route(app, "GET", "/object_info/{node_class}", get_node_info)
@@ -101,3 +107,5 @@ def add_routes(app: web.Application) -> None:
     add_route(app, "GET", "/models", model_folders)
     add_route(app, "GET", "/models/{folder}", model_files)
     add_route(app, "GET", "/features", features)
+    add_route(app, "GET", "/i18n", nothing_installed)
+    add_route(app, "GET", "/global_subgraphs", nothing_installed)
