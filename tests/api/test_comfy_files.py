@@ -103,7 +103,7 @@ def test_an_upload_over_the_limit_is_refused_with_the_limit(files_server: LiveSe
         huge = upload(client, data * 4)
         assert huge.status_code == 413 and huge.json()["limit_bytes"] == UPLOAD_LIMIT
         features = client.get("/features").json()
-        assert features == {"supports_preview_metadata": True, "max_upload_size": UPLOAD_LIMIT}
+        assert features == {"supports_preview_metadata": False, "max_upload_size": UPLOAD_LIMIT}
     assert list((files_server.settings.base_dir / "input").glob("*")) == []
 
 

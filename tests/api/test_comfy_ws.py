@@ -50,7 +50,7 @@ def test_connect_status_and_feature_flags(server: LiveServer) -> None:
         assert isinstance(answer, tuple)
         kind, flags = answer
         assert kind == "feature_flags" and flags["supports_preview_metadata"] is False
-        assert flags["max_upload_size"] == server.settings.max_body_bytes
+        assert flags["max_upload_size"] == server.settings.max_upload_bytes
         client.send("feature_flags", {})  # only the first message is a negotiation
         assert client.socket is not None
         client.socket.send("not json")

@@ -25,8 +25,9 @@ from engine.settings import Settings
 
 
 def server_features(settings: Settings) -> dict[str, Any]:
-    """ComfyUI's server feature flags: previews may carry metadata, and the largest upload in bytes."""
-    return {"supports_preview_metadata": True, "max_upload_size": settings.max_upload_bytes}
+    """ComfyUI's server feature flags (GET /features, and the websocket's feature_flags answer): previews
+    come as plain JPEG frames without metadata (engine.api.comfy.ws), and the largest upload in bytes."""
+    return {"supports_preview_metadata": False, "max_upload_size": settings.max_upload_bytes}
 
 
 async def get_object_info(request: web.Request) -> web.Response:

@@ -12,9 +12,9 @@ The messages come from the job broadcast (executor -> worker -> broadcast -> her
 listens to only while a client is connected. Each client has its own outbox and writer, so a slow one
 loses its oldest messages instead of holding up the others.
 
-A browser page may open a websocket to any host, and the upgrade carries no CORS check: an `Origin`
-that is not this server (the request's Host, or the public URL) is refused with 403, so another site
-cannot watch prompts from a visitor's browser. No Origin means a client that is not a browser.
+A browser page may open a websocket to any host, and the upgrade carries no CORS check: the handshake
+passes engine.api.origin like every state-changing request, so another site cannot watch prompts from
+a visitor's browser.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from engine.api.comfy import add_route
+from engine.api.comfy.info import server_features
 from engine.api.comfy.records import COMFY_API, FINISHED, queue_info, queue_remaining
-from engine.api.context import BASE_URL, SERVICE, api_key, service
+from engine.api.context import SERVICE, api_key, service
 from engine.api.errors import ApiError, strict_dumps
 from engine.graph.events import NodeFinished, NodeProgress, NodeStarted
 from engine.graph.messages import Message, message, timestamp_ms
@@ -52,7 +52,6 @@ MAX_INCOMING_BYTES = 64 * 1024
 HEARTBEAT_SECONDS = 30.0
 OUTBOX_LIMIT = 1024
 JOB_INFO_LIMIT = 4096
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 @dataclass(frozen=True)
@@ -236,37 +235,6 @@ def _texts(*messages: Message | None) -> list[str | bytes]:
     return [strict_dumps({"type": kind, "data": data}) for kind, data in filter(None, messages)]
 
 
-def _address(netloc: str, scheme: str) -> tuple[str, int | None] | None:
-    """(host, port) with the scheme's default port left out, so `example.com` and `example.com:443`
-    over https compare equal; None for something that is not a host."""
-    try:
-        parts = urlsplit(f"//{netloc}")
-        port = parts.port
-    except ValueError:
-        return None
-    if not parts.hostname:
-        return None
-    return parts.hostname.lower(), None if port == DEFAULT_PORTS.get(scheme) else port
-
-
-def _origin_allowed(request: web.Request) -> bool:
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    parsed = urlsplit(origin)
-    if parsed.scheme not in ("http", "https"):
-        return False  # "null" (a sandboxed page, a file) or anything else no browser page of ours sends
-    claimed = _address(parsed.netloc, parsed.scheme)
-    public = urlsplit(request.app[BASE_URL])
-    ours = {_address(request.host, request.scheme), _address(public.netloc, public.scheme)}
-    return claimed is not None and claimed in ours
-
-
-def server_features(engine: Service) -> dict[str, Any]:
-    """The flags answered to a client's feature_flags: previews come as plain JPEG frames (no metadata)."""
-    return {"supports_preview_metadata": False, "max_upload_size": engine.settings.max_body_bytes}
-
-
 def _is_feature_flags(text: str) -> bool:
     try:
         data = json.loads(text)
@@ -276,8 +244,6 @@ def _is_feature_flags(text: str) -> bool:
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:
-    if not _origin_allowed(request):
-        raise ApiError(403, "this websocket may be opened only from pages of this server (Origin refused)")
     client_id = request.query.get("clientId") or uuid.uuid4().hex
     if len(client_id) > MAX_CLIENT_ID:
         raise ApiError(400, f"clientId must be at most {MAX_CLIENT_ID} characters", field="clientId")
@@ -294,7 +260,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         first = True
         async for frame in socket:
             if frame.type == WSMsgType.TEXT and first and _is_feature_flags(frame.data):
-                client.send_message("feature_flags", server_features(engine))
+                client.send_message("feature_flags", server_features(engine.settings))
             first = False
     finally:
         sockets.disconnect(client)
