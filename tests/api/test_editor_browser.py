@@ -9,13 +9,19 @@ Each test writes a screenshot under tests/artifacts/ (git-ignored) and names it 
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
@@ -25,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 CHROMIUM = "chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
 READY_SECONDS = 60
 TOLERATED_404 = ("/features", "/i18n", "/global_subgraphs", "/experiment/models", "/internal/folder_paths")
 """What the editor asks for and expects a 404 from when the server does not offer it (COMFY.md §10);
@@ -144,3 +151,57 @@ def test_a_keyed_server_asks_for_a_key_then_shows_the_editor(
     finally:
         screenshot(page, "editor-signed-in", report)
         context.close()
+
+
+FLUX_SCHNELL_WORKFLOW = REFERENCE / "comfy-examples" / "flux_schnell_example.workflow.json"
+EXAMPLE_SIZE = 256
+"""The example asks for 1024x1024; a quarter of that keeps the run on a CPU short."""
+RUN_SECONDS = 240
+
+
+def test_a_workflow_loaded_in_the_editor_runs_and_its_image_appears(
+    server: LiveServer, browser: Browser, report: Callable[[str], None]
+) -> None:
+    workflow = json.loads(FLUX_SCHNELL_WORKFLOW.read_text())
+    (latent,) = [node for node in workflow["nodes"] if node["type"] == "EmptyLatentImage"]
+    latent["widgets_values"][:2] = [EXAMPLE_SIZE, EXAMPLE_SIZE]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    problems = Problems(server.url)
+    problems.watch(page)
+    messages: list[dict[str, Any]] = []
+
+    def on_frame(payload: str | bytes) -> None:
+        if isinstance(payload, str):
+            messages.append(json.loads(payload))
+
+    page.on("websocket", lambda socket: socket.on("framereceived", on_frame))
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_function(EDITOR_READY, timeout=READY_SECONDS * 1000)
+        page.evaluate("workflow => window.app.loadGraphData(workflow)", workflow)
+        page.get_by_role("button", name="Run", exact=True).click()
+        deadline = time.monotonic() + RUN_SECONDS
+        while not any(message["type"] in ("execution_success", "execution_error") for message in messages):
+            assert time.monotonic() < deadline, f"no end of the run within {RUN_SECONDS} s: {messages[-3:]}"
+            page.wait_for_timeout(100)
+        kinds = [message["type"] for message in messages]
+        assert "execution_error" not in kinds, [m for m in messages if m["type"] == "execution_error"]
+        progress = [m["data"] for m in messages if m["type"] == "progress"]
+        steps = [data["value"] for data in progress if data["node"] == "13"]
+        assert steps == [1, 2, 3, 4]  # BasicScheduler's 4 steps, each reported over the websocket
+
+        with httpx.Client(base_url=server.url) as client:
+            (entry,) = client.get("/history", params={"max_items": 1}).json().values()
+            (image,) = entry["outputs"]["9"]["images"]
+            served = client.get("/view", params=image)
+        assert served.status_code == 200 and Image.open(io.BytesIO(served.content)).size == (256, 256)
+        # The editor shows it: it asks /view for the file and draws what it gets.
+        shown = (
+            "name => [...document.images].some(img => img.src.includes(name) && img.complete"
+            " && img.naturalWidth > 0)"
+        )
+        page.wait_for_function(shown, arg=image["filename"], timeout=READY_SECONDS * 1000)
+    finally:
+        screenshot(page, "editor-ran-flux-schnell", report)
+        page.close()
+    assert not problems.found, "what went wrong in the browser:\n" + "\n".join(problems.found)
