@@ -201,4 +201,4 @@ def test_each_user_has_their_own_files_and_settings(multi: LiveServer) -> None:
             refused = client.get("/settings", headers=header)
             assert refused.status_code == 403 and "unknown user" in refused.json()["error"], header
     assert (multi.settings.users_path / alice / "workflows" / "mine.json").read_bytes() == b"alice's"
-    assert not (multi.settings.users_path / bob / "workflows").exists()
+    assert list((multi.settings.users_path / bob / "workflows").iterdir()) == []
