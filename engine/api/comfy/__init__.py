@@ -25,7 +25,19 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler) ->
 def add_routes(app: web.Application) -> None:
     """Every ComfyUI route; each module below registers its own."""
     # Imported here, not at the top: each module imports `add_route` from this package.
-    from engine.api.comfy import editor, extensions, files, history, info, jobs, prompt, queue, userdata, ws
+    from engine.api.comfy import (
+        editor,
+        extensions,
+        files,
+        first_run,
+        history,
+        info,
+        jobs,
+        prompt,
+        queue,
+        userdata,
+        ws,
+    )
 
-    for module in (editor, prompt, queue, history, jobs, ws, files, userdata, info, extensions):
+    for module in (editor, prompt, queue, history, jobs, ws, files, userdata, info, extensions, first_run):
         module.add_routes(app)
