@@ -135,6 +135,7 @@ def test_models_and_embeddings_list_the_model_folders(info_server: LiveServer) -
 def test_extensions_list_and_serve_a_packages_web_directory(info_server: LiveServer) -> None:
     with info_server.client() as client:
         assert client.get("/extensions").json() == [
+            "/extensions/engine/first_run.js",  # the project's own web/ folder
             "/extensions/info_web_nodes/a.js",
             "/extensions/info_web_nodes/sub/b.js",
         ]
