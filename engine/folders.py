@@ -34,6 +34,7 @@ _MODEL_FOLDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "upscale_models": (("upscale_models",), MODEL_EXTENSIONS),
     "controlnet": (("controlnet", "t2i_adapter"), MODEL_EXTENSIONS),
     "clip_vision": (("clip_vision",), MODEL_EXTENSIONS),
+    "style_models": (("style_models",), MODEL_EXTENSIONS),
     "configs": (("configs",), (".yaml",)),
 }
 """Folder name -> (its sub-folders of the models directory, in search order; the file extensions it lists)."""

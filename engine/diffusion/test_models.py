@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from engine.diffusion import auraflow, autoencoder, flux
 from engine.diffusion.auraflow import AuraFlowConfig
@@ -44,6 +45,34 @@ TINY_SDXL_VAE = AutoencoderConfig(block_out_channels=(32, 32, 64, 64), layers_pe
 TINY_FLUX_AE = AutoencoderConfig(
     block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=16, use_quant_conv=False
 )
+TINY_SIGLIP = SiglipVisionConfig(
+    hidden_size=144,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=56,
+    patch_size=14,
+)
+"""Flux Redux's SigLIP so400m (1152 wide, 16 heads of 72, 27 layers, 384 / 14 = 27 x 27 patches) shrunk:
+two 72-wide heads, 4 x 4 patches of 14 pixels; the attention-pooling head is kept, as the real file has it."""
+TINY_REDUX_HIDDEN = 3 * TINY_FLUX_SCHNELL.context_in_dim
+"""Redux widens the SigLIP states to 3 x the Flux token width before projecting down to it."""
+
+
+def siglip_layout(config: SiglipVisionConfig) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes of a SigLIP vision file (transformers' SiglipVisionModel keys)."""
+    with torch.device("meta"):
+        module = SiglipVisionModel(config)
+    return {f"vision_model.{name}": tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+
+
+def redux_layout(vision_width: int, hidden: int, token_width: int) -> dict[str, tuple[int, ...]]:
+    return {
+        "redux_up.weight": (hidden, vision_width),
+        "redux_up.bias": (hidden,),
+        "redux_down.weight": (token_width, hidden),
+        "redux_down.bias": (token_width,),
+    }
 
 
 def random_tensors(
@@ -109,4 +138,12 @@ def write_test_models(models_dir: str | Path) -> list[Path]:
         **{f"vae.{name}": t for name, t in flux_ae.items()},
     }
     written.append(_save(models / "checkpoints" / "flux1-schnell-fp8.safetensors", all_in_one))
+    siglip = random_tensors(siglip_layout(TINY_SIGLIP), seed=30, dtype=torch.bfloat16)
+    written.append(_save(models / "clip_vision" / "sigclip_vision_patch14_384.safetensors", siglip))
+    redux = random_tensors(
+        redux_layout(TINY_SIGLIP.hidden_size, TINY_REDUX_HIDDEN, TINY_FLUX_SCHNELL.context_in_dim),
+        seed=31,
+        dtype=torch.bfloat16,
+    )
+    written.append(_save(models / "style_models" / "flux1-redux-dev.safetensors", redux))
     return written

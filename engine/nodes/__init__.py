@@ -26,6 +26,7 @@ from engine.nodes import (
     save_image_as,
     sigmas,
     strings,
+    style_model,
     text_encoders,
     vae_tiled,
 )
@@ -51,6 +52,7 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     vae_tiled,
     save_image_as,
     strings,
+    style_model,
 )
 
 
