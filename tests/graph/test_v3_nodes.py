@@ -8,7 +8,7 @@ exactly. The example package's graph results are closed-form (an inverted red im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -318,3 +318,117 @@ def test_a_combo_value_outside_the_v3_options_is_refused(registry: NodeRegistry)
         "dependent_outputs": ["3"],
         "class_type": "ExampleV3ImageAdjust",
     }
+
+
+MIXED_PACKAGE = """
+from comfy_api.latest import ComfyExtension, io
+
+
+class Shout:
+    FUNCTION = "run"
+    RETURN_TYPES = ("STRING",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {})}}
+
+    def run(self, text):
+        return (text.upper(),)
+
+
+class Whisper(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="Whisper", inputs=[io.String.Input("text")], outputs=[io.String.Output()])
+
+    @classmethod
+    def execute(cls, text):
+        return io.NodeOutput(text.lower())
+
+
+class Clash(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="EmptyImage", outputs=[io.Image.Output()])
+
+
+class Extension(ComfyExtension):
+    async def get_node_list(self):
+        return [Whisper, Clash]
+
+
+NODE_CLASS_MAPPINGS = {"Shout": Shout}
+
+
+async def comfy_entrypoint():
+    return Extension()
+"""
+
+BAD_LIST = """
+from comfy_api.latest import ComfyExtension
+
+
+class Extension(ComfyExtension):
+    async def get_node_list(self):
+        return [dict]
+
+
+async def comfy_entrypoint():
+    return Extension()
+"""
+
+
+def test_a_package_may_bring_v1_mappings_and_a_v3_entrypoint_and_bad_ones_are_skipped(tmp_path: Path) -> None:
+    for name, source in (("a_mixed", MIXED_PACKAGE), ("b_bad_list", BAD_LIST)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(source)
+    registry, reports = create_registry([tmp_path])
+    mixed, bad = reports
+    assert mixed.ok and mixed.nodes == ["Shout", "Whisper"] and mixed.skipped == ["EmptyImage"]
+    assert registry.definition("EmptyImage").python_module == "nodes"  # a built-in is never replaced
+    assert not bad.ok and "not an io.ComfyNode class" in (bad.error or "")
+    prompt = {
+        "1": {"class_type": "Shout", "inputs": {"text": "MiXeD"}},
+        "2": {"class_type": "Whisper", "inputs": {"text": ["1", 0]}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+    }
+    assert run(registry, prompt).outputs["3"] == {"text": ["mixed"]}
+
+
+class Counted(io.ComfyNode):
+    """A V3 node whose fingerprint_inputs (ComfyUI's IS_CHANGED) decides whether a cached result is reused."""
+
+    runs: ClassVar[list[int]] = []
+    token: ClassVar[dict[str, int]] = {"value": 0}
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(node_id="TestV3Counted", inputs=[io.Int.Input("value")], outputs=[io.Int.Output()])
+
+    @classmethod
+    def fingerprint_inputs(cls, value: int) -> int:
+        return cls.token["value"]
+
+    @classmethod
+    def execute(cls, value: int) -> io.NodeOutput:
+        cls.runs.append(value)
+        return io.NodeOutput(value)
+
+
+def test_fingerprint_inputs_decides_cache_reuse_as_is_changed_does(registry: NodeRegistry) -> None:
+    registry.register(v3.adapt({"TestV3Counted": Counted}))
+    executor = Executor(registry)
+    prompt = {
+        "1": {"class_type": "TestV3Counted", "inputs": {"value": 7}},
+        "2": {"class_type": "TestV3Probe", "inputs": {"value": ["1", 0]}},
+    }
+    for _ in range(2):
+        validated = validate_prompt(registry, prompt).validated
+        assert validated is not None
+        executor.run(validated, prompt_id="p")
+    assert Counted.runs == [7]  # same fingerprint: the second run reused the cached result
+    Counted.token["value"] = 1
+    validated = validate_prompt(registry, prompt).validated
+    assert validated is not None
+    assert executor.run(validated, prompt_id="p").outputs["2"]["value"] == [7]
+    assert Counted.runs == [7, 7]
