@@ -26,8 +26,13 @@ HIDDEN_NAMES = frozenset(member.name for member in io.Hidden)
 
 def install_comfy_api() -> None:
     """Make `comfy_api.latest` importable by custom node packages (left alone if a real one is loaded)."""
-    sys.modules.setdefault("comfy_api", engine.comfy_api)
-    sys.modules.setdefault("comfy_api.latest", engine.comfy_api.latest)
+    for name, module in (
+        ("comfy_api", engine.comfy_api),
+        ("comfy_api.latest", engine.comfy_api.latest),
+        ("comfy_api.latest._io", engine.comfy_api.latest._io),  # else a second copy, with its own ComfyNode
+        ("comfy_api.latest._ui", engine.comfy_api.latest._ui),
+    ):
+        sys.modules.setdefault(name, module)
 
 
 def is_v3_node(cls: object) -> bool:

@@ -322,6 +322,7 @@ def test_a_combo_value_outside_the_v3_options_is_refused(registry: NodeRegistry)
 
 MIXED_PACKAGE = """
 from comfy_api.latest import ComfyExtension, io
+from comfy_api.latest._io import ComfyNode
 
 
 class Shout:
@@ -336,7 +337,7 @@ class Shout:
         return (text.upper(),)
 
 
-class Whisper(io.ComfyNode):
+class Whisper(ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(node_id="Whisper", inputs=[io.String.Input("text")], outputs=[io.String.Output()])
