@@ -25,6 +25,9 @@ def _json_safe(value: Any) -> Any:
 
 def node_info(definition: NodeDefinition) -> dict[str, Any]:
     cls = definition.cls
+    v3_info = getattr(cls, "GET_NODE_INFO_V1", None)
+    if v3_info is not None:  # a V3 node (engine.graph.v3): ComfyUI renders those from their schema
+        return dict(_json_safe(v3_info(definition.python_module)))
     declared_outputs = getattr(cls, "RETURN_TYPES", ())
     info: dict[str, Any] = {
         "input": _json_safe(definition.input_types),

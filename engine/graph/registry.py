@@ -1,7 +1,9 @@
 """Which node classes exist: the built-in ones and the packages found in `custom_nodes/`.
 
 A custom package is a `.py` file or a folder with `__init__.py` exporting `NODE_CLASS_MAPPINGS`
-(and optionally `NODE_DISPLAY_NAME_MAPPINGS` and `WEB_DIRECTORY`), as in ComfyUI. A package that
+(and optionally `NODE_DISPLAY_NAME_MAPPINGS` and `WEB_DIRECTORY`), as in ComfyUI, and/or a V3
+`async def comfy_entrypoint()` whose extension lists `comfy_api.latest.io.ComfyNode` classes
+(engine.graph.v3 turns those into V1 classes, so one executor runs both). A package that
 fails to import is reported and skipped: one broken package must not stop the server starting.
 Built-in names are never overridden by a package.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from engine.graph import v3
 from engine.graph.node_def import NodeDefinition, define
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,7 @@ class NodeRegistry:
         """Import every package in `directory`, in name order; failures are reported, not raised."""
         if not directory.is_dir():
             return []
+        v3.install_comfy_api()
         reports = []
         for path in sorted(directory.iterdir()):
             if path.name.startswith((".", "__")) or path.name.endswith(".disabled"):
@@ -112,9 +116,13 @@ class NodeRegistry:
         module_name = f"{CUSTOM_NODES_MODULE}.{name}"
         try:
             module = _import_file(module_name, entry, is_package=entry.name == "__init__.py")
-            mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
-            if not isinstance(mappings, Mapping):
-                raise ImportError("it defines no NODE_CLASS_MAPPINGS")
+            declared = getattr(module, "NODE_CLASS_MAPPINGS", None)
+            entrypoint = getattr(module, "comfy_entrypoint", None)
+            if not isinstance(declared, Mapping) and entrypoint is None:
+                raise ImportError("it defines no NODE_CLASS_MAPPINGS and no comfy_entrypoint")
+            mappings = v3.adapt(
+                {**(declared or {}), **(v3.entrypoint_nodes(entrypoint) if entrypoint is not None else {})}
+            )
             for class_type, cls in mappings.items():
                 define(class_type, cls)  # reject a malformed class before it is registered
             report.nodes, report.skipped = self.register(
