@@ -39,6 +39,10 @@ TINY_FLUX_SCHNELL = FluxConfig(
     axes_dim=flux.rope_axes(32),
 )
 TINY_FLUX_DEV = dataclasses.replace(TINY_FLUX_SCHNELL, guidance_embed=True)
+TINY_FLUX_FILL = dataclasses.replace(TINY_FLUX_DEV, in_channels=384)
+"""img_in reads the latent, the masked image's latent and the 8x8-cell mask: (16 + 16 + 64) x 2x2."""
+TINY_FLUX_CANNY = dataclasses.replace(TINY_FLUX_DEV, in_channels=128)
+"""img_in reads the latent and the control image's latent: (16 + 16) x 2x2 (Depth has the same layout)."""
 TINY_AURAFLOW = AuraFlowConfig(dim=64, num_double_layers=2, num_single_layers=2, num_heads=1, cond_dim=32)
 TINY_SDXL_VAE = AutoencoderConfig(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=4)
 TINY_FLUX_AE = AutoencoderConfig(
@@ -100,6 +104,14 @@ def write_test_models(models_dir: str | Path) -> list[Path]:
     written.append(_save(models / "diffusion_models" / "flux1-schnell.safetensors", schnell))
     dev = random_tensors(flux.layout(TINY_FLUX_DEV), seed=21, dtype=torch.bfloat16)
     written.append(_save(models / "diffusion_models" / "flux1-dev.safetensors", dev))
+    variants = {
+        "flux1-fill-dev.safetensors": (TINY_FLUX_FILL, 23),
+        "flux1-canny-dev.safetensors": (TINY_FLUX_CANNY, 24),
+        "flux1-kontext-dev.safetensors": (TINY_FLUX_DEV, 25),
+    }
+    for name, (config, seed) in variants.items():
+        tensors = random_tensors(flux.layout(config), seed=seed, dtype=torch.bfloat16)
+        written.append(_save(models / "diffusion_models" / name, tensors))
     flux_ae = random_tensors(autoencoder.layout(TINY_FLUX_AE), seed=22, dtype=torch.bfloat16)
     written.append(_save(models / "vae" / "ae.safetensors", flux_ae))
     all_in_one = {
