@@ -192,19 +192,7 @@ def test_reference_latents_and_their_method_reach_the_model_through_the_conditio
     (conditioning,) = FluxKontextMultiReferenceLatentMethod().append(conditioning, "uxo/uno")
     assert ReferenceLatent().append(conditioning, None) == (conditioning,)
 
-    seen: list[ModelInputs] = []
-
-    class Model:
-        model_sampling = DiscreteFlow(1.0)
-        device = torch.device("cpu")
-
-        def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
-            seen.append(inputs)
-            return torch.zeros_like(x)
-
-    guider = BasicGuider(Model(), conditioning)  # type: ignore[arg-type]
-    guider.denoiser((2, 16, 4, 4), keep_uncond=False)(torch.zeros(2, 16, 4, 4), torch.full((2,), 0.5))
-    (inputs,) = seen
+    inputs = _seen_inputs(conditioning, (2, 16, 4, 4))
     assert inputs.reference_method == "uxo"
     assert [r.shape for r in inputs.reference_latents] == [(2, 16, 4, 4)] * 2
     torch.testing.assert_close(inputs.reference_latents[1], 2 * latent.expand(2, -1, -1, -1))
@@ -338,3 +326,48 @@ def test_each_variant_runs_its_graph_end_to_end(
     (output,) = result.outputs.values()
     (image,) = output["images"]
     assert image["type"] == "temp"
+
+
+def _seen_inputs(
+    conditioning: list[Any], shape: tuple[int, ...], denoise_mask: torch.Tensor | None = None
+) -> ModelInputs:
+    seen: list[ModelInputs] = []
+
+    class Model:
+        model_sampling = DiscreteFlow(1.0)
+        device = torch.device("cpu")
+
+        def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
+            seen.append(inputs)
+            return torch.zeros_like(x)
+
+    guider = BasicGuider(Model(), conditioning)  # type: ignore[arg-type]
+    guider.denoiser(shape, False, denoise_mask)(torch.zeros(shape), torch.full((shape[0],), 0.5))
+    (inputs,) = seen
+    return inputs
+
+
+def test_the_concat_image_and_mask_are_cut_to_an_entrys_area() -> None:
+    """ConditioningSetArea's (h, w, y, x) = (2, 3, 1, 2) cells: the image's cells, and the mask's pixels
+    8x those, as ComfyUI crops noise-shaped conds to the area."""
+    image = torch.arange(16 * 4 * 6, dtype=torch.float32).reshape(1, 16, 4, 6)
+    mask = torch.rand(1, 1, 32, 48)
+    options = {"concat_latent_image": image, "concat_mask": mask, "area": (2, 3, 1, 2)}
+    inputs = _seen_inputs([[torch.zeros(1, 2, 8), options]], (1, 16, 4, 6))
+    assert inputs.concat_image is not None and inputs.concat_mask is not None
+    torch.testing.assert_close(inputs.concat_image, image[..., 1:3, 2:5])
+    torch.testing.assert_close(inputs.concat_mask, mask[..., 8:24, 16:40])
+
+
+def test_without_a_concat_mask_the_noise_mask_is_read_at_8x_and_a_smaller_image_is_fitted() -> None:
+    """ComfyUI's fallbacks: the sampler's noise mask (channel mean, bilinear to pixel size) and the image
+    resized bilinearly to the latent (centre crop first: 4x8 cut to 4x4 from column 2)."""
+    noise_mask = torch.zeros(1, 16, 2, 2)
+    noise_mask[..., 0, 1] = 1.0
+    image = torch.randn(1, 16, 4, 8)
+    inputs = _seen_inputs([[torch.zeros(1, 2, 8), {"concat_latent_image": image}]], (1, 16, 2, 2), noise_mask)
+    assert inputs.concat_mask is not None and inputs.concat_image is not None
+    expected = torch.nn.functional.interpolate(noise_mask[:, :1], size=(16, 16), mode="bilinear")
+    torch.testing.assert_close(inputs.concat_mask, expected)
+    expected_image = torch.nn.functional.interpolate(image[..., 2:6], size=(2, 2), mode="bilinear")
+    torch.testing.assert_close(inputs.concat_image, expected_image)
