@@ -118,13 +118,7 @@ class LoadedDiffusionModel:
         module = self.module()
         device, dtype = self.device, self.dtype
 
-        model_inputs = ModelInputs(
-            context=inputs.context.to(device=device, dtype=dtype),
-            pooled=None if inputs.pooled is None else inputs.pooled.to(device=device, dtype=dtype),
-            guidance=None
-            if inputs.guidance is None
-            else inputs.guidance.to(device=device, dtype=torch.float32),
-        )
+        model_inputs = inputs.to(device, dtype)
         # The model is conditioned on the sampling's timestep, not on sigma itself: the two agree for
         # AuraFlow's and Flux's own samplings, and differ (as in ComfyUI) under ModelSamplingSD3.
         timestep = self.model_sampling.timestep(sigma)

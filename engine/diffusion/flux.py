@@ -1,4 +1,12 @@
-"""Flux.1 (dev and schnell) in Black Forest Labs' file layout, run by diffusers' FluxTransformer2DModel.
+"""Flux.1 (dev, schnell and their variants) in Black Forest Labs' file layout, run by diffusers'
+FluxTransformer2DModel.
+
+The variants are told apart by the width of `img_in` (packed channels, 4 per latent channel): 64 for dev
+and schnell (the noisy latent), 128 for Canny and Depth (the latent, then the control image's latent),
+384 for Fill (the latent, the masked image's latent, then the mask cut into 8x8 pixel cells: 64 channels
+per latent cell). Kontext has dev's layout: it is used, not stored, differently, with the reference
+images' tokens after the image's, at positions of their own (first axis 1), and its output cut back to
+the image's tokens.
 
 The config is read from tensor shapes, so the published 12B files and the engine's tiny test files load
 through the same code. Two things are not recorded in a file and follow BFL's choices: the RoPE split of
@@ -38,6 +46,9 @@ TIMESTEP_FEATURES = 256
 PATCH = 2
 """Latents are packed 2x2 into tokens before the transformer sees them."""
 
+MASK_CELL = 8
+"""Fill reads its mask as 8x8-pixel cells, one latent cell each, 64 channels."""
+
 DEFAULT_GUIDANCE = 3.5
 """The distilled guidance strength dev runs at when a graph gives none (ComfyUI's FluxGuidance default)."""
 
@@ -67,7 +78,20 @@ class FluxConfig:
         return int(self.hidden_size * self.mlp_ratio)
 
     @property
+    def latent_channels(self) -> int:
+        return self.out_channels // (PATCH * PATCH)
+
+    @property
+    def input_channels(self) -> int:
+        """Latent channels the model reads: the noisy latent's, then any image it is conditioned on."""
+        return self.in_channels // (PATCH * PATCH)
+
+    @property
     def name(self) -> str:
+        if self.input_channels > 2 * self.latent_channels:
+            return "Flux Fill"
+        if self.input_channels > self.latent_channels:
+            return "Flux Canny/Depth"
         return "Flux dev" if self.guidance_embed else "Flux schnell"
 
     @property
@@ -260,11 +284,80 @@ def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return patches.reshape(b, c, height, width)
 
 
-def image_ids(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """[H*W, 3] positions (0, row, column) of the packed image tokens, as BFL numbers them."""
-    rows = torch.arange(height, device=device).repeat_interleave(width)
-    columns = torch.arange(width, device=device).repeat(height)
-    return torch.stack([torch.zeros_like(rows), rows, columns], dim=-1).float()
+def image_ids(
+    height: int, width: int, device: torch.device, index: int = 0, top: int = 0, left: int = 0
+) -> torch.Tensor:
+    """[H*W, 3] positions (index, top + row, left + column) of packed tokens, as BFL numbers them (the
+    image's index is 0; a Kontext reference's is 1)."""
+    rows = torch.arange(height, device=device).repeat_interleave(width) + top
+    columns = torch.arange(width, device=device).repeat(height) + left
+    return torch.stack([torch.full_like(rows, index), rows, columns], dim=-1).float()
+
+
+def model_input(config: FluxConfig, x: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
+    """The latent the transformer reads: x [B, 16, h, w] in model space, with the image (Canny, Depth) or
+    the masked image and mask (Fill) the weights expect after it, as ComfyUI's Flux concat_cond builds them.
+
+    A missing image is a zero VAE latent (shifted into model space); a missing mask repaints everything.
+    """
+    if config.input_channels <= config.latent_channels:
+        return x
+    image = inputs.concat_image
+    if image is None:
+        image = torch.zeros_like(x)
+    image = config.latent_format.process_in(image.to(x.dtype))
+    if config.input_channels <= 2 * config.latent_channels:
+        return torch.cat([x, image], dim=1)
+    mask = inputs.concat_mask
+    if mask is None:
+        mask = torch.ones(x.shape[0], 1, x.shape[-2] * MASK_CELL, x.shape[-1] * MASK_CELL)
+    cells = torch.nn.functional.pixel_unshuffle(mask.to(device=x.device, dtype=x.dtype), MASK_CELL)
+    return torch.cat([x, image, cells], dim=1)
+
+
+def reference_tokens(
+    config: FluxConfig, x: torch.Tensor, inputs: ModelInputs
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Kontext's reference tokens and their positions, placed as ComfyUI's Flux places them:
+    - "offset": index 1, each reference beside (right of, or below) those before it;
+    - "index": index 1, 2, ... per reference, all at the origin;
+    - "uxo" (UNO/USO): index 0, each past the image's and the previous references' bottom-right corner.
+    """
+    if not inputs.reference_latents:
+        return None
+    if config.input_channels != config.latent_channels:
+        raise ValueError(f"reference latents (Kontext) cannot be given to {config.name}")
+    h_len, w_len = (-(-size // PATCH) for size in x.shape[-2:])
+    tokens, ids = [], []
+    height = width = index = 0
+    for reference in inputs.reference_latents:
+        top = left = 0
+        ref_h, ref_w = reference.shape[-2:]
+        if inputs.reference_method == "index":
+            index += 1
+        elif inputs.reference_method == "uxo":
+            index, top, left = 0, h_len * PATCH + height, w_len * PATCH + width
+            height, width = height + ref_h, width + ref_w
+        else:
+            index = 1
+            if ref_h + height > ref_w + width:
+                left = width
+            else:
+                top = height
+            height, width = max(height, ref_h + top), max(width, ref_w + left)
+        padded = pad_to_patches(config.latent_format.process_in(reference.to(x.dtype)), PATCH)
+        tokens.append(pack(padded))
+        ids.append(
+            image_ids(
+                padded.shape[-2] // PATCH,
+                padded.shape[-1] // PATCH,
+                x.device,
+                index,
+                (top + PATCH // 2) // PATCH,
+                (left + PATCH // 2) // PATCH,
+            )
+        )
+    return torch.cat(tokens, dim=1), torch.cat(ids)
 
 
 def predict(
@@ -276,8 +369,14 @@ def predict(
 ) -> torch.Tensor:
     """The velocity for latent x [B, 16, h, w] at sigma [B] (the transformer scales it by 1000 itself)."""
     height, width = x.shape[-2:]
-    padded = pad_to_patches(x, PATCH)
+    padded = pad_to_patches(model_input(config, x, inputs), PATCH)
     tokens = pack(padded)
+    ids = image_ids(padded.shape[-2] // PATCH, padded.shape[-1] // PATCH, x.device)
+    image_tokens = tokens.shape[1]
+    references = reference_tokens(config, x, inputs)
+    if references is not None:
+        tokens = torch.cat([tokens, references[0]], dim=1)
+        ids = torch.cat([ids, references[1]])
     context = inputs.context
     pooled = inputs.pooled
     if pooled is None:
@@ -292,9 +391,9 @@ def predict(
         encoder_hidden_states=context,
         pooled_projections=pooled,
         timestep=sigma,
-        img_ids=image_ids(padded.shape[-2] // PATCH, padded.shape[-1] // PATCH, x.device),
+        img_ids=ids,
         txt_ids=torch.zeros(context.shape[1], 3, device=x.device),
         guidance=guidance,
         return_dict=False,
     )[0]
-    return unpack(velocity, padded.shape[-2], padded.shape[-1])[:, :, :height, :width]
+    return unpack(velocity[:, :image_tokens], padded.shape[-2], padded.shape[-1])[:, :, :height, :width]

@@ -24,6 +24,31 @@ class ModelInputs:
     """[B, P] pooled text vector (CLIP-L for Flux); None where the model takes none."""
     guidance: torch.Tensor | None = None
     """[B] distilled guidance strength (Flux dev); None means the model's default."""
+    concat_image: torch.Tensor | None = None
+    """[B, C, h, w] VAE latent (not yet shifted into model space) of an image the model reads beside the
+    noisy latent, at the latent's size: Fill's masked image, Canny's or Depth's control image."""
+    concat_mask: torch.Tensor | None = None
+    """[B, 1, 8h, 8w] inpainting mask at pixel size (1 = repaint), for models that read one (Flux Fill)."""
+    reference_latents: tuple[torch.Tensor, ...] = ()
+    """[B, C, H, W] VAE latents of reference images (Flux Kontext), each of its own size."""
+    reference_method: str = "offset"
+    """Where reference tokens go: "offset", "index" or "uxo" (FluxKontextMultiReferenceLatentMethod)."""
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> ModelInputs:
+        """These inputs on `device`, floating-point ones in `dtype` (guidance stays float32)."""
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        return ModelInputs(
+            context=self.context.to(device=device, dtype=dtype),
+            pooled=move(self.pooled),
+            guidance=None if self.guidance is None else self.guidance.to(device=device, dtype=torch.float32),
+            concat_image=move(self.concat_image),
+            concat_mask=move(self.concat_mask),
+            reference_latents=tuple(r.to(device=device, dtype=dtype) for r in self.reference_latents),
+            reference_method=self.reference_method,
+        )
 
 
 class DiffusionModel(Protocol):

@@ -1,9 +1,10 @@
 """Tiny random checkpoints in the real layouts, under the real file names, for tests and the demo.
 
 Real weights cannot be downloaded here, so the engine writes its own: every file a ComfyUI user would
-have for the AuraFlow and Flux example graphs, in ComfyUI's folder layout, at toy widths (a 1024x1024
-image runs end to end on a CPU in seconds). The values are random, so images are noise; every file says
-so in its metadata and the model manager warns whenever one is loaded.
+have for the AuraFlow and Flux example graphs and the Flux Fill, Canny and Kontext variants, in
+ComfyUI's folder layout, at toy widths (a 1024x1024 image runs end to end on a CPU in seconds). The
+values are random, so images are noise; every file says so in its metadata and the model manager warns
+whenever one is loaded.
 
 Toy sizes fit the text encoders' (written by `text_encoders.test_files`): T5-XXL and Pile-T5-XL states
 are 32 wide, CLIP-L's pooled vector 64. Widths and depths are this module's choice; the structure
@@ -40,6 +41,10 @@ TINY_FLUX_SCHNELL = FluxConfig(
     axes_dim=flux.rope_axes(32),
 )
 TINY_FLUX_DEV = dataclasses.replace(TINY_FLUX_SCHNELL, guidance_embed=True)
+TINY_FLUX_FILL = dataclasses.replace(TINY_FLUX_DEV, in_channels=384)
+"""img_in reads the latent, the masked image's latent and the 8x8-cell mask: (16 + 16 + 64) x 2x2."""
+TINY_FLUX_CANNY = dataclasses.replace(TINY_FLUX_DEV, in_channels=128)
+"""img_in reads the latent and the control image's latent: (16 + 16) x 2x2 (Depth has the same layout)."""
 TINY_AURAFLOW = AuraFlowConfig(dim=64, num_double_layers=2, num_single_layers=2, num_heads=1, cond_dim=32)
 TINY_SDXL_VAE = AutoencoderConfig(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=4)
 TINY_FLUX_AE = AutoencoderConfig(
@@ -129,6 +134,14 @@ def write_test_models(models_dir: str | Path) -> list[Path]:
     written.append(_save(models / "diffusion_models" / "flux1-schnell.safetensors", schnell))
     dev = random_tensors(flux.layout(TINY_FLUX_DEV), seed=21, dtype=torch.bfloat16)
     written.append(_save(models / "diffusion_models" / "flux1-dev.safetensors", dev))
+    variants = {
+        "flux1-fill-dev.safetensors": (TINY_FLUX_FILL, 23),
+        "flux1-canny-dev.safetensors": (TINY_FLUX_CANNY, 24),
+        "flux1-kontext-dev.safetensors": (TINY_FLUX_DEV, 25),
+    }
+    for name, (config, seed) in variants.items():
+        tensors = random_tensors(flux.layout(config), seed=seed, dtype=torch.bfloat16)
+        written.append(_save(models / "diffusion_models" / name, tensors))
     flux_ae = random_tensors(autoencoder.layout(TINY_FLUX_AE), seed=22, dtype=torch.bfloat16)
     written.append(_save(models / "vae" / "ae.safetensors", flux_ae))
     all_in_one = {

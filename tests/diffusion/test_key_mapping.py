@@ -34,7 +34,9 @@ from engine.diffusion.safetensors_file import WeightsFileError, load_tensors
 from engine.diffusion.test_models import (
     TINY_AURAFLOW,
     TINY_FLUX_AE,
+    TINY_FLUX_CANNY,
     TINY_FLUX_DEV,
+    TINY_FLUX_FILL,
     TINY_FLUX_SCHNELL,
     TINY_SDXL_VAE,
 )
@@ -232,6 +234,18 @@ def vae_conversion(config: AutoencoderConfig) -> Callable[[Path], dict[str, torc
             load_diffusion_model,
             flux_conversion(TINY_FLUX_SCHNELL),
             id="flux-schnell",
+        ),
+        pytest.param(
+            "diffusion_models/flux1-fill-dev.safetensors",
+            load_diffusion_model,
+            flux_conversion(TINY_FLUX_FILL),
+            id="flux-fill",
+        ),
+        pytest.param(
+            "diffusion_models/flux1-canny-dev.safetensors",
+            load_diffusion_model,
+            flux_conversion(TINY_FLUX_CANNY),
+            id="flux-canny",
         ),
         pytest.param(
             AURAFLOW_CHECKPOINT,

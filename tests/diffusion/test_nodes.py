@@ -37,7 +37,13 @@ def test_loaders_list_the_model_folders() -> None:
         "flux1-schnell-fp8.safetensors",
     ]
     unet = UNETLoader.INPUT_TYPES()["required"]
-    assert unet["unet_name"][0] == ["flux1-dev.safetensors", "flux1-schnell.safetensors"]
+    assert unet["unet_name"][0] == [
+        "flux1-canny-dev.safetensors",
+        "flux1-dev.safetensors",
+        "flux1-fill-dev.safetensors",
+        "flux1-kontext-dev.safetensors",
+        "flux1-schnell.safetensors",
+    ]
     assert unet["weight_dtype"][0] == ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
     assert VAELoader.INPUT_TYPES()["required"]["vae_name"][0] == ["ae.safetensors"]
 

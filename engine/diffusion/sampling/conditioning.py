@@ -21,9 +21,13 @@ Entries whose inputs agree in shape (crop size, token width, pooled and guidance
 one forward. Token counts that differ are made equal by repeating each entry's tokens up to their least
 common multiple, as ComfyUI does, when that is at most 4x the shorter; repeating every token the same
 number of times leaves attention's result unchanged. ControlNet, GLIGEN and hook conditioning are
-refused rather than silently ignored. The image latents that inpainting and InstructPix2Pix models read
-(`concat_latent_image`, `concat_mask`) are ignored, as ComfyUI ignores them for models without those
-inputs, which are all the models this engine loads.
+refused rather than silently ignored.
+
+Image inputs ride along to the model, which uses those its weights read (as ComfyUI's model_base does)
+and ignores the rest: `concat_latent_image` (InpaintModelConditioning's masked image, InstructPixToPix's
+control image), fitted to the latent (centre crop, bilinear) and cut to the entry's region;
+`concat_mask`, or else the sampler's noise mask, at 8x the latent's size; and `reference_latents`
+(ReferenceLatent) with `reference_latents_method`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ from engine.diffusion.protocols import Conditioning, ModelInputs
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
 
 UNSUPPORTED_KEYS = ("control", "gligen", "hooks")
+LATENT_SCALE = 8
+"""Pixels per latent cell each way: a concat mask is kept at pixel size."""
+REFERENCE_METHODS = {"offset": "offset", "index": "index", "uxo/uno": "uxo", "uxo": "uxo"}
+"""FluxKontextMultiReferenceLatentMethod's choices -> how the model places reference tokens."""
 MAX_TOKEN_REPEAT = 4
 AREA_FEATHER = 8
 """The most cells an area's inner edge ramps over (fewer when the area is under 32 cells)."""
@@ -57,6 +65,19 @@ def _to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
         repeats = math.ceil(batch / tensor.shape[0])
         return tensor.repeat(repeats, *([1] * (tensor.ndim - 1)))[:batch]
     return tensor
+
+
+def fit(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """ComfyUI's common_upscale(..., "bilinear", "center"): the centred crop of the new aspect, resized."""
+    old_h, old_w = tensor.shape[-2], tensor.shape[-1]
+    old_aspect, aspect = old_w / old_h, width / height
+    top = left = 0
+    if old_aspect > aspect:
+        left = round((old_w - old_w * (aspect / old_aspect)) / 2)
+    elif old_aspect < aspect:
+        top = round((old_h - old_h * (old_aspect / aspect)) / 2)
+    cropped = tensor[..., top : old_h - top, left : old_w - left]
+    return F.interpolate(cropped, size=(height, width), mode="bilinear")
 
 
 @dataclass(frozen=True)
@@ -164,7 +185,12 @@ class CondEntry:
             return False
         if ta[1] != tb[1] and math.lcm(ta[1], tb[1]) // min(ta[1], tb[1]) > MAX_TOKEN_REPEAT:
             return False
-        for x, y in ((a.pooled, b.pooled), (a.guidance, b.guidance)):
+        pairs = [(a.pooled, b.pooled), (a.guidance, b.guidance), (a.concat_image, b.concat_image)]
+        pairs.append((a.concat_mask, b.concat_mask))
+        if len(a.reference_latents) != len(b.reference_latents) or a.reference_method != b.reference_method:
+            return False
+        pairs += zip(a.reference_latents, b.reference_latents, strict=True)
+        for x, y in pairs:
             if (x is None) != (y is None) or (x is not None and y is not None and x.shape != y.shape):
                 return False
         return True
@@ -197,8 +223,10 @@ def cond_entries(
     shape: Sequence[int],
     device: torch.device,
     model_sampling: FlowModelSampling,
+    denoise_mask: torch.Tensor | None = None,
 ) -> list[CondEntry]:
-    """The entries of one prompt for a latent of `shape` [B, C, h, w]."""
+    """The entries of one prompt for a latent of `shape` [B, C, h, w] (`denoise_mask`: the sampler's noise
+    mask at the latent's shape, the concat mask of entries that carry none)."""
     batch, height, width = shape[0], shape[-2], shape[-1]
     entries = []
     for tokens, options in conditioning:
@@ -224,6 +252,7 @@ def cond_entries(
             if options.get("set_area_to_bounds"):
                 area = _mask_bounds(mask)
         region = Area(height, width, 0, 0) if area is None else area.clamped(height, width)
+        inputs = _with_images(inputs, options, shape, region, device, denoise_mask)
         weight = _weight(options, mask, area, region, shape)
         start, end = options.get("start_percent"), options.get("end_percent")
         entries.append(
@@ -238,6 +267,50 @@ def cond_entries(
             )
         )
     return entries
+
+
+def _with_images(
+    inputs: ModelInputs,
+    options: Mapping[str, Any],
+    shape: Sequence[int],
+    region: Area,
+    device: torch.device,
+    denoise_mask: torch.Tensor | None,
+) -> ModelInputs:
+    """`inputs` with the entry's image inputs, batched to the latent and cut to `region`."""
+    batch, height, width = shape[0], shape[-2], shape[-1]
+    top, left, bottom, right = region.top, region.left, region.top + region.height, region.left + region.width
+    image = options.get("concat_latent_image")
+    if image is not None:
+        image = fit(image.to(device=device, dtype=torch.float32), height, width)
+        image = _to_batch(image, batch)[..., top:bottom, left:right]
+    mask = options.get("concat_mask")
+    if mask is None and denoise_mask is not None:
+        mask = denoise_mask.mean(dim=1, keepdim=True)
+    if mask is not None:
+        mask = mask.to(device=device, dtype=torch.float32)
+        mask = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).mean(dim=1, keepdim=True)
+        mask = _to_batch(fit(mask, height * LATENT_SCALE, width * LATENT_SCALE), batch)
+        mask = mask[
+            ..., top * LATENT_SCALE : bottom * LATENT_SCALE, left * LATENT_SCALE : right * LATENT_SCALE
+        ]
+    method = str(options.get("reference_latents_method", "offset"))
+    if method not in REFERENCE_METHODS:
+        raise ValueError(
+            f"reference_latents_method '{method}' is not supported by this engine; "
+            f"expected one of {', '.join(REFERENCE_METHODS)}"
+        )
+    references = tuple(
+        _to_batch(r.to(device=device, dtype=torch.float32), batch)
+        for r in options.get("reference_latents") or ()
+    )
+    return replace(
+        inputs,
+        concat_image=image,
+        concat_mask=mask,
+        reference_latents=references,
+        reference_method=REFERENCE_METHODS[method],
+    )
 
 
 def pair_areas(positive: list[CondEntry], negative: list[CondEntry]) -> None:
@@ -296,6 +369,12 @@ def _concat_inputs(group: Sequence[CondEntry]) -> ModelInputs:
         ),
         pooled=_concat_optional([e.inputs.pooled for e in group]),
         guidance=_concat_optional([e.inputs.guidance for e in group]),
+        concat_image=_concat_optional([e.inputs.concat_image for e in group]),
+        concat_mask=_concat_optional([e.inputs.concat_mask for e in group]),
+        reference_latents=tuple(
+            torch.cat(parts) for parts in zip(*(e.inputs.reference_latents for e in group), strict=True)
+        ),
+        reference_method=group[0].inputs.reference_method,
     )
 
 

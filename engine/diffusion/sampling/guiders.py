@@ -105,12 +105,15 @@ class CFGGuider:
         self.negative = negative
         self.cfg = cfg
 
-    def denoiser(self, shape: Sequence[int], keep_uncond: bool) -> GuidedDenoiser:
-        """The denoiser for latents of `shape` [B, C, h, w] (areas and masks are resolved against it)."""
+    def denoiser(
+        self, shape: Sequence[int], keep_uncond: bool, denoise_mask: torch.Tensor | None = None
+    ) -> GuidedDenoiser:
+        """The denoiser for latents of `shape` [B, C, h, w] (areas and masks are resolved against it;
+        `denoise_mask` is the sampler's, which an inpainting model reads when no concat mask is given)."""
         device, ms = self.model.device, self.model.model_sampling
-        entries = cond_entries(self.positive, POSITIVE, shape, device, ms)
+        entries = cond_entries(self.positive, POSITIVE, shape, device, ms, denoise_mask)
         if self.negative is not None:
-            negative = cond_entries(self.negative, NEGATIVE, shape, device, ms)
+            negative = cond_entries(self.negative, NEGATIVE, shape, device, ms, denoise_mask)
             pair_areas(entries, negative)
             entries += negative
         return GuidedDenoiser(self.model, entries, self.cfg, self.negative is not None, keep_uncond)
@@ -140,7 +143,7 @@ class CFGGuider:
             noise = noise.to(device=device, dtype=torch.float32)
             mask = None if denoise_mask is None else prepare_mask(denoise_mask, noise.shape, device)
             samples = sampler.sample(
-                self.denoiser(noise.shape, sampler.needs_uncond),
+                self.denoiser(noise.shape, sampler.needs_uncond, mask),
                 sigmas.to(device),
                 noise,
                 latent,
