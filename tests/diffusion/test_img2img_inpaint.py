@@ -132,11 +132,13 @@ def graph(family: str, image: str) -> Prompt:
     return prompt
 
 
-def ksampler(family: str, latent: list[Any], denoise: float, steps: int = 4) -> dict[str, Any]:
+def ksampler(
+    family: str, latent: list[Any], denoise: float, steps: int = 4, model: list[Any] | None = None
+) -> dict[str, Any]:
     return {
         "class_type": "KSampler",
         "inputs": {
-            "model": FAMILIES[family]["model"],
+            "model": model or FAMILIES[family]["model"],
             "seed": 7,
             "steps": steps,
             "cfg": 1.0,
@@ -396,3 +398,47 @@ def test_outpaint_gives_the_padded_size_and_keeps_the_original_region(
     assert not torch.equal(after[..., :, :4], before[..., :, :4])
     change = (out["capture_image"] - out["capture_in"]).abs().mean(dim=(0, 3))
     assert change[:SIZE, 32 : 32 + SIZE].mean() < change[:, :32].mean()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_differential_diffusion_changes_how_a_soft_mask_is_sampled_but_never_cells_at_zero(
+    family: str, registry: NodeRegistry, manager: ModelManager, input_image: str
+) -> None:
+    """A soft mask (0.5 on the hole): with DifferentialDiffusion each step thresholds it (the hole is
+    sampled only in the second half of the run), so the result differs from sampling with the soft
+    mask as given; cells where it is 0 stay the input's either way."""
+    outputs = []
+    for differential in (False, True):
+        prompt = graph(family, input_image)
+        vae = FAMILIES[family]["vae"]
+        model = FAMILIES[family]["model"]
+        if differential:
+            prompt["dd"] = {
+                "class_type": "DifferentialDiffusion",
+                "inputs": {"model": model, "strength": 1.0},
+            }
+            model = ["dd", 0]
+        prompt["half"] = {"class_type": "SolidMask", "inputs": {"value": 0.5, "width": SIZE, "height": SIZE}}
+        prompt["soft"] = {
+            "class_type": "MaskComposite",
+            "inputs": {
+                "destination": ["image", 1],
+                "source": ["half", 0],
+                "x": 0,
+                "y": 0,
+                "operation": "multiply",
+            },
+        }
+        prompt["encode"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["image", 0], "vae": vae}}
+        prompt["masked"] = {
+            "class_type": "SetLatentNoiseMask",
+            "inputs": {"samples": ["encode", 0], "mask": ["soft", 0]},
+        }
+        prompt["sample"] = ksampler(family, ["masked", 0], 1.0, model=model)
+        capture(prompt, "input", ["encode", 0])
+        capture(prompt, "output", ["sample", 0])
+        out = run(registry, manager, prompt)
+        outputs.append(out["capture_output"]["samples"])
+        assert_only_the_hole_changed(out["capture_input"]["samples"], out["capture_output"]["samples"])
+    plain, differential_result = outputs
+    assert not torch.equal(plain, differential_result)
