@@ -20,7 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from engine.diffusion.latent_formats import LatentFormat
 from engine.diffusion.lora.patches import WeightPatch, patched, patches_nbytes
 from engine.diffusion.model_manager import ModelKey, ModelManager
-from engine.diffusion.protocols import ModelInputs
+from engine.diffusion.protocols import DenoiseMaskFunction, ModelInputs
 from engine.diffusion.safetensors_file import load_tensors
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
 from engine.diffusion.weights import instantiate
@@ -70,6 +70,8 @@ class LoadedDiffusionModel:
             path, f"diffusion_model:{prefix}", dtype=str(manager.dtype), storage=str(storage_dtype)
         )
         self.patches: tuple[WeightPatch, ...] = ()
+        self.denoise_mask_function: DenoiseMaskFunction | None = None
+        """DifferentialDiffusion's per-step mask; None on a plain model."""
         """Changes (LoRAs) this view runs the shared module with; see lora.patches."""
 
     @property

@@ -51,6 +51,15 @@ class ModelInputs:
         )
 
 
+class DenoiseMaskFunction(Protocol):
+    """A MODEL patch that reshapes an inpainting mask for each step (ComfyUI's denoise_mask_function):
+    (step sigma [B], the latent-sized mask, the model's sampling, the run's sigmas) -> the mask to use."""
+
+    def __call__(
+        self, sigma: torch.Tensor, mask: torch.Tensor, model_sampling: FlowModelSampling, sigmas: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
 class DiffusionModel(Protocol):
     """A loaded diffusion model as nodes pass it around (ComfyUI's MODEL).
 
@@ -60,6 +69,8 @@ class DiffusionModel(Protocol):
 
     model_sampling: FlowModelSampling
     latent_format: LatentFormat
+    denoise_mask_function: DenoiseMaskFunction | None
+    """Set by DifferentialDiffusion; None: the noise mask is used as given at every step."""
 
     @property
     def device(self) -> torch.device: ...

@@ -8,12 +8,12 @@ and the probability-flow ODE from pure noise n at sigma 1 ends exactly at mu + s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from engine.diffusion.latent_formats import LatentFormat
-from engine.diffusion.protocols import ModelInputs
+from engine.diffusion.protocols import DenoiseMaskFunction, ModelInputs
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
 
 IDENTITY = LatentFormat("identity", channels=4, scale_factor=1.0)
@@ -39,13 +39,14 @@ class GaussianFlowModel:
     model_sampling: FlowModelSampling
     latent_format: LatentFormat = IDENTITY
     forwards: list[Forward] = field(default_factory=list)
+    denoise_mask_function: DenoiseMaskFunction | None = None
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
     def clone(self) -> GaussianFlowModel:
-        return GaussianFlowModel(self.mu, self.std, self.model_sampling, self.latent_format, self.forwards)
+        return replace(self)
 
     def denoise(
         self, x: torch.Tensor, sigma: torch.Tensor, shift: torch.Tensor | float = 0.0

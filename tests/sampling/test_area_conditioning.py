@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from engine.diffusion.protocols import ModelInputs
+from engine.diffusion.protocols import DenoiseMaskFunction, ModelInputs
 from engine.diffusion.sampling.guiders import BasicGuider, CFGGuider
 from engine.diffusion.sampling.model_sampling import DiscreteFlow, FlowModelSampling
 from engine.nodes.conditioning_ops import (
@@ -32,6 +32,7 @@ class PointwiseModel:
     model_sampling: FlowModelSampling = field(default_factory=lambda: DiscreteFlow(shift=1.0))
     latent_format = IDENTITY
     forwards: list[Forward] = field(default_factory=list)
+    denoise_mask_function: DenoiseMaskFunction | None = None
 
     @property
     def device(self) -> torch.device:

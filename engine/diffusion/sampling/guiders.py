@@ -131,7 +131,9 @@ class CFGGuider:
         """Denoise `latent_image` (a VAE latent) from `noise` along `sigmas`; returns a VAE latent on the CPU.
 
         An all-zero latent (an empty image) is not shifted into model space: ComfyUI keeps it at zero,
-        which for Flux is not the same as the shifted zero.
+        which for Flux is not the same as the shifted zero. With a noise mask, the cells the mask
+        leaves at 0 come back as the input latent itself (the sampler lands there up to rounding;
+        the process_in/process_out round trip and the last step's arithmetic are not exact).
         """
         if sigmas.numel() == 0:
             return latent_image
@@ -148,10 +150,16 @@ class CFGGuider:
                 noise,
                 latent,
                 denoise_mask=mask,
+                mask_function=self.model.denoise_mask_function,
                 callback=callback,
                 seed=seed,
             )
-            return latent_format.process_out(samples.float()).cpu()
+            result = latent_format.process_out(samples.float()).cpu()
+            if mask is not None:
+                result = torch.where(
+                    mask.cpu() == 0, latent_image.to(device="cpu", dtype=result.dtype), result
+                )
+            return result
 
 
 class BasicGuider(CFGGuider):

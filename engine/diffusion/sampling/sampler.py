@@ -2,8 +2,9 @@
 
 Around the function: the start latent is noised to the first sigma; with a noise mask the
 masked-out region is pinned to the input latent (re-noised to each step's sigma on the way in,
-restored exactly on the way out); each step is reported; and the result is un-scaled from the
-last sigma (a flow latent at sigma s is divided by 1 - s, the identity at 0).
+the input itself in each x0 prediction, so the last step lands on it; the guider then restores
+it exactly); each step is reported; and the result is un-scaled from the last sigma (a flow
+latent at sigma s is divided by 1 - s, the identity at 0).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
+from engine.diffusion.protocols import DenoiseMaskFunction
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
 from engine.diffusion.sampling.noise import prepare_noise
 from engine.diffusion.sampling.samplers import SAMPLERS, Denoiser, SamplerSpec, StepInfo
@@ -26,16 +28,28 @@ class ProgressCallback(Protocol):
 
 
 class MaskedDenoiser:
-    """Inpainting: only where mask is 1 is the model's prediction used; elsewhere the input latent is kept."""
+    """Inpainting: only where mask is 1 is the model's prediction used; elsewhere the input latent is kept.
+
+    The model sees, outside the mask, the input latent noised to the step's sigma with the run's
+    noise ((1 - sigma) * latent + sigma * noise for a flow model). A `mask_function`
+    (DifferentialDiffusion) replaces the mask at each step.
+    """
 
     def __init__(
-        self, inner: Denoiser, mask: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor
+        self,
+        inner: Denoiser,
+        mask: torch.Tensor,
+        latent: torch.Tensor,
+        noise: torch.Tensor,
+        sigmas: torch.Tensor,
+        mask_function: DenoiseMaskFunction | None = None,
     ) -> None:
         self.inner = inner
         self.mask = mask
-        self.keep = 1.0 - mask
         self.latent = latent
         self.noise = noise
+        self.sigmas = sigmas
+        self.mask_function = mask_function
         self.model_sampling: FlowModelSampling = inner.model_sampling
 
     @property
@@ -43,9 +57,13 @@ class MaskedDenoiser:
         return self.inner.uncond_denoised
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        mask = self.mask
+        if self.mask_function is not None:
+            mask = self.mask_function(sigma, mask, self.model_sampling, self.sigmas)
+        keep = 1.0 - mask
         noised_latent = self.model_sampling.noise_scaling(sigma, self.noise, self.latent)
-        denoised = self.inner(x * self.mask + noised_latent * self.keep, sigma)
-        return denoised * self.mask + self.latent * self.keep
+        denoised = self.inner(x * mask + noised_latent * keep, sigma)
+        return denoised * mask + self.latent * keep
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +86,7 @@ class Sampler:
         latent_image: torch.Tensor,
         *,
         denoise_mask: torch.Tensor | None = None,
+        mask_function: DenoiseMaskFunction | None = None,
         callback: ProgressCallback | None = None,
         seed: int | None = None,
     ) -> torch.Tensor:
@@ -79,7 +98,7 @@ class Sampler:
             if self.spec.fresh_inpaint_noise:
                 inpaint_seed = 42 if seed is None else seed + 1
                 inpaint_noise = prepare_noise(noise, inpaint_seed).to(noise)
-            model = MaskedDenoiser(denoiser, denoise_mask, latent_image, inpaint_noise)
+            model = MaskedDenoiser(denoiser, denoise_mask, latent_image, inpaint_noise, sigmas, mask_function)
         x = ms.noise_scaling(sigmas[0], noise, latent_image)
 
         step_callback = None
