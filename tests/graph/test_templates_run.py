@@ -4,7 +4,7 @@ Every model file a template names is written as a tiny test model under that nam
 or schnell layout for diffusion models, the all-in-one layout for checkpoints, the tiny CLIP-L /
 T5-XXL / autoencoder files); images become 64x64, steps 2, batches 1, so each runs on a CPU in
 seconds. Templates that need a node class this server lacks, or a model variant it cannot load
-yet (Fill, Canny, Depth, Kontext, Redux...), are listed with the reason and left out.
+yet (USO, OneReward), are listed with the reason and left out.
 """
 
 from __future__ import annotations
@@ -31,14 +31,23 @@ from tests.graph.test_templates_corpus import IMAGE_LOADERS, all_nodes, node_typ
 
 pytestmark = pytest.mark.slow
 
-MIN_RUN = 5
-"""Templates that ran end to end when this test was written (comfyui-workflow-templates-json 0.1.123+):
-flux1_krea_dev, flux_dev_checkpoint_example, flux_dev_full_text_to_image, flux_schnell,
-flux_schnell_full_text_to_image."""
+MIN_RUN = 10
+"""Templates that run end to end (comfyui-workflow-templates-json 0.1.123+): flux1_krea_dev,
+flux_canny_model_example, flux_dev_checkpoint_example, flux_dev_full_text_to_image,
+flux_fill_inpaint_example, flux_fill_outpaint_example, flux_kontext_dev_basic, flux_redux_model_example,
+flux_schnell, flux_schnell_full_text_to_image."""
 FAMILY = re.compile(r"flux1|flux\.1|flux_dev|flux_schnell|aura_flow", re.IGNORECASE)
 """Flux.1 and AuraFlow model files (Flux.2, Flux 3 and the API nodes are other families)."""
-UNKNOWN_VARIANTS = ("fill", "canny", "depth", "kontext", "redux", "uso", "onereward")
+UNKNOWN_VARIANTS = ("uso", "onereward")
 """Flux.1 variants whose key layout the engine does not load yet: no honest test file exists for them."""
+DIFFUSION_VARIANTS = (
+    ("fill", "flux1-fill-dev"),
+    ("canny", "flux1-canny-dev"),
+    ("depth", "flux1-canny-dev"),  # the same layout: 128 input channels, a control latent beside the noise
+    ("kontext", "flux1-kontext-dev"),
+    ("schnell", "flux1-schnell"),
+)
+"""Which tiny test file, in that variant's real key layout, stands in for a template's Flux.1 file."""
 SIDE, STEPS = 64, 2
 GIB = 2**30
 
@@ -47,11 +56,12 @@ def stand_in_for(directory: str, name: str) -> str | None:
     """The written test model that stands in for a template's model file, by folder and name."""
     lowered = name.lower()
     if directory == "diffusion_models" and FAMILY.search(lowered):
-        return (
-            "diffusion_models/flux1-schnell.safetensors"
-            if "schnell" in lowered
-            else "diffusion_models/flux1-dev.safetensors"
-        )
+        variant = next((file for word, file in DIFFUSION_VARIANTS if word in lowered), "flux1-dev")
+        return f"diffusion_models/{variant}.safetensors"
+    if directory == "clip_vision" and "sigclip" in lowered:
+        return "clip_vision/sigclip_vision_patch14_384.safetensors"
+    if directory == "style_models" and "redux" in lowered:
+        return "style_models/flux1-redux-dev.safetensors"
     if directory == "checkpoints" and "aura_flow" in lowered:
         return "checkpoints/aura_flow_0.3.safetensors"
     if directory == "checkpoints" and "schnell" in lowered:
@@ -110,7 +120,10 @@ def place_images(workflow: dict[str, Any], input_dir: Path) -> None:
             pixels[..., :3] = 128
             pixels[..., 3] = 255
             pixels[SIDE // 4 : SIDE // 2, SIDE // 4 : SIDE // 2, 3] = 0
-            Image.fromarray(pixels.numpy(), mode="RGBA").save(input_dir / values[0])
+            image = Image.fromarray(pixels.numpy(), mode="RGBA")
+            target = input_dir / values[0]
+            # A JPEG has no alpha channel: those templates get the RGB part.
+            (image.convert("RGB") if target.suffix.lower() in (".jpg", ".jpeg") else image).save(target)
 
 
 def shrink(prompt: dict[str, Any]) -> None:
