@@ -25,6 +25,7 @@ import mimetypes
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
@@ -51,6 +52,7 @@ URL_LIFETIME_SECONDS = 3600
 PROGRESS_INTERVAL_SECONDS = 0.5
 """The SSE stream's progress throttle (the specification's ~2/s)."""
 KEEPALIVE_SECONDS = 15.0
+MAX_INTEGER = 2**64
 RESERVED_FIELDS = ("webhook_url", "inputs")
 EXTRA_DATA_KEYS = ("api_key_comfy_org",)
 _STATUS = {
@@ -347,10 +349,16 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _has_bad_number(value: Any) -> bool:
+    """A number no node input can take: NaN, infinite, beyond a double (parsed as a Decimal), or an
+    integer wider than 64 bits (ComfyUI's INT bound), which a FLOAT input could not convert."""
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
+        if (
+            isinstance(item, Decimal)
+            or (isinstance(item, float) and not math.isfinite(item))
+            or (isinstance(item, int) and abs(item) > MAX_INTEGER)
+        ):
             return True
         if isinstance(item, dict):
             stack.extend(item.values())
@@ -463,7 +471,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         last_status: tuple[str, int | None] | None = None
         last_progress: dict[str, Any] | None = None
         last_preview: tuple[str, str] | None = None
-        quiet_since = time.monotonic()
+        progress_sent = written = 0.0
         while True:
             job = await engine.job(job.id) or job
             position = await engine.queue_position(job) if job.status == JobStatus.QUEUED else None
@@ -473,31 +481,31 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                     await _send(response, "output", output)
                 await _send(response, "status", {"status": status[0], "queue_position": None})
                 break
+            now = time.monotonic()
             if status != last_status:
                 await _send(response, "status", {"status": status[0], "queue_position": position})
-                last_status = status
+                last_status, written = status, now
             snapshot = board.snapshots.get(job.id)
             progress = progress_json(job, snapshot)
-            if progress is not None and progress != last_progress:
+            if progress not in (None, last_progress) and now - progress_sent >= PROGRESS_INTERVAL_SECONDS:
                 await _send(response, "progress", progress)
-                last_progress = progress
-                quiet_since = time.monotonic()
-            if snapshot is not None and snapshot.preview is not None and snapshot.preview != last_preview:
-                node_id, data = snapshot.preview
-                await _send(
-                    response,
-                    "preview",
-                    {"node_id": node_id, "content_type": "image/jpeg", "data_base64": data},
-                )
-                last_preview = snapshot.preview
+                last_progress, progress_sent, written = progress, now, now
+                if snapshot is not None and snapshot.preview not in (None, last_preview):
+                    assert snapshot.preview is not None
+                    node_id, data = snapshot.preview
+                    preview = {"node_id": node_id, "content_type": "image/jpeg", "data_base64": data}
+                    await _send(response, "preview", preview)
+                    last_preview = snapshot.preview
+            if now - written >= KEEPALIVE_SECONDS:
+                await response.write(b": keep-alive\n\n")
+                written = now
+            # while it runs, the board is read at the throttle's pace (its events reach it on their own
+            # queue, so a wake-up here can come before the snapshot it announces)
+            wait = PROGRESS_INTERVAL_SECONDS if job.status == JobStatus.PROCESSING else KEEPALIVE_SECONDS
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(updates.get(), KEEPALIVE_SECONDS)
+                await asyncio.wait_for(updates.get(), wait)
             while not updates.empty():
                 updates.get_nowait()
-            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
-            if time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
-                await response.write(b": keep-alive\n\n")
-                quiet_since = time.monotonic()
     await response.write_eof()
     return response
 
