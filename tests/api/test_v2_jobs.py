@@ -156,6 +156,44 @@ def test_sdk_img2img_on_an_uploaded_asset(
         spec.check(plain.get(f"{JOBS}/{job.id}/workflow"))
 
 
+SSE_SCHEMAS = {"status": "StatusEvent", "progress": "Progress", "preview": "PreviewEvent", "output": "Output"}
+
+
+def raw_events(spec: SpecChecker, client: httpx.Client, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every frame of a job's event stream, each checked against its schema in the specification."""
+    frames = []
+    with client.stream("GET", f"{JOBS}/{job_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                assert name in SSE_SCHEMAS, name
+                data = spec.check_schema(SSE_SCHEMAS[name], json.loads(line.removeprefix("data: ")))
+                frames.append((name, data))
+                name = None
+    return frames
+
+
+def test_event_stream_frames_follow_the_specification(keys: tuple[LiveServer, str, str]) -> None:
+    server, alice, _ = keys
+    spec = SpecChecker(server.url)
+    with http(server, alice) as plain:
+        job_id = spec.check(plain.post(JOBS, json={"workflow": slow(1.5)})).json()["id"]
+        frames = raw_events(spec, plain, job_id)
+        names = [name for name, _ in frames]
+        assert names[-2:] == ["output", "status"] and frames[-1][1]["status"] == "succeeded", names
+        steps = [data for name, data in frames if name == "progress" and data["step"] is not None]
+        assert len(steps) >= 2 and all(data["current_node_class"] == "SlowImages" for data in steps)
+        assert [data["value"] for data in steps] == sorted(data["value"] for data in steps)
+        output = frames[-2][1]
+        assert output == checked_job(spec, plain, job_id)["outputs"][0] | {
+            "url_expires_at": output["url_expires_at"]
+        }
+
+
 def test_progress_stream_and_cancel_of_a_running_job(
     keys: tuple[LiveServer, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
