@@ -194,6 +194,35 @@ def test_event_stream_frames_follow_the_specification(keys: tuple[LiveServer, st
         }
 
 
+def test_outputs_appear_while_the_job_runs(keys: tuple[LiveServer, str, str]) -> None:
+    """Two branches, each a two-second node before a SaveImage: whichever runs first has its image
+    listed while the other still runs, with the bytes /view serves for that file."""
+    server, alice, _ = keys
+    spec = SpecChecker(server.url)
+    graph = {
+        "1": slow(0)["1"],
+        "2": {"class_type": "SlowImages", "inputs": {"images": ["1", 0], "seconds": 2.0}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "first"}},
+        "4": {"class_type": "SlowImages", "inputs": {"images": ["1", 0], "seconds": 2.5}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "second"}},
+    }
+    with http(server, alice) as plain:
+        job_id = spec.check(plain.post(JOBS, json={"workflow": graph})).json()["id"]
+        deadline = time.monotonic() + 60
+        while not (job := checked_job(spec, plain, job_id))["outputs"]:
+            assert time.monotonic() < deadline and job["status"] in ("queued", "running"), job
+            time.sleep(0.05)
+        assert job["status"] == "running"
+        [output] = job["outputs"]
+        assert output["node_id"] in ("3", "5")
+        content = plain.get(output["url"])
+        view = plain.get("/view", params={"filename": output["name"], "type": "output"})
+        assert content.status_code == view.status_code == 200 and content.content == view.content
+        done = wait_status(spec, plain, job_id, "succeeded")
+        assert sorted(item["node_id"] for item in done["outputs"]) == ["3", "5"]
+        assert output["id"] in [item["id"] for item in done["outputs"]]
+
+
 def test_progress_stream_and_cancel_of_a_running_job(
     keys: tuple[LiveServer, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,12 +7,12 @@ exist. Submission validates synchronously (structure, node classes, inputs, then
 claims the Idempotency-Key for exactly that span (engine.api.v2.idempotency), and answers 201 once the
 job is stored.
 
-Outputs are assets of the job's owner (`job_id` set): the files a run saved (ComfyUI's `type: output`
-images in its report) are recorded in the asset library when the job is first read after it succeeded,
-so they appear at completion rather than one by one (the specification lets `outputs` fill
-incrementally; here it fills once). `progress` is computed from the executor's events, which a
-`ProgressBoard` follows for every job: nodes finished or cached out of the graph's nodes, plus the
-running sampler's step fraction.
+Outputs are assets of the job's owner (`job_id` set): the files its nodes saved (ComfyUI's
+`type: output` entries of their UI outputs; `temp` previews are not outputs) are recorded in the asset
+library the first time the job is read after the node finished, so `outputs` fills while the job runs,
+and the event stream sends each as an `output` event once recorded. `progress` is computed from the
+executor's events, which a `ProgressBoard` follows for every job: nodes finished or cached out of those
+the run executes, plus the running sampler's step fraction.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from engine.api.v2.render import timestamp
 from engine.assets.library import OutputSource, UploadTooLarge
 from engine.assets.resolve import MissingAssets, resolve_assets
 from engine.graph.events import ExecutionStarted, NodeFinished, NodeProgress, NodesCached, NodeStarted
+from engine.graph.messages import json_safe
 from engine.graph.validate import validate_prompt
 from engine.jobs.broadcast import JobUpdate
 from engine.jobs.types import Job, JobStatus
@@ -77,6 +78,8 @@ class Snapshot:
     steps: int | None = None
     preview: tuple[str, str] | None = None
     """(node id, base64 JPEG) of the latest sampler preview."""
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The UI output of every node finished so far (as the run's report will hold them)."""
     changed: float = 0.0
 
 
@@ -128,6 +131,8 @@ class ProgressBoard:
                 snapshot.preview = (event.node_id, base64.b64encode(update.preview_jpeg).decode())
         elif isinstance(event, NodeFinished):
             snapshot.done.add(event.node_id)
+            if event.output is not None:
+                snapshot.outputs[event.node_id] = json_safe(event.output)
             snapshot.step = snapshot.steps = None
 
 
@@ -212,11 +217,10 @@ def _error(job: Job) -> dict[str, Any] | None:
     }
 
 
-def _saved_files(job: Job) -> list[tuple[str, str, str]]:
-    """(node id, path relative to the output folder, kind) of every file the run saved."""
+def _saved_files(shown_by_node: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(node id, path relative to the output folder, kind) of every file the nodes saved."""
     files = []
-    report = job.report.outputs if job.report is not None else {}
-    for node_id, shown in report.items():
+    for node_id, shown in shown_by_node.items():
         for media, items in shown.items():
             if not isinstance(items, list):
                 continue
@@ -229,13 +233,20 @@ def _saved_files(job: Job) -> list[tuple[str, str, str]]:
     return files
 
 
+def _shown(request: web.Request, job: Job) -> dict[str, dict[str, Any]]:
+    """The UI outputs of the job's nodes so far: the run's report once it has ended, the finished nodes'
+    (from the executor's events) while it runs."""
+    if job.report is not None:
+        return job.report.outputs
+    snapshot = request.app[BOARD].snapshots.get(job.id)
+    return dict(snapshot.outputs) if snapshot is not None and job.status == JobStatus.PROCESSING else {}
+
+
 async def outputs_json(request: web.Request, job: Job) -> list[dict[str, Any]]:
-    """The job's outputs as assets of its owner, recorded on first reading after it succeeded."""
-    if job.status != JobStatus.COMPLETED:
-        return []
+    """The files the job's nodes have saved so far, as assets of its owner, recorded when first read."""
     engine = service(request)
     found: list[tuple[str, str, OutputSource]] = []
-    for node_id, relative, kind in _saved_files(job):
+    for node_id, relative, kind in _saved_files(_shown(request, job)):
         try:
             resolved = folders.resolve_in(folders.get_output_directory(), relative)
         except folders.PathEscapeError:
@@ -471,14 +482,17 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         last_status: tuple[str, int | None] | None = None
         last_progress: dict[str, Any] | None = None
         last_preview: tuple[str, str] | None = None
+        sent_outputs: set[str] = set()
         progress_sent = written = 0.0
         while True:
             job = await engine.job(job.id) or job
             position = await engine.queue_position(job) if job.status == JobStatus.QUEUED else None
             status = (_status(job), position)
-            if job.status.terminal:
-                for output in await outputs_json(request, job):
+            for output in await outputs_json(request, job):
+                if output["id"] not in sent_outputs:
                     await _send(response, "output", output)
+                    sent_outputs.add(output["id"])
+            if job.status.terminal:
                 await _send(response, "status", {"status": status[0], "queue_position": None})
                 break
             now = time.monotonic()
