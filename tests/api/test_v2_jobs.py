@@ -367,3 +367,17 @@ def test_queue_full(settings: Settings) -> None:
             full = plain.post(JOBS, json={"workflow": slow(0)}, headers={"Idempotency-Key": "k1"})
             error(spec, full, 429, "queue_full")
             assert full.headers["Retry-After"] == "7"
+
+
+def test_a_failing_node_is_the_jobs_error(keys: tuple[LiveServer, str, str]) -> None:
+    server, alice, _ = keys
+    spec = SpecChecker(server.url)
+    graph = slow(0)
+    graph["2"] = {"class_type": "FailingImages", "inputs": {"images": ["1", 0]}}
+    with http(server, alice) as plain:
+        job_id = spec.check(plain.post(JOBS, json={"workflow": graph})).json()["id"]
+        failed = wait_status(spec, plain, job_id, "failed")
+    assert failed["error"]["node_id"] == "2" and failed["error"]["class_type"] == "FailingImages"
+    assert "this node fails on purpose" in failed["error"]["message"]
+    assert "RuntimeError" in failed["error"]["traceback"]
+    assert failed["outputs"] == [] and failed["progress"] is None
