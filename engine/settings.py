@@ -54,6 +54,10 @@ class Settings:
     max_asset_bytes: int = 100 * 1024**2
     """The largest asset upload (Comfy API v2 expects single-request uploads of about 100 MB); larger
     ones are refused with 413 as soon as the bytes pass it."""
+    max_queue_depth: int = 1000
+    """Most jobs waiting to run; Comfy API v2 submissions past it are refused with 429 `queue_full`."""
+    queue_full_retry_seconds: int = 30
+    """The Retry-After sent with `queue_full`."""
     allow_private_webhooks: bool = False
     webhook_delays: tuple[float, ...] = (0.0, 5.0, 30.0, 120.0, 600.0)
     warmup_endpoints: tuple[str, ...] | None = None

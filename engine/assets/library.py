@@ -48,6 +48,25 @@ class Received:
         return self.upload.head
 
 
+@dataclass(frozen=True)
+class OutputSource:
+    """A job's output file to record as an asset."""
+
+    path: Path
+    file_path: str
+    """Its name relative to the output folder: which output of the job it is."""
+    content_type: str
+
+
+OUTPUT_CHUNK_BYTES = 1024 * 1024
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as stream:
+        while chunk := await asyncio.to_thread(stream.read, OUTPUT_CHUNK_BYTES):
+            yield chunk
+
+
 class AssetLibrary:
     def __init__(self, store: AssetStore, blobs: BlobFolder, max_bytes: int) -> None:
         self.store = store
@@ -110,6 +129,28 @@ class AssetLibrary:
                 return same, False
             new = NewAsset(owner, digest, source.size_bytes, source.content_type, file_path, tags)
             return await self.store.add_asset(new), True
+
+    async def add_job_outputs(self, owner: str, job_id: str, files: list[OutputSource]) -> list[Asset]:
+        """The owner's records of a job's output files, made on first asking and found after: outputs are
+        assets (Comfy API v2), stored once in the blob folder however often the job is read. Files
+        already recorded for the job (by `file_path`) are not added again."""
+        async with self._lock:
+            known = {asset.file_path: asset for asset in await self.store.job_assets(owner, job_id)}
+            for source in files:
+                if source.file_path in known:
+                    continue
+                received = await self.receive(_file_chunks(source.path))
+                written = await asyncio.to_thread(self.blobs.commit, received.upload, received.digest)
+                new = NewAsset(
+                    owner, received.digest, received.size, source.content_type, source.file_path, (), job_id
+                )
+                try:
+                    known[source.file_path] = await self.store.add_asset(new)
+                except BaseException:
+                    if written:
+                        await asyncio.to_thread(self.blobs.remove, received.digest)
+                    raise
+        return [known[source.file_path] for source in files]
 
     async def can_use(self, owner: str, digest: str) -> bool:
         return await self.store.latest_asset_over(owner, digest) is not None

@@ -91,5 +91,11 @@ class AssetTable(SqliteConnection):
             referenced = db.execute("SELECT 1 FROM assets WHERE digest = ? LIMIT 1", (row["digest"],))
             return _asset(row), referenced.fetchone() is not None
 
+    def job_assets(self, owner: str, job_id: str) -> list[Asset]:
+        rows = self._query(
+            "SELECT * FROM assets WHERE owner = ? AND job_id = ? ORDER BY seq", (owner, job_id)
+        )
+        return [_asset(row) for row in rows]
+
     def asset_digests(self) -> set[str]:
         return {row["digest"] for row in self._query("SELECT DISTINCT digest FROM assets")}

@@ -194,5 +194,8 @@ class AsyncSqliteStore:
     async def delete_asset(self, owner: str, asset_id: str) -> tuple[Asset, bool] | None:
         return await self._run(lambda: self.database.delete_asset(owner, asset_id))
 
+    async def job_assets(self, owner: str, job_id: str) -> list[Asset]:
+        return await self._run(lambda: self.database.job_assets(owner, job_id))
+
     async def asset_digests(self) -> set[str]:
         return await self._run(self.database.asset_digests)

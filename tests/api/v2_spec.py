@@ -31,7 +31,24 @@ SPEC = Path(
 def specification() -> dict[str, Any]:
     if not SPEC.is_file():
         raise FileNotFoundError(f"{SPEC} is missing: set COMFY_API_V2_SPEC to comfy-api-v2.openapi.yaml")
-    return yaml.safe_load(SPEC.read_text())
+    return _nullable_references(yaml.safe_load(SPEC.read_text()))
+
+
+def _nullable_references(node: Any) -> Any:
+    """The specification writes a nullable reference as `{allOf: [{$ref}], nullable: true}` (Job's
+    `progress` and `error`), meaning "that object or null"; openapi-core does not apply `nullable` to
+    an `allOf`, and would refuse the null the specification allows. Each such schema becomes the
+    equivalent `oneOf` of the reference and null; nothing else changes."""
+    if isinstance(node, list):
+        return [_nullable_references(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _nullable_references(value) for key, value in node.items()}
+    all_of = node.get("allOf")
+    if node.get("nullable") is True and "type" not in node and isinstance(all_of, list) and len(all_of) == 1:
+        rest = {key: value for key, value in node.items() if key not in ("allOf", "nullable")}
+        return {**rest, "oneOf": [all_of[0], {"type": "object", "nullable": True, "enum": [None]}]}
+    return node
 
 
 class _Request:

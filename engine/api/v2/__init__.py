@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine.api.v2 import assets
+from engine.api.v2 import assets, jobs
 
 
 def add_routes(app: web.Application) -> None:
     assets.add_routes(app)
+    jobs.add_routes(app)
