@@ -111,7 +111,7 @@ def _cast(spec: InputSpec, value: Any) -> Any:
             raise _CastError("expected a number, got a boolean")
         try:
             number = float(value) if isinstance(value, int | float | str) else None
-        except ValueError as exc:  # float()'s own message, as ComfyUI reports it
+        except (ValueError, OverflowError) as exc:  # float()'s own message, as ComfyUI reports it
             raise _CastError(str(exc)) from exc
         if number is None or not math.isfinite(number):
             raise _CastError(f"expected a finite number, got {value!r}")

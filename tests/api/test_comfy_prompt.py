@@ -213,6 +213,16 @@ def test_hostile_bodies_are_comfyui_shaped_400s(server: LiveServer) -> None:
     for huge in (b"1e400", b"9" * 5000, b"NaN", b"-Infinity"):
         raw = b'{"prompt": {"1": {"class_type": "EmptyImage", "inputs": {"width": ' + huge + b"}}}}"
         assert comfy_error(post(url, content=raw), "invalid_request")["details"] == "prompt.1.inputs.width"
+    # An integer JSON accepts but no float holds, for a FLOAT input: ComfyUI's invalid_input_type, not a 500.
+    too_wide = {
+        "1": {"class_type": "ManualSigmas", "inputs": {"sigmas": "1, 0"}},
+        "2": {"class_type": "SplitSigmasDenoise", "inputs": {"sigmas": ["1", 0], "denoise": 10**400}},
+        "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}},
+    }
+    refused = post(url, json={"prompt": too_wide})
+    assert refused.status_code == 400
+    (error,) = refused.json()["node_errors"]["2"]["errors"]
+    assert error["type"] == "invalid_input_type" and error["extra_info"]["input_name"] == "denoise"
     for field, value in (
         ("number", 1e300),
         ("number", "abc"),
