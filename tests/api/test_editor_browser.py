@@ -178,6 +178,8 @@ def test_a_workflow_loaded_in_the_editor_runs_and_its_image_appears(
     (latent,) = [node for node in workflow["nodes"] if node["type"] == "EmptyLatentImage"]
     latent["widgets_values"][:2] = [EXAMPLE_SIZE, EXAMPLE_SIZE]
     page = browser.new_page(viewport={"width": 1280, "height": 800})
+    # A returning browser: the first-run graph (web/first_run.js) must not replace the example loaded here.
+    page.add_init_script("localStorage.setItem('engine.firstRunGraphShown', '1')")
     problems = Problems(server.url)
     problems.watch(page)
     messages: list[dict[str, Any]] = []
