@@ -35,6 +35,7 @@ _MODEL_FOLDERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "controlnet": (("controlnet", "t2i_adapter"), MODEL_EXTENSIONS),
     "clip_vision": (("clip_vision",), MODEL_EXTENSIONS),
     "style_models": (("style_models",), MODEL_EXTENSIONS),
+    "model_patches": (("model_patches",), MODEL_EXTENSIONS),
     "configs": (("configs",), (".yaml",)),
 }
 """Folder name -> (its sub-folders of the models directory, in search order; the file extensions it lists)."""
@@ -236,12 +237,7 @@ def relative_name(name: str) -> Path:
     if not isinstance(name, str) or not name or "\0" in name:
         raise PathEscapeError(f"invalid file name {name!r}")
     parts = [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
-    if (
-        name.startswith(("/", "\\"))
-        or PureWindowsPath(name).drive
-        or ".." in parts
-        or not parts
-    ):
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts or not parts:
         raise PathEscapeError(f"file name {name!r} would leave its folder")
     return Path(*parts)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -70,9 +71,12 @@ class LoadedDiffusionModel:
             path, f"diffusion_model:{prefix}", dtype=str(manager.dtype), storage=str(storage_dtype)
         )
         self.patches: tuple[WeightPatch, ...] = ()
+        """Changes (LoRAs) this view runs the shared module with; see lora.patches."""
         self.denoise_mask_function: DenoiseMaskFunction | None = None
         """DifferentialDiffusion's per-step mask; None on a plain model."""
-        """Changes (LoRAs) this view runs the shared module with; see lora.patches."""
+        self.text_prefixes: tuple[torch.Tensor, ...] = ()
+        """Token sets [1 or B, N, width] (float32, CPU) the model puts before the text tokens inside the
+        transformer, first to last (USOStyleReference's style tokens)."""
 
     @property
     def latent_format(self) -> LatentFormat:
@@ -90,7 +94,8 @@ class LoadedDiffusionModel:
     def nbytes(self) -> int:
         """Memory this view holds of its own (its LoRAs'; the weights belong to the model manager), so
         the executor's output cache counts what a cached LoRA-patched MODEL keeps alive."""
-        return patches_nbytes(self.patches)
+        prefixes = sum(t.numel() * t.element_size() for t in self.text_prefixes)
+        return patches_nbytes(self.patches) + prefixes
 
     def clone(self) -> LoadedDiffusionModel:
         """A copy sharing the weights, whose model_sampling can be replaced without touching this one."""
@@ -101,6 +106,13 @@ class LoadedDiffusionModel:
         patched_view = self.clone()
         patched_view.patches = (*self.patches, *patches)
         return patched_view
+
+    def with_text_prefix(self, tokens: torch.Tensor) -> LoadedDiffusionModel:
+        """A clone putting `tokens` before the text tokens, ahead of any this view already puts there (as
+        each of ComfyUI's post-input patches prepends in turn, the last applied comes first)."""
+        prefixed = self.clone()
+        prefixed.text_prefixes = (tokens, *self.text_prefixes)
+        return prefixed
 
     def module(self) -> ModelMixin:
         """The resident module, loading it first if it is not."""
@@ -120,6 +132,8 @@ class LoadedDiffusionModel:
         module = self.module()
         device, dtype = self.device, self.dtype
 
+        if self.text_prefixes:
+            inputs = replace(inputs, text_prefix=_joined(self.text_prefixes, x.shape[0]))
         model_inputs = inputs.to(device, dtype)
         # The model is conditioned on the sampling's timestep, not on sigma itself: the two agree for
         # AuraFlow's and Flux's own samplings, and differ (as in ComfyUI) under ModelSamplingSD3.
@@ -136,3 +150,14 @@ class LoadedDiffusionModel:
                 model_inputs,
             )
         return velocity.float()
+
+
+def _joined(prefixes: Sequence[torch.Tensor], batch: int) -> torch.Tensor:
+    """Token sets of batch 1 or `batch`, one after the other, at `batch`."""
+    sizes = {t.shape[0] for t in prefixes} - {1, batch}
+    if sizes:
+        raise ValueError(
+            f"style tokens for {sorted(sizes)[0]} images cannot be given to a batch of {batch} latents "
+            "(encode one reference image, or as many as the batch holds)"
+        )
+    return torch.cat([t.expand(batch, -1, -1) for t in prefixes], dim=1)

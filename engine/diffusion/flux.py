@@ -21,7 +21,8 @@ against that converter on full-size layouts and against diffusers' loading path 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -360,6 +361,21 @@ def reference_tokens(
     return torch.cat(tokens, dim=1), torch.cat(ids)
 
 
+@contextmanager
+def _text_prefixed(module: FluxTransformer2DModel, prefix: torch.Tensor) -> Iterator[None]:
+    """The module putting `prefix` [B, N, hidden] before the text tokens right after projecting them
+    (where ComfyUI's post-input patches act, so the tokens join the text stream at position 0)."""
+
+    def prepend(_: torch.nn.Module, __: object, projected: torch.Tensor) -> torch.Tensor:
+        return torch.cat([prefix.to(projected.dtype), projected], dim=1)
+
+    hook = module.context_embedder.register_forward_hook(prepend)
+    try:
+        yield
+    finally:
+        hook.remove()
+
+
 def predict(
     module: FluxTransformer2DModel,
     config: FluxConfig,
@@ -386,14 +402,19 @@ def predict(
         guidance = inputs.guidance
         if guidance is None:
             guidance = torch.full((x.shape[0],), DEFAULT_GUIDANCE, device=x.device, dtype=torch.float32)
-    velocity = module(
-        hidden_states=tokens,
-        encoder_hidden_states=context,
-        pooled_projections=pooled,
-        timestep=sigma,
-        img_ids=ids,
-        txt_ids=torch.zeros(context.shape[1], 3, device=x.device),
-        guidance=guidance,
-        return_dict=False,
-    )[0]
+    text_tokens = context.shape[1]
+    with ExitStack() as stack:
+        if inputs.text_prefix is not None:
+            stack.enter_context(_text_prefixed(module, inputs.text_prefix))
+            text_tokens += inputs.text_prefix.shape[1]
+        velocity = module(
+            hidden_states=tokens,
+            encoder_hidden_states=context,
+            pooled_projections=pooled,
+            timestep=sigma,
+            img_ids=ids,
+            txt_ids=torch.zeros(text_tokens, 3, device=x.device),
+            guidance=guidance,
+            return_dict=False,
+        )[0]
     return unpack(velocity[:, :image_tokens], padded.shape[-2], padded.shape[-1])[:, :, :height, :width]

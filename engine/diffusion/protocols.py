@@ -33,6 +33,9 @@ class ModelInputs:
     """[B, C, H, W] VAE latents of reference images (Flux Kontext), each of its own size."""
     reference_method: str = "offset"
     """Where reference tokens go: "offset", "index" or "uxo" (FluxKontextMultiReferenceLatentMethod)."""
+    text_prefix: torch.Tensor | None = None
+    """[1 or B, N, width] tokens the model puts before the text tokens once it has projected those to its
+    own width (USO's style tokens, set by USOStyleReference on the MODEL, not by the conditioning)."""
 
     def to(self, device: torch.device, dtype: torch.dtype) -> ModelInputs:
         """These inputs on `device`, floating-point ones in `dtype` (guidance stays float32)."""
@@ -48,6 +51,7 @@ class ModelInputs:
             concat_mask=move(self.concat_mask),
             reference_latents=tuple(r.to(device=device, dtype=dtype) for r in self.reference_latents),
             reference_method=self.reference_method,
+            text_prefix=move(self.text_prefix),
         )
 
 

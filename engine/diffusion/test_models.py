@@ -1,7 +1,8 @@
 """Tiny random checkpoints in the real layouts, under the real file names, for tests and the demo.
 
 Real weights cannot be downloaded here, so the engine writes its own: every file a ComfyUI user would
-have for the AuraFlow and Flux example graphs and the Flux Fill, Canny and Kontext variants, in
+have for the AuraFlow and Flux example graphs, the Flux Fill, Canny and Kontext variants and USO
+(its projector and DiT LoRA), in
 ComfyUI's folder layout, at toy widths (a 1024x1024 image runs end to end on a CPU in seconds). The
 values are random, so images are noise; every file says so in its metadata and the model manager warns
 whenever one is loaded.
@@ -53,15 +54,22 @@ TINY_FLUX_AE = AutoencoderConfig(
 TINY_SIGLIP = SiglipVisionConfig(
     hidden_size=144,
     intermediate_size=96,
-    num_hidden_layers=2,
+    num_hidden_layers=27,
     num_attention_heads=2,
     image_size=56,
     patch_size=14,
 )
 """Flux Redux's SigLIP so400m (1152 wide, 16 heads of 72, 27 layers, 384 / 14 = 27 x 27 patches) shrunk:
-two 72-wide heads, 4 x 4 patches of 14 pixels; the attention-pooling head is kept, as the real file has it."""
+two 72-wide heads, 4 x 4 patches of 14 pixels, all 27 layers (USO reads layer -20); the attention-pooling
+head is kept, as the real file has it."""
 TINY_REDUX_HIDDEN = 3 * TINY_FLUX_SCHNELL.context_in_dim
 """Redux widens the SigLIP states to 3 x the Flux token width before projecting down to it."""
+TINY_SIGLIP_TOKENS = (56 // 14) ** 2
+"""TINY_SIGLIP's tokens per image (its image_size // patch_size, squared)."""
+TINY_USO_STYLE_TOKENS = 4
+"""USO's projector makes 64 style tokens per branch of SigLIP's 729; here 4 of 16."""
+TINY_LORA_RANK = 4
+"""LoRA files' rank (USO's DiT LoRA and the Fill LoRA are rank 128 and more)."""
 
 
 def siglip_layout(config: SiglipVisionConfig) -> dict[str, tuple[int, ...]]:
@@ -78,6 +86,47 @@ def redux_layout(vision_width: int, hidden: int, token_width: int) -> dict[str, 
         "redux_down.weight": (token_width, hidden),
         "redux_down.bias": (token_width,),
     }
+
+
+def uso_projector_layout(
+    image_tokens: int, style_tokens: int, vision_width: int, hidden: int
+) -> dict[str, tuple[int, ...]]:
+    """USO's `uso-flux1-projector-v1.safetensors`: three branches (SigLIP layers -2, -11, -20) under
+    `feature_embedder.`, each mixing the image's tokens down to style tokens, a LayerNorm and a projection
+    to the Flux width."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for branch in ("high", "mid", "low"):
+        prefix = f"feature_embedder.{branch}_"
+        shapes[prefix + "embedding_linear.0.weight"] = (style_tokens, image_tokens)
+        shapes[prefix + "embedding_linear.0.bias"] = (style_tokens,)
+        shapes[prefix + "layer_norm.weight"] = (vision_width,)
+        shapes[prefix + "layer_norm.bias"] = (vision_width,)
+        shapes[prefix + "projection.weight"] = (hidden, vision_width)
+        shapes[prefix + "projection.bias"] = (hidden,)
+    return shapes
+
+
+def uso_lora_layout(config: FluxConfig, rank: int) -> dict[str, tuple[int, ...]]:
+    """USO's `uso-flux1-dit-lora-v1.safetensors`, in the layout of USO's LoRA processors (XLabs' names):
+    in each double block `processor.{qkv,proj}_lora{1,2}` (1: image stream, 2: text stream) on the fused
+    qkv and the output projection; in each single block `processor.qkv_lora` on the qkv rows of linear1
+    and `processor.proj_lora` on linear2 (reading the attention and MLP outputs together). No alphas: a
+    change is up @ down."""
+    h, m = config.hidden_size, config.mlp_hidden
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def lora(name: str, out_features: int, in_features: int) -> None:
+        shapes[f"{name}.down.weight"] = (rank, in_features)
+        shapes[f"{name}.up.weight"] = (out_features, rank)
+
+    for i in range(config.depth):
+        for stream in ("1", "2"):
+            lora(f"double_blocks.{i}.processor.qkv_lora{stream}", 3 * h, h)
+            lora(f"double_blocks.{i}.processor.proj_lora{stream}", h, h)
+    for i in range(config.depth_single_blocks):
+        lora(f"single_blocks.{i}.processor.qkv_lora", 3 * h, h)
+        lora(f"single_blocks.{i}.processor.proj_lora", h, h + m)
+    return shapes
 
 
 def random_tensors(
@@ -151,6 +200,11 @@ def write_test_models(models_dir: str | Path) -> list[Path]:
         **{f"vae.{name}": t for name, t in flux_ae.items()},
     }
     written.append(_save(models / "checkpoints" / "flux1-schnell-fp8.safetensors", all_in_one))
+    dev_all_in_one = {
+        **all_in_one,
+        **fp8({f"model.diffusion_model.{name}": t for name, t in dev.items()}),
+    }
+    written.append(_save(models / "checkpoints" / "flux1-dev-fp8.safetensors", dev_all_in_one))
     siglip = random_tensors(siglip_layout(TINY_SIGLIP), seed=30, dtype=torch.bfloat16)
     written.append(_save(models / "clip_vision" / "sigclip_vision_patch14_384.safetensors", siglip))
     redux = random_tensors(
@@ -159,4 +213,18 @@ def write_test_models(models_dir: str | Path) -> list[Path]:
         dtype=torch.bfloat16,
     )
     written.append(_save(models / "style_models" / "flux1-redux-dev.safetensors", redux))
+    uso = uso_projector_layout(
+        TINY_SIGLIP_TOKENS,
+        TINY_USO_STYLE_TOKENS,
+        TINY_SIGLIP.hidden_size,
+        TINY_FLUX_DEV.hidden_size,
+    )
+    written.append(
+        _save(
+            models / "model_patches" / "uso-flux1-projector-v1.safetensors",
+            random_tensors(uso, seed=32, dtype=torch.bfloat16),
+        )
+    )
+    uso_lora = random_tensors(uso_lora_layout(TINY_FLUX_DEV, TINY_LORA_RANK), seed=33, dtype=torch.bfloat16)
+    written.append(_save(models / "loras" / "uso-flux1-dit-lora-v1.safetensors", uso_lora))
     return written

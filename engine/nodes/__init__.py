@@ -22,6 +22,7 @@ from engine.nodes import (
     latent_ops,
     loaders,
     mask,
+    model_patch,
     preview_any,
     primitives,
     sampling,
@@ -57,6 +58,7 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     save_image_as,
     strings,
     style_model,
+    model_patch,
 )
 
 

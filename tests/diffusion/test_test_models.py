@@ -10,6 +10,7 @@ from engine.diffusion.test_models import write_test_models
 EXPECTED_FILES = [
     "checkpoints/aura_flow_0.2.safetensors",
     "checkpoints/aura_flow_0.3.safetensors",
+    "checkpoints/flux1-dev-fp8.safetensors",
     "checkpoints/flux1-schnell-fp8.safetensors",
     "clip_vision/sigclip_vision_patch14_384.safetensors",
     "diffusion_models/flux1-canny-dev.safetensors",
@@ -17,6 +18,8 @@ EXPECTED_FILES = [
     "diffusion_models/flux1-fill-dev.safetensors",
     "diffusion_models/flux1-kontext-dev.safetensors",
     "diffusion_models/flux1-schnell.safetensors",
+    "loras/uso-flux1-dit-lora-v1.safetensors",
+    "model_patches/uso-flux1-projector-v1.safetensors",
     "style_models/flux1-redux-dev.safetensors",
     "text_encoders/clip_l.safetensors",
     "text_encoders/t5xxl_fp16.safetensors",

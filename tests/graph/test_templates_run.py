@@ -31,14 +31,14 @@ from tests.graph.test_templates_corpus import IMAGE_LOADERS, all_nodes, node_typ
 
 pytestmark = pytest.mark.slow
 
-MIN_RUN = 10
-"""Templates that run end to end (comfyui-workflow-templates-json 0.1.123+): flux1_krea_dev,
-flux_canny_model_example, flux_dev_checkpoint_example, flux_dev_full_text_to_image,
+MIN_RUN = 11
+"""Templates that run end to end (comfyui-workflow-templates-json 0.1.123+): flux1_dev_uso_reference_image_gen,
+flux1_krea_dev, flux_canny_model_example, flux_dev_checkpoint_example, flux_dev_full_text_to_image,
 flux_fill_inpaint_example, flux_fill_outpaint_example, flux_kontext_dev_basic, flux_redux_model_example,
 flux_schnell, flux_schnell_full_text_to_image."""
 FAMILY = re.compile(r"flux1|flux\.1|flux_dev|flux_schnell|aura_flow", re.IGNORECASE)
 """Flux.1 and AuraFlow model files (Flux.2, Flux 3 and the API nodes are other families)."""
-UNKNOWN_VARIANTS = ("uso", "onereward")
+UNKNOWN_VARIANTS = ("onereward",)
 """Flux.1 variants whose key layout the engine does not load yet: no honest test file exists for them."""
 DIFFUSION_VARIANTS = (
     ("fill", "flux1-fill-dev"),
@@ -66,6 +66,12 @@ def stand_in_for(directory: str, name: str) -> str | None:
         return "checkpoints/aura_flow_0.3.safetensors"
     if directory == "checkpoints" and "schnell" in lowered:
         return "checkpoints/flux1-schnell-fp8.safetensors"
+    if directory == "checkpoints" and FAMILY.search(lowered):
+        return "checkpoints/flux1-dev-fp8.safetensors"
+    if directory == "model_patches" and "uso" in lowered:
+        return "model_patches/uso-flux1-projector-v1.safetensors"
+    if directory == "loras" and "uso" in lowered:
+        return "loras/uso-flux1-dit-lora-v1.safetensors"
     if directory in ("text_encoders", "clip") and "clip_l" in lowered:
         return "text_encoders/clip_l.safetensors"
     if directory in ("text_encoders", "clip") and "t5xxl" in lowered:
