@@ -2,10 +2,9 @@
 
 Real weights cannot be downloaded here, so the engine writes its own: every file a ComfyUI user would
 have for the AuraFlow and Flux example graphs, the Flux Fill, Canny and Kontext variants and USO
-(its projector and DiT LoRA), in
-ComfyUI's folder layout, at toy widths (a 1024x1024 image runs end to end on a CPU in seconds). The
-values are random, so images are noise; every file says so in its metadata and the model manager warns
-whenever one is loaded.
+(its projector and DiT LoRA), in ComfyUI's folder layout, at toy widths (a 1024x1024 image runs end to
+end on a CPU in seconds). The values are random, so images are noise; every file says so in its metadata
+and the model manager warns whenever one is loaded.
 
 Toy sizes fit the text encoders' (written by `text_encoders.test_files`): T5-XXL and Pile-T5-XL states
 are 32 wide, CLIP-L's pooled vector 64. Widths and depths are this module's choice; the structure

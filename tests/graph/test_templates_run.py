@@ -32,10 +32,10 @@ from tests.graph.test_templates_corpus import IMAGE_LOADERS, all_nodes, node_typ
 pytestmark = pytest.mark.slow
 
 MIN_RUN = 11
-"""Templates that run end to end (comfyui-workflow-templates-json 0.1.123+): flux1_dev_uso_reference_image_gen,
-flux1_krea_dev, flux_canny_model_example, flux_dev_checkpoint_example, flux_dev_full_text_to_image,
-flux_fill_inpaint_example, flux_fill_outpaint_example, flux_kontext_dev_basic, flux_redux_model_example,
-flux_schnell, flux_schnell_full_text_to_image."""
+"""Templates that run end to end (comfyui-workflow-templates-json 0.1.123+):
+flux1_dev_uso_reference_image_gen, flux1_krea_dev, flux_canny_model_example, flux_dev_checkpoint_example,
+flux_dev_full_text_to_image, flux_fill_inpaint_example, flux_fill_outpaint_example, flux_kontext_dev_basic,
+flux_redux_model_example, flux_schnell, flux_schnell_full_text_to_image."""
 FAMILY = re.compile(r"flux1|flux\.1|flux_dev|flux_schnell|aura_flow", re.IGNORECASE)
 """Flux.1 and AuraFlow model files (Flux.2, Flux 3 and the API nodes are other families)."""
 UNKNOWN_VARIANTS = ("onereward",)
