@@ -12,6 +12,11 @@ The config is read from tensor shapes, so the published 12B files and the engine
 through the same code. Two things are not recorded in a file and follow BFL's choices: the RoPE split of
 each attention head over (time, row, column) is 1 : 3.5 : 3.5 (16, 56, 56 of 128), and theta is 10000.
 
+A file may also hold the transformer in diffusers' own layout (`transformer_blocks.0.attn.to_q.weight`,
+`x_embedder.weight`: a diffusers pipeline's `transformer/` folder repackaged, as Comfy-Org ships OneReward's
+Fill model). Those are FluxTransformer2DModel's names already, so they load as they are; the config is
+read from their shapes in the same way.
+
 The key mapping lives here, unlike AuraFlow's and the VAE's, because diffusers' own converter cannot
 serve: every release the project allows hard-codes the full-size width (3072) where it splits the single
 blocks' fused projection, so it cannot load the test models, and it copies each projection it splits
@@ -24,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -42,6 +48,8 @@ PREFIXES = ("model.diffusion_model.", "")
 """All-in-one checkpoints keep the diffusion model under the first; BFL's own files have no prefix."""
 
 DETECTION_KEY = "double_blocks.0.img_attn.norm.key_norm.scale"
+DIFFUSERS_DETECTION_KEY = "transformer_blocks.0.attn.norm_added_k.weight"
+DIFFUSERS_GUIDANCE_KEY = "time_text_embed.guidance_embedder.linear_1.weight"
 GUIDANCE_KEY = "guidance_in.in_layer.weight"
 TIMESTEP_FEATURES = 256
 PATCH = 2
@@ -69,6 +77,8 @@ class FluxConfig:
     mlp_ratio: float = 4.0
     guidance_embed: bool = False
     axes_dim: tuple[int, int, int] = (16, 56, 56)
+    file_layout: Literal["bfl", "diffusers"] = "bfl"
+    """Whose names the file gives the tensors: BFL's (converted on loading) or diffusers' (loaded as is)."""
 
     @property
     def head_dim(self) -> int:
@@ -127,6 +137,30 @@ class FluxConfig:
             raise WeightsFileError(f"a Flux model with MLP ratio {config.mlp_ratio} (not 4) cannot be run")
         return config
 
+    @classmethod
+    def from_diffusers_tensors(cls, tensors: Mapping[str, TensorInfo]) -> FluxConfig:
+        """The config of a Flux transformer stored under diffusers' names (any prefix already removed)."""
+        hidden, in_channels = tensors["x_embedder.weight"].shape
+        head_dim = tensors[DIFFUSERS_DETECTION_KEY].shape[0]
+        mlp_hidden = tensors["transformer_blocks.0.ff.net.0.proj.weight"].shape[0]
+        config = cls(
+            hidden_size=hidden,
+            num_heads=hidden // head_dim,
+            depth=count_blocks(tensors, "transformer_blocks."),
+            depth_single_blocks=count_blocks(tensors, "single_transformer_blocks."),
+            in_channels=in_channels,
+            out_channels=tensors["proj_out.weight"].shape[0],
+            context_in_dim=tensors["context_embedder.weight"].shape[1],
+            vec_in_dim=tensors["time_text_embed.text_embedder.linear_1.weight"].shape[1],
+            mlp_ratio=mlp_hidden / hidden,
+            guidance_embed=DIFFUSERS_GUIDANCE_KEY in tensors,
+            axes_dim=rope_axes(head_dim),
+            file_layout="diffusers",
+        )
+        if config.mlp_ratio != 4.0:
+            raise WeightsFileError(f"a Flux model with MLP ratio {config.mlp_ratio} (not 4) cannot be run")
+        return config
+
     def diffusers_config(self) -> dict[str, object]:
         return {
             "patch_size": 1,
@@ -146,6 +180,9 @@ class FluxConfig:
         return FluxTransformer2DModel(**self.diffusers_config())
 
     def to_diffusers(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The file's tensors under FluxTransformer2DModel's names (a diffusers-layout file's as they are)."""
+        if self.file_layout == "diffusers":
+            return dict(tensors)
         return to_diffusers(tensors, self)
 
     def predict(
@@ -167,11 +204,18 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 
 def find(tensors: Mapping[str, TensorInfo]) -> tuple[str, FluxConfig] | None:
-    """(prefix, config) of the Flux diffusion model among a file's tensors, or None."""
+    """(prefix, config) of the Flux diffusion model among a file's tensors (in BFL's or diffusers' layout),
+    or None."""
     for prefix in PREFIXES:
-        if prefix + DETECTION_KEY in tensors:
-            part = {name[len(prefix) :]: info for name, info in tensors.items() if name.startswith(prefix)}
-            return prefix, FluxConfig.from_tensors(part)
+        for key, from_tensors in (
+            (DETECTION_KEY, FluxConfig.from_tensors),
+            (DIFFUSERS_DETECTION_KEY, FluxConfig.from_diffusers_tensors),
+        ):
+            if prefix + key in tensors:
+                part = {
+                    name[len(prefix) :]: info for name, info in tensors.items() if name.startswith(prefix)
+                }
+                return prefix, from_tensors(part)
     return None
 
 

@@ -1,10 +1,11 @@
 """Tiny random checkpoints in the real layouts, under the real file names, for tests and the demo.
 
 Real weights cannot be downloaded here, so the engine writes its own: every file a ComfyUI user would
-have for the AuraFlow and Flux example graphs, the Flux Fill, Canny and Kontext variants and USO
-(its projector and DiT LoRA), in ComfyUI's folder layout, at toy widths (a 1024x1024 image runs end to
-end on a CPU in seconds). The values are random, so images are noise; every file says so in its metadata
-and the model manager warns whenever one is loaded.
+have for the AuraFlow and Flux example graphs, the Flux Fill, Canny and Kontext variants, USO (its
+projector and DiT LoRA) and OneReward's Fill model (diffusers' layout, fp8) with its object-removal LoRA,
+in ComfyUI's folder layout, at toy widths (a 1024x1024 image runs end to end on a CPU in seconds). The
+values are random, so images are noise; every file says so in its metadata and the model manager warns
+whenever one is loaded.
 
 Toy sizes fit the text encoders' (written by `text_encoders.test_files`): T5-XXL and Pile-T5-XL states
 are 32 wide, CLIP-L's pooled vector 64. Widths and depths are this module's choice; the structure
@@ -128,6 +129,44 @@ def uso_lora_layout(config: FluxConfig, rank: int) -> dict[str, tuple[int, ...]]
     return shapes
 
 
+def diffusers_flux_layout(config: FluxConfig) -> dict[str, tuple[int, ...]]:
+    """A Flux transformer under diffusers' names, as diffusers' own FluxTransformer2DModel names and
+    shapes its parameters (the layout of a pipeline's `transformer/` folder)."""
+    with torch.device("meta"):
+        module = config.create_module()
+    return {name: tuple(tensor.shape) for name, tensor in module.state_dict().items()}
+
+
+def peft_flux_lora_layout(config: FluxConfig, rank: int) -> dict[str, tuple[int, ...]]:
+    """A Flux LoRA as diffusers' pipelines save one from PEFT (`transformer.{module}.lora_A/lora_B.weight`,
+    T2ITrainer's format): on every attention projection of the double and single blocks."""
+    h = config.hidden_size
+    layers = [
+        f"transformer_blocks.{i}.attn.{name}"
+        for i in range(config.depth)
+        for name in (
+            "to_q",
+            "to_k",
+            "to_v",
+            "to_out.0",
+            "add_q_proj",
+            "add_k_proj",
+            "add_v_proj",
+            "to_add_out",
+        )
+    ]
+    layers += [
+        f"single_transformer_blocks.{i}.attn.{name}"
+        for i in range(config.depth_single_blocks)
+        for name in ("to_q", "to_k", "to_v")
+    ]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in layers:
+        shapes[f"transformer.{layer}.lora_A.weight"] = (rank, h)
+        shapes[f"transformer.{layer}.lora_B.weight"] = (h, rank)
+    return shapes
+
+
 def random_tensors(
     shapes: Mapping[str, tuple[int, ...]], seed: int, dtype: torch.dtype = torch.float16, prefix: str = ""
 ) -> dict[str, torch.Tensor]:
@@ -226,4 +265,14 @@ def write_test_models(models_dir: str | Path) -> list[Path]:
     )
     uso_lora = random_tensors(uso_lora_layout(TINY_FLUX_DEV, TINY_LORA_RANK), seed=33, dtype=torch.bfloat16)
     written.append(_save(models / "loras" / "uso-flux1-dit-lora-v1.safetensors", uso_lora))
+    one_reward = fp8(random_tensors(diffusers_flux_layout(TINY_FLUX_FILL), seed=26, dtype=torch.bfloat16))
+    written.append(
+        _save(
+            models / "diffusion_models" / "flux.1-fill-dev-OneReward-transformer_fp8.safetensors", one_reward
+        )
+    )
+    removal = random_tensors(
+        peft_flux_lora_layout(TINY_FLUX_FILL, TINY_LORA_RANK), seed=34, dtype=torch.bfloat16
+    )
+    written.append(_save(models / "loras" / "removal_timestep_alpha-2-1740.safetensors", removal))
     return written

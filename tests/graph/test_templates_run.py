@@ -31,15 +31,13 @@ from tests.graph.test_templates_corpus import IMAGE_LOADERS, all_nodes, node_typ
 
 pytestmark = pytest.mark.slow
 
-MIN_RUN = 11
+MIN_RUN = 12
 """Templates that run end to end (comfyui-workflow-templates-json 0.1.123+):
 flux1_dev_uso_reference_image_gen, flux1_krea_dev, flux_canny_model_example, flux_dev_checkpoint_example,
 flux_dev_full_text_to_image, flux_fill_inpaint_example, flux_fill_outpaint_example, flux_kontext_dev_basic,
-flux_redux_model_example, flux_schnell, flux_schnell_full_text_to_image."""
+flux_redux_model_example, flux_schnell, flux_schnell_full_text_to_image, image_flux.1_fill_dev_OneReward."""
 FAMILY = re.compile(r"flux1|flux\.1|flux_dev|flux_schnell|aura_flow", re.IGNORECASE)
 """Flux.1 and AuraFlow model files (Flux.2, Flux 3 and the API nodes are other families)."""
-UNKNOWN_VARIANTS = ("onereward",)
-"""Flux.1 variants whose key layout the engine does not load yet: no honest test file exists for them."""
 DIFFUSION_VARIANTS = (
     ("fill", "flux1-fill-dev"),
     ("canny", "flux1-canny-dev"),
@@ -55,6 +53,8 @@ GIB = 2**30
 def stand_in_for(directory: str, name: str) -> str | None:
     """The written test model that stands in for a template's model file, by folder and name."""
     lowered = name.lower()
+    if directory == "diffusion_models" and "onereward" in lowered:
+        return "diffusion_models/flux.1-fill-dev-OneReward-transformer_fp8.safetensors"
     if directory == "diffusion_models" and FAMILY.search(lowered):
         variant = next((file for word, file in DIFFUSION_VARIANTS if word in lowered), "flux1-dev")
         return f"diffusion_models/{variant}.safetensors"
@@ -72,6 +72,8 @@ def stand_in_for(directory: str, name: str) -> str | None:
         return "model_patches/uso-flux1-projector-v1.safetensors"
     if directory == "loras" and "uso" in lowered:
         return "loras/uso-flux1-dit-lora-v1.safetensors"
+    if directory == "loras" and "removal" in lowered:
+        return "loras/removal_timestep_alpha-2-1740.safetensors"
     if directory in ("text_encoders", "clip") and "clip_l" in lowered:
         return "text_encoders/clip_l.safetensors"
     if directory in ("text_encoders", "clip") and "t5xxl" in lowered:
@@ -94,8 +96,6 @@ def left_out_reason(workflow: dict[str, Any], registry: NodeRegistry) -> str | N
     if missing:
         return f"missing node classes: {', '.join(missing)}"
     for directory, name in declared_models(workflow):
-        if any(word in name.lower() for word in UNKNOWN_VARIANTS):
-            return f"unknown model variant: {directory}/{name}"
         if stand_in_for(directory, name) is None:
             return f"no test model for {directory}/{name}"
     return None

@@ -22,6 +22,7 @@ and they drop T5 and bias changes. They are the reference the mapping is checked
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Iterable, Mapping
@@ -192,7 +193,8 @@ def diffusion_model_targets(architecture: Architecture) -> Targets:
     AuraFlow: `lora_unet_{original}`, `diffusion_model.{original}` and `transformer.{diffusers name}`.
     """
     if isinstance(architecture, FluxConfig):
-        return _flux_targets(architecture)
+        # The module's names are diffusers' whatever the file's layout; the original names are BFL's.
+        return _flux_targets(dataclasses.replace(architecture, file_layout="bfl"))
     if isinstance(architecture, AuraFlowConfig):
         return _auraflow_targets(architecture)
     raise TypeError(f"no LoRA names are known for {architecture.name} models")
