@@ -1,10 +1,19 @@
 """The corpus's local Flux.1 and AuraFlow templates, converted, validated and run through the executor.
 
-Every model file a template names is written as a tiny test model under that name (the Flux.1 dev
-or schnell layout for diffusion models, the all-in-one layout for checkpoints, the tiny CLIP-L /
-T5-XXL / autoencoder files); images become 64x64, steps 2, batches 1, so each runs on a CPU in
-seconds. Templates that need a node class this server lacks, or a model variant it cannot load
-yet (USO, OneReward), are listed with the reason and left out.
+Every model file a template names is written as a tiny test model under that name (the Flux.1 dev,
+schnell, Fill, Canny/Depth or Kontext layout for diffusion models, OneReward's in diffusers' layout, the
+all-in-one layout for checkpoints, USO's projector and LoRA, the tiny CLIP-L / T5-XXL / autoencoder /
+SigLIP files); images become 64x64, steps 2, batches 1, so each runs on a CPU in seconds. Templates that
+need a node class or a model family this server lacks are listed with the reason and left out:
+
+- flux_depth_lora_example: its depth map comes from Lotus (lotus-depth-d-v1-1 with
+  vae-ft-mse-840000-ema-pruned, LotusConditioning), a Stable Diffusion 2.1 UNet: another model family
+  (a UNet with discrete-time sampling, an SD VAE, and as conditioning a fixed null-prompt embedding of
+  its own text encoder), not a small addition.
+- utility_pid_latent_upscale_dit: PiD's pixel-space decoder (pid_flux1_1024_to_4096, PiDConditioning,
+  EmptyChromaRadianceLatentImage, VAELoader "pixel_space") with a Gemma 2 text encoder, fed by a
+  Z-Image-Turbo (Lumina 2) text-to-image graph: two model families the engine does not run; ImageCompare
+  and PiDConditioning are not in ComfyUI's recorded object_info either.
 """
 
 from __future__ import annotations
