@@ -45,8 +45,13 @@ def socket_types(type_name: str) -> frozenset[str]:
     return frozenset(part.strip() for part in type_name.split(","))
 
 
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"
+"""A V3 match-type socket (a switch's): the editor keeps its group to one type, the server lets any in."""
+
+
 def types_match(received: str, expected: str) -> bool:
-    """ComfyUI's rule: `*` matches anything; comma-separated type sets match when they overlap."""
-    if received == expected or received == "*" or expected == "*":
+    """ComfyUI's rule: `*` and a match-type socket match anything; comma-separated type sets match when
+    they overlap."""
+    if received == expected or "*" in (received, expected) or MATCH_TYPE in (received, expected):
         return True
     return not socket_types(received).isdisjoint(socket_types(expected))

@@ -21,6 +21,7 @@ from engine.nodes import (
     latent,
     latent_ops,
     loaders,
+    logic,
     mask,
     model_patch,
     preview_any,
@@ -59,6 +60,7 @@ BUILTIN_MODULES: tuple[ModuleType, ...] = (
     strings,
     style_model,
     model_patch,
+    logic,
 )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, TypeVar
 
+from engine.graph.types import MATCH_TYPE
+
 
 def prune_dict(values: Mapping[str, Any]) -> dict[str, Any]:
     """Settings left at None are not declared (ComfyUI omits them from object_info)."""
@@ -509,6 +511,65 @@ class AnyType(ComfyTypeIO):
     """Connects to any socket."""
 
 
+class _MatchTemplate:
+    """Sockets sharing a template id take one type, the first connected one's (the editor enforces it;
+    the server lets any type through such a socket, as ComfyUI's validation does)."""
+
+    def __init__(
+        self, template_id: str, allowed_types: type[ComfyTypeIO] | list[type[ComfyTypeIO]] = AnyType
+    ) -> None:
+        self.template_id = template_id
+        self.allowed_types = allowed_types if isinstance(allowed_types, list) else [allowed_types]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "template_id": self.template_id,
+            "allowed_types": ",".join(kind.io_type for kind in self.allowed_types),
+        }
+
+
+class _MatchTypeInput(Input):
+    def __init__(
+        self,
+        id: str,
+        template: _MatchTemplate,
+        display_name: str | None = None,
+        optional: bool = False,
+        tooltip: str | None = None,
+        lazy: bool | None = None,
+        extra_dict: Mapping[str, Any] | None = None,
+        raw_link: bool | None = None,
+    ) -> None:
+        super().__init__(id, display_name, optional, tooltip, lazy, extra_dict, raw_link)
+        self.template = template
+
+    def as_dict(self) -> dict[str, Any]:
+        return super().as_dict() | {"template": self.template.as_dict()}
+
+
+class _MatchTypeOutput(Output):
+    def __init__(
+        self,
+        template: _MatchTemplate,
+        id: str | None = None,
+        display_name: str | None = None,
+        tooltip: str | None = None,
+        is_output_list: bool = False,
+    ) -> None:
+        super().__init__(id, display_name, tooltip, is_output_list)
+        self.template = template
+
+
+@comfytype(MATCH_TYPE)
+class MatchType(ComfyTypeIO):
+    """A socket whose type is the one its template's sockets are connected with (a switch's inputs and
+    output); `MatchType.Template(id)` names the group."""
+
+    Template = _MatchTemplate
+    Input = _MatchTypeInput
+    Output = _MatchTypeOutput
+
+
 @dataclass
 class Schema:
     """A V3 node's declaration: what `define_schema()` returns."""
@@ -550,6 +611,14 @@ class Schema:
             sections.setdefault("hidden", {})[hidden.name] = (hidden.value,)
         return sections
 
+    def output_matchtypes(self) -> list[str | None] | None:
+        """Each output's match-type template id, when any output has one (as ComfyUI lists them)."""
+        ids = [
+            output.template.template_id if isinstance(output, _MatchTypeOutput) else None
+            for output in self.outputs
+        ]
+        return ids if any(ids) else None
+
     def v1_info(self, python_module: str) -> dict[str, Any]:
         """The node's `/object_info` entry, in the key set ComfyUI 0.8 gives V3 nodes."""
         input_types = self.input_types()
@@ -560,7 +629,7 @@ class Schema:
             "output_is_list": [output.is_output_list for output in self.outputs],
             "output_name": [output.display_name or output.io_type for output in self.outputs],
             "output_tooltips": [output.tooltip or None for output in self.outputs],
-            "output_matchtypes": None,
+            "output_matchtypes": self.output_matchtypes(),
             "name": self.node_id,
             "display_name": self.display_name,
             "description": self.description,
