@@ -37,6 +37,7 @@ import torch
 # placeholder class (utils.dummy_pt_objects) that a type checker takes for the real one.
 from diffusers.models.transformers.transformer_flux import FluxTransformer2DModel
 
+from engine.diffusion import flux_timestep_zero
 from engine.diffusion.latent_formats import FLUX, LatentFormat
 from engine.diffusion.patching import pad_to_patches
 from engine.diffusion.protocols import ModelInputs
@@ -366,7 +367,8 @@ def reference_tokens(
     """Kontext's reference tokens and their positions, placed as ComfyUI's Flux places them:
     - "offset": index 1, each reference beside (right of, or below) those before it;
     - "index": index 1, 2, ... per reference, all at the origin;
-    - "uxo" (UNO/USO): index 0, each past the image's and the previous references' bottom-right corner.
+    - "uxo" (UNO/USO): index 0, each past the image's and the previous references' bottom-right corner;
+    - "index_timestep_zero": as "index" (predict then modulates them as at timestep 0).
     """
     if not inputs.reference_latents:
         return None
@@ -378,7 +380,7 @@ def reference_tokens(
     for reference in inputs.reference_latents:
         top = left = 0
         ref_h, ref_w = reference.shape[-2:]
-        if inputs.reference_method == "index":
+        if inputs.reference_method in ("index", "index_timestep_zero"):
             index += 1
         elif inputs.reference_method == "uxo":
             index, top, left = 0, h_len * PATCH + height, w_len * PATCH + width
@@ -451,14 +453,20 @@ def predict(
         if inputs.text_prefix is not None:
             stack.enter_context(_text_prefixed(module, inputs.text_prefix))
             text_tokens += inputs.text_prefix.shape[1]
-        velocity = module(
-            hidden_states=tokens,
-            encoder_hidden_states=context,
-            pooled_projections=pooled,
-            timestep=sigma,
-            img_ids=ids,
-            txt_ids=torch.zeros(text_tokens, 3, device=x.device),
-            guidance=guidance,
-            return_dict=False,
-        )[0]
+        txt_ids = torch.zeros(text_tokens, 3, device=x.device)
+        if references is not None and inputs.reference_method == "index_timestep_zero":
+            velocity = flux_timestep_zero.forward(
+                module, tokens, context, pooled, sigma, guidance, ids, txt_ids, zero_from=image_tokens
+            )
+        else:
+            velocity = module(
+                hidden_states=tokens,
+                encoder_hidden_states=context,
+                pooled_projections=pooled,
+                timestep=sigma,
+                img_ids=ids,
+                txt_ids=txt_ids,
+                guidance=guidance,
+                return_dict=False,
+            )[0]
     return unpack(velocity[:, :image_tokens], padded.shape[-2], padded.shape[-1])[:, :, :height, :width]

@@ -32,7 +32,8 @@ class ModelInputs:
     reference_latents: tuple[torch.Tensor, ...] = ()
     """[B, C, H, W] VAE latents of reference images (Flux Kontext), each of its own size."""
     reference_method: str = "offset"
-    """Where reference tokens go: "offset", "index" or "uxo" (FluxKontextMultiReferenceLatentMethod)."""
+    """Where reference tokens go: "offset", "index", "uxo" or "index_timestep_zero" (placed as "index",
+    modulated as at timestep 0) (FluxKontextMultiReferenceLatentMethod)."""
     text_prefix: torch.Tensor | None = None
     """[1 or B, N, width] tokens the model puts before the text tokens once it has projected those to its
     own width (USO's style tokens, set by USOStyleReference on the MODEL, not by the conditioning)."""

@@ -19,6 +19,7 @@ from engine.diffusion.flux import FluxConfig
 from engine.diffusion.loading import load_diffusion_model
 from engine.diffusion.model_manager import ModelManager
 from engine.diffusion.protocols import ModelInputs
+from engine.diffusion.safetensors_file import load_tensors
 from engine.diffusion.sampling.guiders import BasicGuider
 from engine.diffusion.sampling.model_sampling import DiscreteFlow
 from engine.graph.execute import Executor
@@ -198,13 +199,111 @@ def test_reference_latents_and_their_method_reach_the_model_through_the_conditio
     torch.testing.assert_close(inputs.reference_latents[1], 2 * latent.expand(2, -1, -1, -1))
 
 
-def test_an_unsupported_reference_method_is_refused_by_name() -> None:
+def test_an_unknown_reference_method_is_refused_by_name() -> None:
+    conditioning = [[torch.zeros(1, 2, 8), {"reference_latents_method": "sideways"}]]
+    model = SimpleNamespace(model_sampling=SimpleNamespace(), device=torch.device("cpu"))
+    with pytest.raises(ValueError, match="sideways"):
+        BasicGuider(model, conditioning).denoiser((1, 16, 4, 4), keep_uncond=False)  # type: ignore[arg-type]
+
+
+def _kontext_module(test_models_dir: Path) -> tuple[FluxConfig, torch.nn.Module]:
+    config = config_of(test_models_dir, "flux1-kontext-dev.safetensors")
+    module = config.create_module()
+    weights = load_tensors(test_models_dir / "diffusion_models" / "flux1-kontext-dev.safetensors")
+    module.load_state_dict(config.to_diffusers({k: t.float() for k, t in weights.items()}))
+    return config, module.eval()
+
+
+TZ_X = torch.randn(1, 16, 4, 6, generator=torch.Generator().manual_seed(11))
+TZ_REFS = (torch.randn(1, 16, 6, 4, generator=torch.Generator().manual_seed(12)),)
+TZ_TEXT = (torch.randn(1, 3, 32), torch.randn(1, 64))
+
+
+def _predict(config: FluxConfig, module: torch.nn.Module, method: str, sigma: float) -> torch.Tensor:
+    inputs = ModelInputs(*TZ_TEXT, reference_latents=TZ_REFS, reference_method=method)
+    with torch.no_grad():
+        return flux.predict(module, config, TZ_X, torch.tensor([sigma]), inputs)  # type: ignore[arg-type]
+
+
+def test_index_timestep_zero_at_timestep_zero_is_diffusers_own_forward_with_index_placement(
+    test_models_dir: Path,
+) -> None:
+    """At timestep 0 both embeddings are the same, so the per-token forward must be diffusers' module's."""
+    config, module = _kontext_module(test_models_dir)
+    torch.testing.assert_close(
+        _predict(config, module, "index_timestep_zero", 0.0), _predict(config, module, "index", 0.0)
+    )
+    assert not torch.allclose(
+        _predict(config, module, "index_timestep_zero", 0.6), _predict(config, module, "index", 0.6)
+    ), "at another timestep the references' modulation differs"
+
+
+def test_index_timestep_zero_modulates_the_references_with_timestep_zeros_embedding(
+    test_models_dir: Path,
+) -> None:
+    """Each image-stream modulation layer reads the step's embedding for the image's tokens and the
+    embedding of timestep 0 (same guidance and pooled text) for the references' (ComfyUI's
+    timestep_zero_index); the text stream reads only the step's."""
+    config, module = _kontext_module(test_models_dir)
+    block = module.transformer_blocks[0]
+    seen: list[torch.Tensor] = []
+    embedded: list[torch.Tensor] = []
+    attended: list[torch.Tensor] = []
+    hooks = [
+        block.norm1.linear.register_forward_pre_hook(lambda _, args: seen.append(args[0])),
+        module.x_embedder.register_forward_hook(lambda _, __, out: embedded.append(out)),
+        block.attn.register_forward_pre_hook(
+            lambda _, __, kwargs: attended.append(kwargs["hidden_states"]), with_kwargs=True
+        ),
+    ]
+    try:
+        _predict(config, module, "index_timestep_zero", 0.6)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    guidance = torch.full((1,), flux.DEFAULT_GUIDANCE * 1000)
+    with torch.no_grad():
+        step = module.time_text_embed(torch.tensor([600.0]), guidance, TZ_TEXT[1])
+        zero = module.time_text_embed(torch.tensor([0.0]), guidance, TZ_TEXT[1])
+        silu = torch.nn.functional.silu
+        torch.testing.assert_close(seen, [silu(step), silu(zero)])
+        # The first block's attention reads LayerNorm(x) * (1 + scale) + shift, the step's (shift, scale)
+        # for the image's 2 x 3 tokens and timestep 0's for the reference's 3 x 2.
+        (image,) = embedded
+        normed = torch.nn.functional.layer_norm(image, (image.shape[-1],), eps=1e-6)
+        shift_step, scale_step = block.norm1.linear(silu(step)).chunk(6, dim=-1)[:2]
+        shift_zero, scale_zero = block.norm1.linear(silu(zero)).chunk(6, dim=-1)[:2]
+        expected = torch.cat(
+            [
+                normed[:, :6] * (1 + scale_step[:, None]) + shift_step[:, None],
+                normed[:, 6:] * (1 + scale_zero[:, None]) + shift_zero[:, None],
+            ],
+            dim=1,
+        )
+    assert image.shape[1] == 6 + 6
+    torch.testing.assert_close(attended[0], expected)
+
+
+def test_index_timestep_zero_places_references_as_index_does() -> None:
+    config = FluxConfig(in_channels=64, out_channels=64)
+    refs = (torch.randn(1, 16, 6, 4), torch.randn(1, 16, 4, 4))
+    placed = {
+        method: flux.reference_tokens(
+            config,
+            torch.zeros(1, 16, 4, 6),
+            ModelInputs(torch.zeros(1, 1, 8), reference_latents=refs, reference_method=method),
+        )
+        for method in ("index", "index_timestep_zero")
+    }
+    assert placed["index"] is not None and placed["index_timestep_zero"] is not None
+    torch.testing.assert_close(placed["index_timestep_zero"][1], placed["index"][1])
+
+
+def test_the_node_passes_index_timestep_zero_on_to_the_model() -> None:
     (conditioning,) = FluxKontextMultiReferenceLatentMethod().append(
         [[torch.zeros(1, 2, 8), {}]], "index_timestep_zero"
     )
-    model = SimpleNamespace(model_sampling=SimpleNamespace(), device=torch.device("cpu"))
-    with pytest.raises(ValueError, match="index_timestep_zero"):
-        BasicGuider(model, conditioning).denoiser((1, 16, 4, 4), keep_uncond=False)  # type: ignore[arg-type]
+    assert _seen_inputs(conditioning, (1, 16, 4, 4)).reference_method == "index_timestep_zero"
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,13 @@ from engine.diffusion.sampling.model_sampling import FlowModelSampling
 UNSUPPORTED_KEYS = ("control", "gligen", "hooks")
 LATENT_SCALE = 8
 """Pixels per latent cell each way: a concat mask is kept at pixel size."""
-REFERENCE_METHODS = {"offset": "offset", "index": "index", "uxo/uno": "uxo", "uxo": "uxo"}
+REFERENCE_METHODS = {
+    "offset": "offset",
+    "index": "index",
+    "uxo/uno": "uxo",
+    "uxo": "uxo",
+    "index_timestep_zero": "index_timestep_zero",
+}
 """FluxKontextMultiReferenceLatentMethod's choices -> how the model places reference tokens."""
 MAX_TOKEN_REPEAT = 4
 AREA_FEATHER = 8
