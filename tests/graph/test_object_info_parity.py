@@ -52,6 +52,7 @@ def comfy_file_combo(node: str, name: str, spec: list[Any]) -> bool:
 def test_the_engine_shares_the_core_nodes_with_comfyui() -> None:
     assert len(SHARED) >= 35, SHARED
     assert {"LoraLoader", "LoraLoaderModelOnly"} <= set(SHARED)
+    assert {"ModelPatchLoader", "USOStyleReference", "ComfySwitchNode", "CustomCombo"} <= set(SHARED)
 
 
 def test_every_built_in_node_but_the_engines_own_is_compared_with_comfyui() -> None:
