@@ -34,10 +34,12 @@ def test_loaders_list_the_model_folders() -> None:
     assert CheckpointLoaderSimple.INPUT_TYPES()["required"]["ckpt_name"][0] == [
         "aura_flow_0.2.safetensors",
         "aura_flow_0.3.safetensors",
+        "flux1-dev-fp8.safetensors",
         "flux1-schnell-fp8.safetensors",
     ]
     unet = UNETLoader.INPUT_TYPES()["required"]
     assert unet["unet_name"][0] == [
+        "flux.1-fill-dev-OneReward-transformer_fp8.safetensors",
         "flux1-canny-dev.safetensors",
         "flux1-dev.safetensors",
         "flux1-fill-dev.safetensors",
