@@ -380,7 +380,8 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
             assert f"{server.url}/v1/fox" in published
             screenshot(page, "publish-dialog-published", report)
             dialog.locator("button[name=close]").click()
-            editor_prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+            editor = page.evaluate("async () => await window.app.graphToPrompt()")
+            editor_prompt = editor["output"]
 
             # A model file this server lacks: the dialog says which.
             page.evaluate(
@@ -408,6 +409,10 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
             assert exported.status_code == 200, exported.text
             shared = exported.json()
             assert shared["extra"]["engine_endpoint"]["fields"]["seed"]["sets"] == [["25", "noise_seed"]]
+            # what is shared is the workflow as the user laid it out in the editor, notes and all
+            assert [(n["id"], n["type"], n["pos"]) for n in shared["nodes"]] == [
+                (n["id"], n["type"], n["pos"]) for n in editor["workflow"]["nodes"]
+            ]
 
             # The shared file opens in the editor; what the editor makes of it runs through Comfy API v2
             # (comfy-sdk) with the request's values set, and makes the image the endpoint made.
