@@ -6,10 +6,12 @@
 // for real. The editor's UI workflow is sent, not only its API prompt, so the endpoint exports as the
 // very workflow the user edited (engine/endpoints/sharing.py). Whatever the server refuses (an unknown
 // node, a missing model file, a bad field name) is shown in the dialog as the server worded it.
+// "Import endpoint file" publishes a file such an endpoint was shared as, checked the same way.
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 
-const COMMAND = "Engine.PublishAsEndpoint";
+const PUBLISH_COMMAND = "Engine.PublishAsEndpoint";
+const IMPORT_COMMAND = "Engine.ImportEndpointFile";
 const ADMIN_ROUTE = "/v1/admin/endpoints";
 const DIALOG_ID = "engine-publish-dialog";
 const STYLE_ID = "engine-publish-style";
@@ -97,6 +99,8 @@ function shortValue(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
+// `body` is JSON text: a file is sent as it was read, since parsing and writing it again in the page
+// would round integers beyond a double's (a seed's maximum, 2**64 - 1) and change what it declares.
 async function callAdmin(path, body, params = {}) {
   const query = new URLSearchParams(params).toString();
   const url = api.fileURL(path) + (query ? `?${query}` : "");
@@ -106,7 +110,7 @@ async function callAdmin(path, body, params = {}) {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
+      body,
     });
   } catch (error) {
     return { ok: false, status: 0, error: `the server could not be reached: ${error}` };
@@ -172,9 +176,86 @@ function ensureStyle() {
   if (!document.getElementById(STYLE_ID)) document.head.append(element("style", { id: STYLE_ID, textContent: STYLE }));
 }
 
-async function openPublishDialog() {
+// The dialog shell both commands share: a title, the controls, action buttons, then the server's
+// answer (a message, and the endpoint's request schema when there is one).
+function endpointDialog(title, controls, actions) {
   ensureStyle();
   document.getElementById(DIALOG_ID)?.remove();
+  const message = element("div", { className: "engine-message", role: "status" });
+  const schemaBox = element("div", { className: "engine-schema-box" });
+  const closeButton = element("button", { type: "button", name: "close", textContent: "Close" });
+  const buttons = actions.map(([name, label, primary]) =>
+    element("button", { type: "button", name, textContent: label, className: primary ? "engine-primary" : "" }),
+  );
+  const dialog = element("dialog", { id: DIALOG_ID }, [
+    element("form", { method: "dialog" }, [
+      element("h2", { textContent: title }),
+      ...controls,
+      element("div", { className: "engine-row" }, [...buttons, closeButton]),
+      message,
+      schemaBox,
+    ]),
+  ]);
+
+  function show(kind, text, extra = []) {
+    message.className = `engine-message ${kind === "error" ? "engine-error" : "engine-ok"}`;
+    message.replaceChildren(text, ...extra);
+  }
+
+  // `endpoint` as parsed for showing (exactIntegers)
+  function showSchema(endpoint) {
+    schemaBox.replaceChildren(
+      element("h3", { textContent: `Request schema of ${endpoint.id}` }),
+      schemaTable(endpoint.schema),
+      element("details", {}, [
+        element("summary", { textContent: "JSON Schema" }),
+        element("pre", { className: "engine-schema-json", textContent: schemaJson(endpoint.schema) }),
+      ]),
+    );
+  }
+
+  // Send one admin request (`body`: JSON text) with the buttons held, and show what the server answered.
+  async function submit(path, body, dryRun, params, doneVerb) {
+    for (const button of buttons) button.disabled = true;
+    show("ok", dryRun ? "Asking the server to check it..." : "Sending it to the server...");
+    try {
+      const answer = await callAdmin(path, body, { ...params, ...(dryRun ? { dry_run: "true" } : {}) });
+      if (!answer.ok) {
+        schemaBox.replaceChildren();
+        show("error", `The server refused it (${answer.status}): ${answer.error}`);
+        return;
+      }
+      const endpoint = answer.data.endpoint;
+      showSchema(answer.shown.endpoint);
+      const replacing = answer.data.replaced ? " (it replaces the published one)" : "";
+      if (dryRun) {
+        show("ok", `This is the request schema ${endpoint.id} will have${replacing}.`);
+        return;
+      }
+      const links = Object.values(endpoint.urls).flat().map((url) =>
+        element("div", {}, [element("a", { href: url, textContent: url, target: "_blank", rel: "noopener" })]),
+      );
+      const exportPath = `${ADMIN_ROUTE}/${endpoint.id.split("/").map(encodeURIComponent).join("/")}/export`;
+      links.push(element("div", {}, [element("a", {
+        href: api.fileURL(exportPath), download: `${endpoint.id.replace("/", "--")}.json`,
+        className: "engine-export", textContent: "Download as a shareable workflow file",
+      })]));
+      show("ok", `${doneVerb} ${endpoint.id}${replacing}: POST a JSON body to`, links);
+    } finally {
+      for (const button of buttons) button.disabled = false;
+    }
+  }
+
+  closeButton.addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => dialog.remove());
+  // Keys typed into the dialog are the dialog's: the editor's shortcuts (delete, undo...) must not act.
+  dialog.addEventListener("keydown", (event) => event.stopPropagation());
+  document.body.append(dialog);
+  dialog.showModal();
+  return { buttons, show, submit };
+}
+
+async function openPublishDialog() {
   const { output: prompt, workflow } = await app.graphToPrompt();
   const rows = widgetInputs(prompt);
   const names = defaultNames(rows);
@@ -214,18 +295,20 @@ async function openPublishDialog() {
     element("tbody", {}, widgetRows),
   ]);
 
-  const message = element("div", { className: "engine-message", role: "status" });
-  const schemaBox = element("div", { className: "engine-schema-box" });
-  const previewButton = element("button", { type: "button", name: "preview", textContent: "Preview schema" });
-  const publishButton = element("button", {
-    type: "button", name: "publish", className: "engine-primary", textContent: "Publish",
-  });
-  const closeButton = element("button", { type: "button", name: "close", textContent: "Close" });
-
-  function show(kind, text, extra = []) {
-    message.className = `engine-message ${kind === "error" ? "engine-error" : "engine-ok"}`;
-    message.replaceChildren(text, ...extra);
-  }
+  const { buttons: [previewButton, publishButton], show, submit } = endpointDialog(
+    "Publish as endpoint",
+    [
+      element("div", { className: "engine-row" }, [
+        element("label", {}, ["Endpoint name ", nameInput]),
+        titleInput,
+        element("label", {}, ["Answer with the images of ", outputSelect]),
+        element("label", {}, [replaceBox, " Replace a published one"]),
+      ]),
+      element("div", { textContent: "Pick the widgets a request may set, and name each field:" }),
+      element("div", { className: "engine-scroll" }, [widgetTable]),
+    ],
+    [["preview", "Preview schema", false], ["publish", "Publish", true]],
+  );
 
   // The declaration (engine/endpoints/publish.py) of what the dialog holds; null (and a message) if
   // nothing is picked, the one thing checked here: everything else is the server's to judge.
@@ -251,86 +334,72 @@ async function openPublishDialog() {
     return body;
   }
 
-  // `endpoint` as parsed for showing (exactIntegers)
-  function showSchema(endpoint) {
-    schemaBox.replaceChildren(
-      element("h3", { textContent: `Request schema of ${endpoint.id}` }),
-      schemaTable(endpoint.schema),
-      element("details", {}, [
-        element("summary", { textContent: "JSON Schema" }),
-        element("pre", { className: "engine-schema-json", textContent: schemaJson(endpoint.schema) }),
-      ]),
-    );
+  for (const [button, dryRun] of [[previewButton, true], [publishButton, false]]) {
+    button.addEventListener("click", () => {
+      const body = declaration();
+      if (body !== null) submit(ADMIN_ROUTE, JSON.stringify(body), dryRun, {}, "Published");
+    });
   }
+}
 
-  async function send(dryRun) {
-    const body = declaration();
-    if (body === null) return;
-    for (const button of [previewButton, publishButton]) button.disabled = true;
-    show("ok", dryRun ? "Asking the server for the schema..." : "Publishing...");
-    try {
-      const answer = await callAdmin(ADMIN_ROUTE, body, dryRun ? { dry_run: "true" } : {});
-      if (!answer.ok) {
-        schemaBox.replaceChildren();
-        show("error", `The server refused it (${answer.status}): ${answer.error}`);
-        return;
-      }
-      const endpoint = answer.data.endpoint;
-      showSchema(answer.shown.endpoint);
-      if (dryRun) {
-        show("ok", `This is the request schema ${endpoint.id} will have${answer.data.replaced ? " (it replaces the published one)" : ""}.`);
-        return;
-      }
-      const links = Object.values(endpoint.urls).flat().map((url) =>
-        element("div", {}, [element("a", { href: url, textContent: url, target: "_blank", rel: "noopener" })]),
-      );
-      const exportPath = `${ADMIN_ROUTE}/${endpoint.id.split("/").map(encodeURIComponent).join("/")}/export`;
-      links.push(element("div", {}, [element("a", {
-        href: api.fileURL(exportPath), download: `${endpoint.id.replace("/", "--")}.json`,
-        className: "engine-export", textContent: "Download as a shareable workflow file",
-      })]));
-      show("ok", `Published ${endpoint.id}: POST a JSON body to`, links);
-    } finally {
-      for (const button of [previewButton, publishButton]) button.disabled = false;
-    }
-  }
-
-  const dialog = element("dialog", { id: DIALOG_ID }, [
-    element("form", { method: "dialog" }, [
-      element("h2", { textContent: "Publish as endpoint" }),
+// A shared endpoint file (an editor workflow whose extra.engine_endpoint declares the endpoint, as
+// the export link downloads it) published on this server; the server checks it against its nodes
+// and models and names what it lacks.
+function openImportDialog() {
+  const fileInput = element("input", { type: "file", name: "endpoint-file", accept: ".json,application/json" });
+  const nameInput = element("input", {
+    type: "text", name: "endpoint-name", placeholder: "the file's name (optional)", size: 24,
+  });
+  const replaceBox = element("input", { type: "checkbox", name: "replace" });
+  const { buttons, show, submit } = endpointDialog(
+    "Import an endpoint file",
+    [
+      element("div", { className: "engine-row" }, [fileInput]),
       element("div", { className: "engine-row" }, [
-        element("label", {}, ["Endpoint name ", nameInput]),
-        titleInput,
-        element("label", {}, ["Answer with the images of ", outputSelect]),
+        element("label", {}, ["Publish it as ", nameInput]),
         element("label", {}, [replaceBox, " Replace a published one"]),
       ]),
-      element("div", { textContent: "Pick the widgets a request may set, and name each field:" }),
-      element("div", { className: "engine-scroll" }, [widgetTable]),
-      element("div", { className: "engine-row" }, [previewButton, publishButton, closeButton]),
-      message,
-      schemaBox,
-    ]),
-  ]);
-  previewButton.addEventListener("click", () => send(true));
-  publishButton.addEventListener("click", () => send(false));
-  closeButton.addEventListener("click", () => dialog.close());
-  dialog.addEventListener("close", () => dialog.remove());
-  // Keys typed into the dialog are the dialog's: the editor's shortcuts (delete, undo...) must not act.
-  dialog.addEventListener("keydown", (event) => event.stopPropagation());
-  document.body.append(dialog);
-  dialog.showModal();
+    ],
+    [["check", "Check", false], ["import", "Import", true]],
+  );
+  for (const [button, dryRun] of [[buttons[0], true], [buttons[1], false]]) {
+    button.addEventListener("click", async () => {
+      const [file] = fileInput.files;
+      if (!file) {
+        show("error", "Choose an endpoint file first.");
+        return;
+      }
+      const text = await file.text();
+      try {
+        JSON.parse(text);
+      } catch (error) {
+        show("error", `${file.name} is not JSON: ${error.message}`);
+        return;
+      }
+      const params = { replace: String(replaceBox.checked) };
+      if (nameInput.value.trim()) params.name = nameInput.value.trim();
+      submit(`${ADMIN_ROUTE}/import`, text, dryRun, params, "Imported");
+    });
+  }
 }
 
 app.registerExtension({
   name: "engine.publishAsEndpoint",
   commands: [
     {
-      id: COMMAND,
+      id: PUBLISH_COMMAND,
       label: "Publish as endpoint",
       menubarLabel: "Publish as endpoint",
       icon: "pi pi-cloud-upload",
       function: openPublishDialog,
     },
+    {
+      id: IMPORT_COMMAND,
+      label: "Import endpoint file",
+      menubarLabel: "Import endpoint file",
+      icon: "pi pi-file-import",
+      function: openImportDialog,
+    },
   ],
-  menuCommands: [{ path: ["Workflow"], commands: [COMMAND] }],
+  menuCommands: [{ path: ["Workflow"], commands: [PUBLISH_COMMAND, IMPORT_COMMAND] }],
 });

@@ -278,11 +278,11 @@ def small_flux_workflow() -> dict[str, Any]:
     return workflow
 
 
-def open_publish_dialog(page: Page) -> Locator:
-    """Through the editor's own menu, as a user finds it: Menu → Workflow → Publish as endpoint."""
+def open_dialog(page: Page, command: str = "Publish as endpoint") -> Locator:
+    """Through the editor's own menu, as a user finds it: Menu → Workflow → the command."""
     page.get_by_role("button", name="Menu", exact=True).click()
     page.get_by_role("menuitem", name="Workflow").hover()
-    page.get_by_role("menuitem", name="Publish as endpoint").click()
+    page.get_by_role("menuitem", name=command).click()
     dialog = page.locator(PUBLISH_DIALOG)
     dialog.wait_for(state="visible", timeout=READY_SECONDS * 1000)
     return dialog
@@ -319,7 +319,7 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.add_init_script("localStorage.setItem('engine.firstRunGraphShown', '1')")
     with LiveServer(own_server_settings(settings, tmp_path / "a", (v3_package,))) as server:
-        problems = Problems(server.url, refusals={ADMIN: {400, 422}})
+        problems = Problems(server.url, refusals={ADMIN: {400, 422}, f"{ADMIN}/import": {422}})
         problems.watch(page)
         try:
             page.goto(server.url + "/")
@@ -342,7 +342,7 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
             library.click()
 
             page.evaluate("workflow => window.app.loadGraphData(workflow)", small_flux_workflow())
-            dialog = open_publish_dialog(page)
+            dialog = open_dialog(page)
             dialog.locator("input[name=endpoint-name]").fill("fox")
             pick(dialog, "6", "text", "prompt", required=True)
             pick(dialog, "25", "noise_seed", "1seed")
@@ -388,7 +388,7 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
                 "() => { const loader = app.graph.nodes.find(n => n.type === 'UNETLoader');"
                 " loader.widgets.find(w => w.name === 'unet_name').value = 'flux1-huge.safetensors'; }"
             )
-            dialog = open_publish_dialog(page)
+            dialog = open_dialog(page)
             dialog.locator("input[name=endpoint-name]").fill("fox-huge")
             pick(dialog, "6", "text", "prompt")
             dialog.locator("button[name=preview]").click()
@@ -421,6 +421,44 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
                 " return (await window.app.graphToPrompt()).output; }",
                 shared,
             )
+            # Files this server cannot run, imported from the editor: refused, naming the node or file.
+            unknown_node = copy.deepcopy(shared)
+            sampler = next(n for n in unknown_node["nodes"] if n["type"] == "KSamplerSelect")
+            sampler["type"] = "FancySamplerSelect"
+            missing_model = copy.deepcopy(shared)
+            loader = next(n for n in missing_model["nodes"] if n["type"] == "UNETLoader")
+            loader["widgets_values"][0] = "flux1-huge.safetensors"
+            for broken, named in (
+                (unknown_node, "FancySamplerSelect"),
+                (missing_model, "flux1-huge.safetensors"),
+            ):
+                path = tmp_path / f"{named}.json"
+                path.write_text(json.dumps(broken))
+                dialog = open_dialog(page, "Import endpoint file")
+                dialog.locator("input[name=endpoint-file]").set_input_files(path)
+                dialog.locator("input[name=endpoint-name]").fill("fox-2")
+                dialog.locator("button[name=import]").click()
+                assert named in dialog_message(dialog, "refused it (422)")
+                screenshot(page, f"import-refused-{named}", report)
+                dialog.locator("button[name=close]").click()
+            # The shared file itself imports from the editor, under another name, checked first.
+            path = tmp_path / "fox.json"
+            path.write_text(exported.text)
+            dialog = open_dialog(page, "Import endpoint file")
+            dialog.locator("input[name=endpoint-file]").set_input_files(path)
+            dialog.locator("input[name=endpoint-name]").fill("fox-copy")
+            dialog.locator("button[name=check]").click()
+            dialog_message(dialog, "the request schema fox-copy will have")
+            dialog.locator("button[name=import]").click()
+            dialog_message(dialog, "Imported fox-copy")
+            screenshot(page, "import-dialog-imported", report)
+            dialog.locator("button[name=close]").click()
+            with server.client() as client:
+                assert client.post("/v1/fox-2", json=FOX).status_code == 404
+                listed = {e["id"]: e["schema"] for e in client.get("/v1/endpoints").json()["endpoints"]}
+            assert listed["fox"] == schema
+            assert listed["fox-copy"] == {**schema, "title": "fox (fox-copy) input"}  # titled by its name
+
             monkeypatch.setenv("COMFY_BASE_URL", server.url)
             monkeypatch.delenv("COMFY_API_KEY", raising=False)
             comfy = Comfy()
@@ -434,7 +472,7 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
             page.close()
         assert not problems.found, "what went wrong in the browser:\n" + "\n".join(problems.found)
 
-    # A fresh server imports the file and serves the same endpoint; files it cannot run are refused.
+    # A fresh server imports the shared file and serves the same endpoint.
     with LiveServer(own_server_settings(settings, tmp_path / "b", ())) as fresh, fresh.client() as client:
         assert client.post("/v1/fox", json=FOX).status_code == 404
         imported = client.post(f"{ADMIN}/import", json=shared)
@@ -442,14 +480,3 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
         assert imported.json()["endpoint"]["schema"] == schema
         made = segmind.SegmindClient(api_key="unused", base_url=f"{fresh.url}/v1").run("fox", **FOX)
         assert pixels(httpx.get(made["output"]).content) == segmind_image
-
-        unknown_node = copy.deepcopy(shared)
-        next(n for n in unknown_node["nodes"] if n["type"] == "KSamplerSelect")["type"] = "FancySamplerSelect"
-        refused = client.post(f"{ADMIN}/import", params={"name": "fox-2"}, json=unknown_node)
-        assert refused.status_code == 422 and "FancySamplerSelect" in refused.json()["error"]
-        missing_model = copy.deepcopy(shared)
-        loader = next(n for n in missing_model["nodes"] if n["type"] == "UNETLoader")
-        loader["widgets_values"][0] = "flux1-huge.safetensors"
-        refused = client.post(f"{ADMIN}/import", params={"name": "fox-2"}, json=missing_model)
-        assert refused.status_code == 422 and "flux1-huge.safetensors" in refused.json()["error"]
-        assert client.post("/v1/fox-2", json=FOX).status_code == 404
