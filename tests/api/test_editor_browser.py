@@ -183,6 +183,14 @@ def test_a_keyed_server_asks_for_a_key_then_shows_the_editor(
         page.locator("canvas#graph-canvas").wait_for(timeout=READY_SECONDS * 1000)
         (cookie,) = context.cookies()
         assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+
+        # This key is not an admin's: "Publish as endpoint" shows the server's refusal, saying why.
+        page.wait_for_function(FIRST_RUN_GRAPH, timeout=READY_SECONDS * 1000)
+        dialog = open_dialog(page)
+        dialog.locator("input[name=use]").first.check()
+        dialog.locator("button[name=preview]").click()
+        assert "is not an admin key" in dialog_message(dialog, "refused it (403)")
+        screenshot(page, "publish-dialog-not-admin", report)
     finally:
         screenshot(page, "editor-signed-in", report)
         context.close()
