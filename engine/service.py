@@ -337,18 +337,26 @@ class Service:
 
     # -- publishing endpoints (the admin routes) ---------------------------------------------------------
 
-    async def publish(self, declaration: Any) -> tuple[Endpoint, bool]:
+    async def publish(self, declaration: Any, *, dry_run: bool = False) -> tuple[Endpoint, bool]:
         """Compile, check and write a published endpoint, and serve it from now on; (endpoint, replaced).
 
         Raises publishing.PublishError. The checks read model headers and the template is written to
         disk, so they run on a thread; one publish at a time, so two with one name cannot interleave.
         Requests already queued keep the prompt they were built with. `self.endpoints` is replaced,
-        never changed in place, so a handler reading it sees the old set or the new one whole."""
+        never changed in place, so a handler reading it sees the old set or the new one whole.
+        A dry run checks all the same and changes nothing: (the endpoint it would serve, would replace)."""
         async with self._publishing:
             endpoint = await asyncio.to_thread(
-                publishing.publish, declaration, self.settings.graphs_dir, self.registry, self.endpoints
+                publishing.publish,
+                declaration,
+                self.settings.graphs_dir,
+                self.registry,
+                self.endpoints,
+                dry_run=dry_run,
             )
             replaced = endpoint.id in self.endpoints
+            if dry_run:
+                return endpoint, replaced
             self.endpoints = {**self.endpoints, endpoint.id: endpoint}
         log.info("%s endpoint %s", "replaced" if replaced else "published", endpoint.id)
         return endpoint, replaced
@@ -372,10 +380,10 @@ class Service:
         return await asyncio.to_thread(export_workflow, endpoint, self.registry)
 
     async def import_shared(
-        self, data: Any, *, name: str | None = None, replace: bool = False
+        self, data: Any, *, name: str | None = None, replace: bool = False, dry_run: bool = False
     ) -> tuple[Endpoint, bool]:
         """Publish the endpoint a shared workflow file declares (see `export`)."""
-        return await self.publish(import_request(data, name=name, replace=replace))
+        return await self.publish(import_request(data, name=name, replace=replace), dry_run=dry_run)
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         return await self.store.authenticate(secret)

@@ -1,13 +1,17 @@
 """Admin routes: publishing endpoints live, and sharing them as one file.
 
     POST   /v1/admin/endpoints                   publish (engine.endpoints.publish: the declaration)
+                                                 ?dry_run=true: check as publishing does, write nothing
     DELETE /v1/admin/endpoints/{name}             unpublish
     GET    /v1/admin/endpoints/{name}/export      the endpoint as one editor workflow file
-    POST   /v1/admin/endpoints/import             publish such a file (?name= to rename, ?replace=true)
+    POST   /v1/admin/endpoints/import             publish such a file (?name= to rename, ?replace=true,
+                                                 ?dry_run=true)
 
 A name may be owner/app, so each route also takes two segments. Every route needs an admin key (or an
 --open-access server, bound to localhost). A published endpoint is served at once: the catalogue,
-/openapi.json and /docs are computed from the service's endpoints on each request.
+/openapi.json and /docs are computed from the service's endpoints on each request. A dry run is what
+the editor's "Publish as endpoint" (web/publish_endpoint.js) shows before publishing: the request schema
+the server's own declaration code makes, or the problem it finds.
 """
 
 from __future__ import annotations
@@ -63,6 +67,13 @@ async def _json_body(request: web.Request) -> Any:
         raise ApiError(400, f"the body is not valid JSON: {exc}") from exc
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    text = request.query.get(name, "false").lower()
+    if text not in FLAGS:
+        raise ApiError(400, f"{name} must be true or false", field=name)
+    return FLAGS[text]
+
+
 def _problem(exc: PublishError) -> ApiError:
     return ApiError(STATUS[exc.kind], str(exc))
 
@@ -85,19 +96,21 @@ def summary(endpoint: Endpoint, server_url: str) -> dict[str, Any]:
     }
 
 
-def _published(request: web.Request, endpoint: Endpoint, replaced: bool) -> web.Response:
-    body = {"endpoint": summary(endpoint, base_url(request)), "replaced": replaced}
-    return json_response(body, status=200 if replaced else 201)
+def _published(request: web.Request, endpoint: Endpoint, replaced: bool, dry_run: bool) -> web.Response:
+    """201 for a new endpoint, 200 for a replaced one; a dry run is 200 and says so."""
+    body = {"endpoint": summary(endpoint, base_url(request)), "replaced": replaced, "dry_run": dry_run}
+    return json_response(body, status=200 if replaced or dry_run else 201)
 
 
 @admin_only
 async def publish(request: web.Request) -> web.Response:
+    dry_run = _flag(request, "dry_run")
     declaration = await _json_body(request)
     try:
-        endpoint, replaced = await service(request).publish(declaration)
+        endpoint, replaced = await service(request).publish(declaration, dry_run=dry_run)
     except PublishError as exc:
         raise _problem(exc) from exc
-    return _published(request, endpoint, replaced)
+    return _published(request, endpoint, replaced, dry_run)
 
 
 @admin_only
@@ -122,9 +135,7 @@ async def export(request: web.Request) -> web.Response:
 
 @admin_only
 async def import_shared(request: web.Request) -> web.Response:
-    replace_text = request.query.get("replace", "false").lower()
-    if replace_text not in FLAGS:
-        raise ApiError(400, "replace must be true or false", field="replace")
+    replace, dry_run = _flag(request, "replace"), _flag(request, "dry_run")
     name = request.query.get("name")
     if name is not None:
         try:
@@ -134,11 +145,11 @@ async def import_shared(request: web.Request) -> web.Response:
     data = await _json_body(request)
     try:
         endpoint, replaced = await service(request).import_shared(
-            data, name=name, replace=FLAGS[replace_text]
+            data, name=name, replace=replace, dry_run=dry_run
         )
     except PublishError as exc:
         raise _problem(exc) from exc
-    return _published(request, endpoint, replaced)
+    return _published(request, endpoint, replaced, dry_run)
 
 
 def add_routes(app: web.Application) -> None:

@@ -390,9 +390,17 @@ def _checked(compiled: Compiled, path: Path, registry: NodeRegistry) -> Endpoint
 
 
 def publish(
-    request: Any, directory: Path, registry: NodeRegistry, endpoints: Mapping[str, Endpoint]
+    request: Any,
+    directory: Path,
+    registry: NodeRegistry,
+    endpoints: Mapping[str, Endpoint],
+    *,
+    dry_run: bool = False,
 ) -> Endpoint:
-    """Compile, check and write a published endpoint's template; the endpoint to serve at once."""
+    """Compile, check and write a published endpoint's template; the endpoint to serve at once.
+
+    A dry run makes every check a publish makes and writes nothing: the editor shows the request schema
+    (and any problem) from this same code before the user publishes."""
     compiled = compile_template(request, registry)
     path = template_path(directory, compiled.name)
     existing = endpoints.get(compiled.name)
@@ -407,7 +415,8 @@ def publish(
             "conflict", f"an endpoint named '{compiled.name}' exists; send replace: true to replace it"
         )
     endpoint = _checked(compiled, path, registry)
-    write_template(path, compiled.template)
+    if not dry_run:
+        write_template(path, compiled.template)
     return endpoint
 
 

@@ -136,6 +136,7 @@ def test_extensions_list_and_serve_a_packages_web_directory(info_server: LiveSer
     with info_server.client() as client:
         assert client.get("/extensions").json() == [
             "/extensions/engine/first_run.js",  # the project's own web/ folder
+            "/extensions/engine/publish_endpoint.js",
             "/extensions/info_web_nodes/a.js",
             "/extensions/info_web_nodes/sub/b.js",
         ]

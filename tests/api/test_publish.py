@@ -163,6 +163,58 @@ def test_replacing_needs_replace_true_and_shipped_templates_are_not_touched(publ
     assert "solid-color" in ids(client)
 
 
+def test_a_dry_run_answers_as_publishing_would_and_changes_nothing(publishing: LiveServer) -> None:
+    """What the editor's "Publish as endpoint" shows before publishing: the schema the endpoint will have
+    (the catalogue lists the same one once it is published), or the problem publishing would report."""
+    client = publishing.client()
+    before = sorted(publishing.settings.graphs_dir.rglob("*"))
+    preview = client.post("/v1/admin/endpoints", params={"dry_run": "true"}, json=SOLID)
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["dry_run"] is True and preview.json()["replaced"] is False
+    assert sorted(publishing.settings.graphs_dir.rglob("*")) == before
+    assert "green" not in ids(client) and client.post("/v1/green", json={}).status_code == 404
+    assert "/v1/green" not in client.get("/openapi.json").json()["paths"]
+
+    published = client.post("/v1/admin/endpoints", json=SOLID)
+    assert published.status_code == 201 and published.json()["dry_run"] is False
+    listed = {e["id"]: e["schema"] for e in client.get("/v1/endpoints").json()["endpoints"]}
+    assert preview.json()["endpoint"]["schema"] == listed["green"]
+    again = client.post("/v1/admin/endpoints", params={"dry_run": "1"}, json=SOLID)
+    assert again.status_code == 409 and "replace" in again.json()["error"]
+    would_replace = client.post(
+        "/v1/admin/endpoints", params={"dry_run": "1"}, json={**SOLID, "replace": True}
+    )
+    assert would_replace.status_code == 200 and would_replace.json()["replaced"] is True
+
+    bad = client.post(
+        "/v1/admin/endpoints", params={"dry_run": "true"}, json=with_field("steps", input=["17", "x"])
+    )
+    assert bad.status_code == 400 and "field 'steps'" in bad.json()["error"]
+    missing = copy.deepcopy(TINY_FLUX)
+    missing["workflow"]["12"]["inputs"]["unet_name"] = "flux1-huge.safetensors"
+    refused = client.post("/v1/admin/endpoints", params={"dry_run": "true"}, json=missing)
+    assert refused.status_code == 422 and "flux1-huge.safetensors" in refused.json()["error"]
+    for flag in ("maybe", "", "2"):
+        odd = client.post("/v1/admin/endpoints", params={"dry_run": flag}, json=SOLID)
+        assert odd.status_code == 400 and odd.json()["field"] == "dry_run", flag
+
+
+def test_an_import_dry_run_checks_the_file_and_publishes_nothing(publishing: LiveServer) -> None:
+    client = publishing.client()
+    shared = client.get("/v1/admin/endpoints/flux-schnell/export").json()
+    checked = client.post(
+        "/v1/admin/endpoints/import", params={"name": "copy", "dry_run": "true"}, json=shared
+    )
+    assert checked.status_code == 200 and checked.json()["endpoint"]["id"] == "copy", checked.text
+    assert "copy" not in ids(client) and not (publishing.settings.graphs_dir / "copy.json").exists()
+    unknown = copy.deepcopy(shared)
+    next(n for n in unknown["nodes"] if n["type"] == "KSamplerSelect")["type"] = "FancySamplerSelect"
+    refused = client.post(
+        "/v1/admin/endpoints/import", params={"name": "copy", "dry_run": "true"}, json=unknown
+    )
+    assert refused.status_code == 422 and "FancySamplerSelect" in refused.json()["error"]
+
+
 # -- sharing as one file ------------------------------------------------------------------------------------
 
 
