@@ -306,7 +306,11 @@ async def asset_from_hash(request: web.Request) -> web.Response:
         raise invalid(422, "tags", "tags must be an array of strings")
     expires_in = body.get("expires_in")
     if isinstance(expires_in, str):  # in JSON a number is a number
-        raise invalid(422, "expires_in", "expires_in must be a JSON integer, not a string")
+        raise invalid(
+            422,
+            "expires_in",
+            f"expires_in must be a JSON integer from {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN}, not a string",
+        )
     minted = await library(request).add_from_hash(
         owner(request),
         digest,
