@@ -6,16 +6,18 @@ closed stream frees its place."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import httpx
 
 from engine.settings import Settings
 from tests.api.conftest import LiveServer
 from tests.api.test_comfy_queue import slow
-from tests.api.test_v2_jobs import JOBS, error, http, wait_status
+from tests.api.test_v2_jobs import JOBS, checked_job, error, http, wait_status
 from tests.api.v2_spec import SpecChecker
 
 LIMIT = 2
@@ -60,3 +62,41 @@ def test_a_key_may_hold_only_so_many_event_streams(settings: Settings) -> None:
                 time.sleep(0.05)
             spec.check(own.post(f"{JOBS}/{job_id}/cancel"))
             wait_status(spec, own, job_id, "canceled")
+
+
+def frames(response: httpx.Response, count: int) -> list[tuple[str, dict[str, Any]]]:
+    read: list[tuple[str, dict[str, Any]]] = []
+    name = ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            read.append((name, json.loads(line.removeprefix("data: "))))
+            if len(read) == count:
+                break
+    return read
+
+
+def test_a_stream_opens_with_the_status_then_the_outputs_already_committed(settings: Settings) -> None:
+    """The specification: on connect, the current snapshot (a `status` event first), then what follows."""
+    with LiveServer(replace(settings, open_access=True)) as server:
+        spec = SpecChecker(server.url)
+        graph = {
+            "1": slow(0)["1"],
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "early"}},
+            "4": {"class_type": "SlowImages", "inputs": {"images": ["1", 0], "seconds": 60.0}},
+            "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "late"}},
+        }
+        with http(server, None) as client:
+            job_id = spec.check(client.post(JOBS, json={"workflow": graph})).json()["id"]
+            deadline = time.monotonic() + 30
+            while not (job := checked_job(spec, client, job_id))["outputs"]:
+                assert time.monotonic() < deadline and job["status"] in ("queued", "running"), job
+                time.sleep(0.05)
+            assert job["status"] == "running"
+            with client.stream("GET", f"{JOBS}/{job_id}/events") as response:
+                (first, status), (second, output) = frames(response, 2)
+            assert (first, spec.check_schema("StatusEvent", status)["status"]) == ("status", "running")
+            assert second == "output" and spec.check_schema("Output", output)["id"] == job["outputs"][0]["id"]
+            spec.check(client.post(f"{JOBS}/{job_id}/cancel"))
+            wait_status(spec, client, job_id, "canceled")

@@ -484,17 +484,17 @@ async def _follow(request: web.Request, job: Job) -> web.StreamResponse:
             job = await engine.job(job.id) or job
             position = await engine.queue_position(job) if job.status == JobStatus.QUEUED else None
             status = (_status(job), position)
+            now = time.monotonic()
+            if status != last_status and not job.status.terminal:  # a stream opens with the status
+                await _send(response, "status", {"status": status[0], "queue_position": position})
+                last_status, written = status, now
             for output in await outputs_json(request, job):
                 if output["id"] not in sent_outputs:
                     await _send(response, "output", output)
                     sent_outputs.add(output["id"])
-            if job.status.terminal:
+            if job.status.terminal:  # and ends with it, after every output
                 await _send(response, "status", {"status": status[0], "queue_position": None})
                 break
-            now = time.monotonic()
-            if status != last_status:
-                await _send(response, "status", {"status": status[0], "queue_position": position})
-                last_status, written = status, now
             snapshot = board.snapshots.get(job.id)
             progress = progress_json(job, snapshot)
             if progress not in (None, last_progress) and now - progress_sent >= PROGRESS_INTERVAL_SECONDS:
