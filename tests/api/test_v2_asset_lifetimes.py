@@ -209,3 +209,21 @@ def test_an_asset_a_running_or_queued_job_references_cannot_be_deleted(
             assert spec.check(client.delete(f"{ASSETS}/{held['id']}")).status_code == 204
         digest = blake3.blake3(png(4)).hexdigest()
         assert blobs_named(server.settings, digest) == []
+
+
+def test_a_cached_output_node_is_still_the_jobs_output(open_server: tuple[LiveServer, SpecChecker]) -> None:
+    """The same graph twice: the second run takes its SaveImage from the cache, as ComfyUI does (the
+    same file in its history), and that file is its output too, a record of its own over one blob."""
+    server, spec = open_server
+    with server.client() as client:
+        first, second = (
+            spec.check(client.post(JOBS, json={"workflow": slow(0, color=31)})).json()["id"] for _ in range(2)
+        )
+        finished(server, first)
+        finished(server, second)
+        history = client.get("/history").json()
+        saved = [history[job]["outputs"]["3"]["images"][0]["filename"] for job in (first, second)]
+        assert saved[0] == saved[1]
+        outputs = [spec.check(client.get(f"{JOBS}/{job}")).json()["outputs"] for job in (first, second)]
+        assert [[item["name"] for item in found] for found in outputs] == [saved[:1], saved[1:]]
+        assert outputs[0][0]["hash"] == outputs[1][0]["hash"] and outputs[0][0]["id"] != outputs[1][0]["id"]
