@@ -21,6 +21,7 @@ from typing import Any
 from engine import folders
 from engine.assets.blobs import BlobFolder
 from engine.assets.library import AssetLibrary
+from engine.assets.outputs import OutputAssets
 from engine.diffusion.model_manager import ModelManager
 from engine.endpoints import Endpoint, Params, load_endpoints
 from engine.endpoints import publish as publishing
@@ -103,7 +104,12 @@ class Service:
             delays=self.settings.webhook_delays,
         )
         self.worker = Worker(
-            self.store, self.executor, self.broadcast, self.outputs, on_finished=self._finished
+            self.store,
+            self.executor,
+            self.broadcast,
+            self.outputs,
+            on_finished=self._finished,
+            recorder=OutputAssets(self.assets, folders.get_output_directory()),
         )
         await self._sweep_outputs(strays=True)
         await self.assets.sweep()
@@ -172,10 +178,16 @@ class Service:
 
     async def expire(self) -> int:
         """Forget jobs finished longer ago than the retention period, and delete their files and any
-        other job's files that no completed job owns."""
+        other job's files that no completed job owns; then the assets that expired, the outputs of the
+        jobs just forgotten among them."""
         expired = await self.store.expire(time.time() - self.settings.retention_seconds)
         await self._sweep_outputs(strays=False)
+        await self.assets.expire()
         return len(expired)
+
+    def expires_at(self, job: Job) -> float:
+        """When the job (and with it its output assets) is forgotten; while it runs, as if it ended now."""
+        return (job.finished_at or time.time()) + self.settings.retention_seconds
 
     async def _sweep_outputs(self, *, strays: bool) -> None:
         owners = sorted(self.outputs.owners())
@@ -300,8 +312,11 @@ class Service:
         return await self.store.list_jobs(query)
 
     async def forget(self, query: JobQuery) -> int:
-        """Delete the finished jobs the query selects; returns how many."""
-        return await self.store.forget(query)
+        """Delete the finished jobs the query selects, and their output assets; returns how many."""
+        forgotten = await self.store.forget(query)
+        if forgotten:
+            await self.assets.expire()
+        return forgotten
 
     def running(self) -> Job | None:
         """The job the worker is running now, if any."""

@@ -58,6 +58,10 @@ class Settings:
     """Most jobs waiting to run; Comfy API v2 submissions past it are refused with 429 `queue_full`."""
     queue_full_retry_seconds: int = 30
     """The Retry-After sent with `queue_full`."""
+    max_event_streams: int = 16
+    """Most Comfy API v2 event streams (`/api/v2/jobs/{id}/events`) one key may hold open at once; each
+    holds a connection and a listener, and a client that leaks them would run the server out of both.
+    One more is refused with 429 `too_many_streams`."""
     allow_private_webhooks: bool = False
     webhook_delays: tuple[float, ...] = (0.0, 5.0, 30.0, 120.0, 600.0)
     warmup_endpoints: tuple[str, ...] | None = None

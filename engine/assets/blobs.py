@@ -1,14 +1,23 @@
 """Content-addressed files: each blob is `<root>/<first two hex digits>/<blake3 hex digest>`.
 
 An upload streams into a hidden temporary file in the root (the same file system as the blobs, so the
-final rename is atomic), hashed as it is written; only once complete and flushed to disk does it take its
-digest's name. A reader therefore never sees a partial blob, and a crash leaves only a temporary file
-that the next start sweeps away. Writes and renames are blocking file operations: callers run them on a
-thread (see library.py).
+final link or rename is atomic), hashed as it is written; only once complete and flushed to disk does it
+take its digest's name. A reader therefore never sees a partial blob, and a crash leaves only a
+temporary file that the next start sweeps away. Writes and renames are blocking file operations:
+callers run them on a thread (see library.py).
+
+Writers need no lock between them, in one process or several sharing the folder: each writes its own
+temporary file, and the name is taken with a hard link, which fails rather than replaces when the blob
+is already there, so exactly one writer of a digest is told it created the blob and the others drop
+their identical copies. (On a file system without hard links the temporary file is renamed over the
+name instead: still atomic and still the same bytes, but then two writers may both be told they
+created it.) Deleting is another matter: deciding that no record names a blob is the asset library's,
+under its per-process lock (library.py).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from pathlib import Path
@@ -17,6 +26,8 @@ from typing import BinaryIO
 import blake3
 
 PARTIAL_PREFIX = ".partial-"
+LINKS_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK}
+"""What `link` fails with where the file system has no hard links (or no more for this file)."""
 HEAD_BYTES = 64
 """How much of the start of a blob is kept for sniffing its type (engine.assets.mime)."""
 
@@ -68,11 +79,19 @@ class BlobFolder:
         """Give a finished upload its digest's name; False when that blob was already there (the upload's
         copy is dropped: same hash, same bytes)."""
         target = self.path(digest)
-        if target.is_file():
-            upload.path.unlink(missing_ok=True)
-            return False
         target.parent.mkdir(exist_ok=True)
-        os.replace(upload.path, target)
+        try:
+            os.link(upload.path, target)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in LINKS_UNSUPPORTED:
+                raise
+            created = not target.is_file()
+            os.replace(upload.path, target)
+            return created
+        finally:
+            upload.path.unlink(missing_ok=True)
         return True
 
     def remove(self, digest: str) -> None:

@@ -73,6 +73,17 @@ def _reference_id(value: dict[str, Any]) -> str | None:
     return asset_id if isinstance(asset_id, str) and asset_id else None
 
 
+def referenced_ids(workflow: dict[str, Any]) -> set[str]:
+    """The ids of the assets a workflow's inputs reference (a job holds them while it waits or runs)."""
+    ids = set()
+    for node in workflow.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for value in inputs.values() if isinstance(inputs, dict) else ():
+            if is_reference(value) and (asset_id := _reference_id(value)) is not None:
+                ids.add(asset_id)
+    return ids
+
+
 def placed_name(asset: Asset) -> str:
     """The asset's name relative to the input folder: its digest, with the extension its name or its
     type suggests (some loaders list or decode by extension)."""

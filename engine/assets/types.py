@@ -40,6 +40,12 @@ class Asset:
     created_at: float
     job_id: str | None = None
     """The job that produced it; None for an upload."""
+    expires_at: float | None = None
+    """When an upload stops existing (None: never). A job's output lives as long as its job instead."""
+    node_id: str | None = None
+    """For a job's output: the node that saved it."""
+    output_type: str | None = None
+    """For a job's output: what kind of output it is (image, video, audio, text, file)."""
 
 
 @dataclass(frozen=True)
@@ -51,3 +57,14 @@ class NewAsset:
     file_path: str | None
     tags: tuple[str, ...]
     job_id: str | None = None
+    expires_at: float | None = None
+    node_id: str | None = None
+    output_type: str | None = None
+
+
+class AssetInUse(Exception):
+    """The asset is referenced by a job that is still queued or running, so it may not be deleted."""
+
+    def __init__(self, asset_id: str) -> None:
+        super().__init__(f"asset {asset_id} is in use by a job that has not finished")
+        self.asset_id = asset_id

@@ -79,6 +79,21 @@ def upload_size(text: str) -> int:
     return size
 
 
+MAX_EVENT_STREAMS = 10_000
+"""Each open stream holds a connection (a file descriptor) and a listener: more than this per key is
+past what one process's descriptors allow anyway."""
+
+
+def event_streams(text: str) -> int:
+    """How many Comfy API v2 event streams one key may hold open: a whole number from 1 to 10000."""
+    if not text.strip().isascii() or not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of streams, e.g. 16")
+    count = int(text)
+    if not 1 <= count <= MAX_EVENT_STREAMS:
+        raise argparse.ArgumentTypeError(f"{text} is outside 1 to {MAX_EVENT_STREAMS} streams")
+    return count
+
+
 def retention(text: str) -> float:
     """A period such as 3600, 90m, 24h or 7d, between a minute and a year."""
     seconds = _quantity(text, DURATION_UNITS, "duration", "24h")
@@ -107,6 +122,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["retention_seconds"] = args.retention
     if getattr(args, "max_asset_size", None) is not None:
         extra["max_asset_bytes"] = args.max_asset_size
+    if getattr(args, "max_event_streams", None) is not None:
+        extra["max_event_streams"] = args.max_event_streams
     if getattr(args, "max_upload_size", None) is not None:
         extra["max_upload_bytes"] = args.max_upload_size
     if hasattr(args, "multi_user"):
@@ -160,6 +177,14 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="largest Comfy API v2 asset upload, e.g. 100MiB or 2GB (default 100MiB; "
         "env ENGINE_MAX_ASSET_SIZE)",
+    )
+    parser.add_argument(
+        "--max-event-streams",
+        type=event_streams,
+        default=os.environ.get("ENGINE_MAX_EVENT_STREAMS"),
+        metavar="N",
+        help="most Comfy API v2 event streams one key may hold open; one more is refused with 429 "
+        "too_many_streams (default 16; env ENGINE_MAX_EVENT_STREAMS)",
     )
     parser.add_argument(
         "--max-upload-size",

@@ -5,7 +5,8 @@ Updates are a convenience for speed, never the source of truth: a listener that 
 sees the job's state in the store, so a lost event can delay an answer by a poll interval but can
 never leave a request hanging.
 
-A listener of one job hears its summarised updates (status, progress, log, preview). A listener of
+A listener of one job hears its summarised updates (status, progress, log, preview, and for a graph
+job each output recorded as an asset). A listener of
 every job (the ComfyUI websocket, which reports each node as ComfyUI does) also hears the executor's
 own events, kind "event", each as it happened.
 """
@@ -21,7 +22,7 @@ from typing import Any, Literal
 
 from engine.graph.events import Event
 
-UpdateKind = Literal["status", "progress", "log", "preview", "event"]
+UpdateKind = Literal["status", "progress", "log", "preview", "event", "output"]
 QUEUE_LIMIT = 256
 ALL_JOBS_QUEUE_LIMIT = 4096
 """A listener of every job hears each node and sampler step of every run: it needs more room."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -175,27 +175,40 @@ class AsyncSqliteStore:
     async def add_asset(self, new: NewAsset) -> Asset:
         return await self._run(lambda: self.database.add_asset(new))
 
-    async def asset(self, owner: str, asset_id: str) -> Asset | None:
-        return await self._run(lambda: self.database.asset(owner, asset_id))
+    async def asset(self, owner: str, asset_id: str, now: float) -> Asset | None:
+        return await self._run(lambda: self.database.asset(owner, asset_id, now))
 
-    async def latest_asset_over(self, owner: str, digest: str) -> Asset | None:
-        return await self._run(lambda: self.database.latest_asset_over(owner, digest))
+    async def latest_asset_over(self, owner: str, digest: str, now: float) -> Asset | None:
+        return await self._run(lambda: self.database.latest_asset_over(owner, digest, now))
 
     async def same_asset(
-        self, owner: str, digest: str, file_path: str | None, tags: tuple[str, ...]
+        self, owner: str, digest: str, file_path: str | None, tags: tuple[str, ...], now: float
     ) -> Asset | None:
-        return await self._run(lambda: self.database.same_asset(owner, digest, file_path, tags))
+        return await self._run(lambda: self.database.same_asset(owner, digest, file_path, tags, now))
+
+    async def set_asset_expiry(self, asset_id: str, expires_at: float | None) -> Asset:
+        return await self._run(lambda: self.database.set_asset_expiry(asset_id, expires_at))
 
     async def list_assets(
-        self, owner: str, limit: int, before_seq: int | None, tag: str | None
+        self, owner: str, limit: int, before_seq: int | None, tag: str | None, now: float
     ) -> list[Asset]:
-        return await self._run(lambda: self.database.list_assets(owner, limit, before_seq, tag))
+        return await self._run(lambda: self.database.list_assets(owner, limit, before_seq, tag, now))
 
-    async def delete_asset(self, owner: str, asset_id: str) -> tuple[Asset, bool] | None:
-        return await self._run(lambda: self.database.delete_asset(owner, asset_id))
+    async def delete_asset(self, owner: str, asset_id: str, now: float) -> tuple[Asset, bool] | None:
+        return await self._run(lambda: self.database.delete_asset(owner, asset_id, now))
+
+    async def hold_assets(self, job_id: str, asset_ids: Iterable[str]) -> None:
+        held = list(asset_ids)
+        await self._run(lambda: self.database.hold_assets(job_id, held))
 
     async def job_assets(self, owner: str, job_id: str) -> list[Asset]:
         return await self._run(lambda: self.database.job_assets(owner, job_id))
+
+    async def forget_job_assets(self, job_id: str) -> set[str]:
+        return await self._run(lambda: self.database.forget_job_assets(job_id))
+
+    async def expire_assets(self, now: float) -> set[str]:
+        return await self._run(lambda: self.database.expire_assets(now))
 
     async def asset_digests(self) -> set[str]:
         return await self._run(self.database.asset_digests)

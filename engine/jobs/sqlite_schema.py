@@ -124,4 +124,22 @@ CREATE INDEX idempotency_keys_claimed ON idempotency_keys (claimed_at);
 (engine.assets), and its single-use Idempotency-Keys, claimed per owner and operation (`scope`).
 `owner` is the API key's id, or '' for everything on a server with open access."""
 
-MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, COMFY_JOBS, ADMIN_KEYS, API_V2)
+ASSET_LIFETIMES = """
+ALTER TABLE assets ADD COLUMN expires_at REAL;
+ALTER TABLE assets ADD COLUMN node_id TEXT;
+ALTER TABLE assets ADD COLUMN output_type TEXT;
+CREATE INDEX assets_expires ON assets (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX assets_job ON assets (job_id) WHERE job_id IS NOT NULL;
+CREATE TABLE asset_holds (
+    asset_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (asset_id, job_id)
+);
+CREATE INDEX asset_holds_job ON asset_holds (job_id);
+"""
+"""Version 6: how long assets live. An upload's `expires_at` (NULL: it does not expire); a job's output,
+recorded as its node finishes (`node_id`, `output_type`), lives as long as its job's record. A job that
+is queued or running holds the assets its workflow references (`asset_holds`), so they cannot be
+deleted under it."""
+
+MIGRATIONS: tuple[str, ...] = (INITIAL, WEBHOOK_OUTBOX, COMFY_JOBS, ADMIN_KEYS, API_V2, ASSET_LIFETIMES)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import io
 import logging
@@ -24,9 +25,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from engine.graph.events import Event, ExecutionFailed, NodeProgress, NodeStarted
+from engine.graph.events import Event, ExecutionFailed, NodeFinished, NodeProgress, NodeStarted
 from engine.graph.execute import Executor
 from engine.graph.messages import timestamp_ms
 from engine.graph.validate import validate_prompt
@@ -64,6 +65,19 @@ class WorkerHealth:
         return self.alive and self.store_error is None
 
 
+class OutputRecorder(Protocol):
+    """Where the files a node saved become the job's durable results as the node finishes (the asset
+    library: engine.assets.outputs)."""
+
+    async def clear(self, job: Job) -> None:
+        """Forget what an earlier, interrupted run of the job recorded."""
+        ...
+
+    async def record(self, job: Job, node_id: str, shown: dict[str, Any]) -> int:
+        """Record the files a node's UI output names; returns how many it recorded."""
+        ...
+
+
 def _preview_jpeg(image: Any) -> bytes | None:
     """A small JPEG of a sampler preview (a PIL image), for live listeners."""
     if not hasattr(image, "save"):
@@ -99,6 +113,7 @@ class Worker:
         broadcast: JobBroadcast,
         outputs: JobOutputs,
         on_finished: Callable[[Job], None] = lambda _: None,
+        recorder: OutputRecorder | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -106,6 +121,7 @@ class Worker:
         self.outputs = outputs
         self.on_finished = on_finished
         """Called on the event loop once a job's final state is stored, before listeners hear of it."""
+        self.recorder = recorder
         self.current: Job | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -221,6 +237,8 @@ class Worker:
             self.broadcast.publish(JobUpdate(job.id, "status", {"status": JobStatus.PROCESSING}))
             await self._noted(self.store.add_log(job.id, "started"))
             self.outputs.clear(job.id)
+            if self.recorder is not None:
+                await self._stored(partial(self.recorder.clear, job))
             await self._execute(job)
         finally:
             self.current = None
@@ -245,14 +263,17 @@ class Worker:
 
         started = time.perf_counter()
         recorder = RunRecorder()
+        committing: list[concurrent.futures.Future[None]] = []
         result = await asyncio.to_thread(
             self.executor.run,
             validation.validated,
             prompt_id=job.id,
             extra_data=job.extra_data,
-            on_event=self._listener(job, asyncio.get_running_loop(), recorder),
+            on_event=self._listener(job, asyncio.get_running_loop(), recorder, committing),
             interrupt=self._interrupt,
         )
+        for commit in committing:  # every output is recorded before the job's final state is stored
+            await asyncio.wrap_future(commit)
         report = recorder.report(result.outputs)
         metrics = {
             "inference_time": round(time.perf_counter() - started, 4),
@@ -289,8 +310,24 @@ class Worker:
         self.on_finished(job)
         self.broadcast.publish(JobUpdate(job.id, "status", {"status": job.status, "error": job.error}))
 
+    async def _commit_outputs(self, job: Job, node_id: str, shown: dict[str, Any]) -> None:
+        """Record a finished node's saved files; a failure (a full disk) is logged, never the job's:
+        the files are still in the output folder and ComfyUI's routes still serve them."""
+        assert self.recorder is not None
+        try:
+            recorded = await self.recorder.record(job, node_id, shown)
+        except Exception:
+            log.exception("the outputs of job %s node %s were not recorded as assets", job.id, node_id)
+            return
+        if recorded:
+            self.broadcast.publish(JobUpdate(job.id, "output", {"node": node_id}))
+
     def _listener(
-        self, job: Job, loop: asyncio.AbstractEventLoop, recorder: RunRecorder
+        self,
+        job: Job,
+        loop: asyncio.AbstractEventLoop,
+        recorder: RunRecorder,
+        committing: list[concurrent.futures.Future[None]],
     ) -> Callable[[Event], None]:
         """Events arrive on the executor's thread; store writes are handed to the loop in order. Every
         event also goes out as it is to listeners of every job (without the preview image, which they
@@ -305,6 +342,9 @@ class Worker:
             stamp = {"timestamp": timestamp_ms()}
             recorder.observe(event, stamp["timestamp"])
             every_step = self.broadcast.listening_to_all
+            if isinstance(event, NodeFinished) and event.output is not None and self.recorder is not None:
+                commit = self._commit_outputs(job, event.node_id, dict(event.output))
+                committing.append(asyncio.run_coroutine_threadsafe(commit, loop))
             if not isinstance(event, NodeProgress):
                 if every_step:
                     self.broadcast.publish(JobUpdate(job.id, "event", stamp, event=event))

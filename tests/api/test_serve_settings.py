@@ -60,6 +60,14 @@ def test_upload_size_and_multi_user_come_from_flags_or_the_environment(
     assert from_environment.max_upload_bytes == 10**7 and from_environment.multi_user is True
 
 
+def test_the_event_stream_bound_comes_from_a_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert serve_settings().max_event_streams == 16
+    assert serve_settings("--max-event-streams", "3").max_event_streams == 3
+    monkeypatch.setenv("ENGINE_MAX_EVENT_STREAMS", "40")
+    assert serve_settings().max_event_streams == 40
+    assert serve_settings("--max-event-streams", "2").max_event_streams == 2  # a flag beats the variable
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "says"),
     [
@@ -75,6 +83,14 @@ def test_upload_size_and_multi_user_come_from_flags_or_the_environment(
         ("--max-upload-size", "big", "not a size"),
         ("--max-upload-size", "2GiB", "outside 1KiB to 1GiB"),
         ("--max-upload-size", "10", "outside 1KiB to 1GiB"),
+        ("--max-event-streams", "0", "outside 1 to 10000 streams"),
+        ("--max-event-streams", "10001", "outside 1 to 10000 streams"),
+        ("--max-event-streams", "99999999999999999999999", "outside 1 to 10000 streams"),
+        ("--max-event-streams", "-1", "not a whole number of streams"),
+        ("--max-event-streams", "2.5", "not a whole number of streams"),
+        ("--max-event-streams", "many", "not a whole number of streams"),
+        ("--max-event-streams", "\uff13", "not a whole number of streams"),
+        ("--max-event-streams", "", "not a whole number of streams"),
     ],
 )
 def test_a_bad_value_is_a_clear_command_line_error(

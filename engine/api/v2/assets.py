@@ -8,6 +8,11 @@ Beyond the specification, `GET /api/v2/assets` lists the caller's assets, newest
 (`{"assets": [...], "next_cursor": ...}`), optionally only those with a tag; and each asset carries its
 `tags`. The content URL is served by this server to the same credentials; it stays valid as long as the
 asset, beyond the `url_expires_at` the specification asks for.
+
+An asset lives until its `expires_at`: an upload's is `expires_in` seconds after it was made (no
+`expires_in`: it does not expire); a job's output has its job's. Past it the asset is gone (404) and
+the expiry loop deletes its record, and its blob if no other record names it. An asset a queued or
+running job references cannot be deleted (409 `asset_in_use`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from engine.api.v2.render import timestamp
 from engine.assets import mime
 from engine.assets.library import AssetLibrary, Received, UploadTooLarge
 from engine.assets.names import MAX_TAG_CHARS, MAX_TAGS, clean_file_path, clean_tags
-from engine.assets.types import Asset, format_hash, parse_hash
+from engine.assets.types import Asset, AssetInUse, format_hash, parse_hash
 
 ASSETS = PREFIX + "/assets"
 URL_LIFETIME_SECONDS = 3600
@@ -55,8 +60,20 @@ def library(request: web.Request) -> AssetLibrary:
     return service(request).assets
 
 
-def asset_json(request: web.Request, asset: Asset, *, created_new: bool | None = None) -> dict[str, Any]:
+async def _expires_at(request: web.Request, asset: Asset) -> float | None:
+    """An upload's own deadline; a job's output's is its job's (a job already gone: now)."""
+    if asset.job_id is None:
+        return asset.expires_at
+    engine = service(request)
+    job = await engine.job(asset.job_id)
+    return engine.expires_at(job) if job is not None else time.time()
+
+
+async def asset_json(
+    request: web.Request, asset: Asset, *, created_new: bool | None = None
+) -> dict[str, Any]:
     """The specification's Asset object (plus `tags`); `created_new` only on create responses."""
+    expires_at = await _expires_at(request, asset)
     body: dict[str, Any] = {
         "id": asset.id,
         "hash": format_hash(asset.digest),
@@ -67,7 +84,7 @@ def asset_json(request: web.Request, asset: Asset, *, created_new: bool | None =
         "created_at": timestamp(asset.created_at),
         "url": f"{base_url(request)}{ASSETS}/{asset.id}/content",
         "url_expires_at": timestamp(time.time() + URL_LIFETIME_SECONDS),
-        "expires_at": None,
+        "expires_at": timestamp(expires_at) if expires_at is not None else None,
     }
     if asset.job_id is not None:
         body["job_id"] = asset.job_id
@@ -167,14 +184,18 @@ def _required(upload: _Upload, name: str) -> str:
     return value
 
 
-def _check_expires_in(text: str | None) -> None:
-    """Validated against the specification's bounds, then ignored: assets here do not expire."""
-    if text is not None and (
-        not _DIGITS.fullmatch(text.strip()) or not MIN_EXPIRES_IN <= int(text) <= MAX_EXPIRES_IN
-    ):
+def _expires_in(value: object) -> int | None:
+    """The asset's lifetime in seconds within the specification's bounds: a JSON integer, or a form
+    field's decimal digits. None: the default, which here is never to expire."""
+    if value is None:
+        return None
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        value = int(value)
+    if type(value) is not int or not MIN_EXPIRES_IN <= value <= MAX_EXPIRES_IN:
         raise invalid(
             422, "expires_in", f"expires_in must be whole seconds from {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN}"
         )
+    return value
 
 
 def _valid(field: str, check: Any, *args: Any) -> Any:
@@ -205,7 +226,7 @@ async def upload_asset(request: web.Request) -> web.Response:
                 await assets.discard(upload.received)
             raise
     return json_response(
-        asset_json(request, asset, created_new=created_new), status=201 if created_new else 200
+        await asset_json(request, asset, created_new=created_new), status=201 if created_new else 200
     )
 
 
@@ -225,7 +246,7 @@ async def _mint(request: web.Request, assets: AssetLibrary, upload: _Upload) -> 
     content_type = _valid("content_type", mime.check, _required(upload, "content_type"), received.head)
     file_path = _valid("file_path", clean_file_path, _required(upload, "file_path"))
     tags = _valid("tags", clean_tags, upload.tags)
-    _check_expires_in(upload.fields.get("expires_in"))
+    expires_in = _expires_in(upload.fields.get("expires_in"))
     expected = upload.fields.get("expected_hash")
     if expected is not None:
         digest = parse_hash(expected.strip())
@@ -239,7 +260,12 @@ async def _mint(request: web.Request, assets: AssetLibrary, upload: _Upload) -> 
                 details={"expected_hash": format_hash(digest), "hash": format_hash(received.digest)},
             )
     return await assets.add_upload(
-        owner(request), received, content_type=content_type, file_path=file_path, tags=tags
+        owner(request),
+        received,
+        content_type=content_type,
+        file_path=file_path,
+        tags=tags,
+        expires_in=expires_in,
     )
 
 
@@ -279,19 +305,23 @@ async def asset_from_hash(request: web.Request) -> web.Response:
     if not isinstance(tags, list):
         raise invalid(422, "tags", "tags must be an array of strings")
     expires_in = body.get("expires_in")
-    if expires_in is not None and (
-        type(expires_in) is not int or not MIN_EXPIRES_IN <= expires_in <= MAX_EXPIRES_IN
-    ):
+    if isinstance(expires_in, str):  # in JSON a number is a number
         raise invalid(
-            422, "expires_in", f"expires_in must be whole seconds from {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN}"
+            422,
+            "expires_in",
+            f"expires_in must be a JSON integer from {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN}, not a string",
         )
     minted = await library(request).add_from_hash(
-        owner(request), digest, file_path=file_path, tags=_valid("tags", clean_tags, tags)
+        owner(request),
+        digest,
+        file_path=file_path,
+        tags=_valid("tags", clean_tags, tags),
+        expires_in=_expires_in(expires_in),
     )
     if minted is None:
         raise V2Error(404, "blob_not_found", f"no blob {format_hash(digest)} that you may mint from")
     asset, created = minted
-    return json_response(asset_json(request, asset, created_new=False), status=201 if created else 200)
+    return json_response(await asset_json(request, asset, created_new=False), status=201 if created else 200)
 
 
 async def head_by_hash(request: web.Request) -> web.Response:
@@ -317,18 +347,24 @@ async def list_assets(request: web.Request) -> web.Response:
     more = len(found) > wanted.limit
     return json_response(
         {
-            "assets": [asset_json(request, asset) for asset in shown],
+            "assets": [await asset_json(request, asset) for asset in shown],
             "next_cursor": next_cursor(shown[-1].seq) if more else None,
         }
     )
 
 
 async def get_asset(request: web.Request) -> web.Response:
-    return json_response(asset_json(request, await _own_asset(request)))
+    return json_response(await asset_json(request, await _own_asset(request)))
 
 
 async def delete_asset(request: web.Request) -> web.Response:
-    if not await library(request).delete(owner(request), request.match_info["id"]):
+    try:
+        deleted = await library(request).delete(owner(request), request.match_info["id"])
+    except AssetInUse as exc:
+        raise V2Error(
+            409, "asset_in_use", "the asset cannot be deleted while something still depends on it"
+        ) from exc
+    if not deleted:
         raise _not_found()
     return web.Response(status=204)
 

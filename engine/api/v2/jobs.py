@@ -7,23 +7,28 @@ exist. Submission validates synchronously (structure, node classes, inputs, then
 claims the Idempotency-Key for exactly that span (engine.api.v2.idempotency), and answers 201 once the
 job is stored.
 
-Outputs are assets of the job's owner (`job_id` set): the files its nodes saved (ComfyUI's
-`type: output` entries of their UI outputs; `temp` previews are not outputs) are recorded in the asset
-library the first time the job is read after the node finished, so `outputs` fills while the job runs,
-and the event stream sends each as an `output` event once recorded. `progress` is computed from the
-executor's events, which a `ProgressBoard` follows for every job: nodes finished or cached out of those
-the run executes, plus the running sampler's step fraction.
+Outputs are assets of the job's owner (`job_id` set), recorded by the worker as each node finishes
+(engine.assets.outputs), so `outputs` fills while the job runs and lists every output once it has
+ended; the event stream sends each as an `output` event once recorded, and they are deleted with the
+job. A queued or running job holds the assets its workflow references: deleting one answers 409
+`asset_in_use`. `progress` is computed from the executor's events, which a `ProgressBoard` follows for
+every job: nodes finished or cached out of those the run executes, plus the running sampler's step
+fraction.
+
+Each caller may follow at most `Settings.max_event_streams` event streams at once; one more answers
+429 `too_many_streams` (polling the job is never limited).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import math
-import mimetypes
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -39,10 +44,10 @@ from engine.api.v2.auth import owner
 from engine.api.v2.errors import PREFIX, V2Error, invalid
 from engine.api.v2.idempotency import single_use
 from engine.api.v2.render import timestamp
-from engine.assets.library import OutputSource, UploadTooLarge
-from engine.assets.resolve import MissingAssets, resolve_assets
+from engine.assets.outputs import job_owner
+from engine.assets.resolve import MissingAssets, referenced_ids, resolve_assets
+from engine.assets.types import format_hash
 from engine.graph.events import ExecutionStarted, NodeFinished, NodeProgress, NodesCached, NodeStarted
-from engine.graph.messages import json_safe
 from engine.graph.validate import validate_prompt
 from engine.jobs.broadcast import JobUpdate
 from engine.jobs.types import Job, JobStatus
@@ -63,7 +68,7 @@ _STATUS = {
     JobStatus.FAILED: "failed",
     JobStatus.CANCELLED: "canceled",
 }
-_KINDS = {"image": "image", "video": "video", "audio": "audio", "text": "text"}
+STREAMS_RETRY_AFTER_SECONDS = 10
 
 
 # -- progress, from the executor's events -----------------------------------------------------------
@@ -78,8 +83,6 @@ class Snapshot:
     steps: int | None = None
     preview: tuple[str, str] | None = None
     """(node id, base64 JPEG) of the latest sampler preview."""
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """The UI output of every node finished so far (as the run's report will hold them)."""
     changed: float = 0.0
 
 
@@ -131,8 +134,6 @@ class ProgressBoard:
                 snapshot.preview = (event.node_id, base64.b64encode(update.preview_jpeg).decode())
         elif isinstance(event, NodeFinished):
             snapshot.done.add(event.node_id)
-            if event.output is not None:
-                snapshot.outputs[event.node_id] = json_safe(event.output)
             snapshot.step = snapshot.steps = None
 
 
@@ -217,68 +218,24 @@ def _error(job: Job) -> dict[str, Any] | None:
     }
 
 
-def _saved_files(shown_by_node: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(node id, path relative to the output folder, kind) of every file the nodes saved."""
-    files = []
-    for node_id, shown in shown_by_node.items():
-        for media, items in shown.items():
-            if not isinstance(items, list):
-                continue
-            for item in items:
-                if not isinstance(item, dict) or item.get("type") != "output" or "filename" not in item:
-                    continue
-                subfolder = item.get("subfolder") or ""
-                relative = f"{subfolder}/{item['filename']}" if subfolder else item["filename"]
-                files.append((node_id, relative, _KINDS.get(media.rstrip("s"), "file")))
-    return files
-
-
-def _shown(request: web.Request, job: Job) -> dict[str, dict[str, Any]]:
-    """The UI outputs of the job's nodes so far: the run's report once it has ended, the finished nodes'
-    (from the executor's events) while it runs."""
-    if job.report is not None:
-        return job.report.outputs
-    snapshot = request.app[BOARD].snapshots.get(job.id)
-    return dict(snapshot.outputs) if snapshot is not None and job.status == JobStatus.PROCESSING else {}
-
-
 async def outputs_json(request: web.Request, job: Job) -> list[dict[str, Any]]:
-    """The files the job's nodes have saved so far, as assets of its owner, recorded when first read."""
-    engine = service(request)
-    found: list[tuple[str, str, OutputSource]] = []
-    for node_id, relative, kind in _saved_files(_shown(request, job)):
-        try:
-            resolved = folders.resolve_in(folders.get_output_directory(), relative)
-        except folders.PathEscapeError:
-            continue
-        if not resolved.is_file():
-            continue
-        content_type = _content_type(resolved.name)
-        found.append((node_id, kind, OutputSource(resolved, relative, content_type)))
-    try:
-        assets = await engine.assets.add_job_outputs(owner(request), job.id, [s for _, _, s in found])
-    except UploadTooLarge as exc:
-        raise V2Error(500, "upstream_error", "an output is larger than the asset store's limit") from exc
+    """The outputs the worker has recorded so far, in the order it committed them."""
     expires = timestamp(time.time() + URL_LIFETIME_SECONDS)
     return [
         {
-            "node_id": node_id,
-            "name": source.path.name,
-            "type": kind,
+            "node_id": asset.node_id or "",
+            "name": (asset.file_path or asset.id).rsplit("/", 1)[-1],
+            "type": asset.output_type or "file",
             "content_type": asset.content_type,
             "size_bytes": asset.size_bytes,
             "id": asset.id,
-            "hash": f"blake3:{asset.digest}",
+            "hash": format_hash(asset.digest),
             "url": f"{base_url(request)}{PREFIX}/assets/{asset.id}/content",
             "url_expires_at": expires,
             "job_id": job.id,
         }
-        for (node_id, kind, source), asset in zip(found, assets, strict=True)
+        for asset in await service(request).assets.job_outputs(job_owner(job), job.id)
     ]
-
-
-def _content_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 async def job_json(request: web.Request, job: Job) -> dict[str, Any]:
@@ -289,7 +246,7 @@ async def job_json(request: web.Request, job: Job) -> dict[str, Any]:
         queue_ms = int((job.started_at - job.created_at) * 1000)
         if job.finished_at is not None:
             execution_ms = int((job.finished_at - job.started_at) * 1000)
-    expires = (job.finished_at or time.time()) + engine.settings.retention_seconds
+    expires = engine.expires_at(job)
     links = f"{JOBS}/{job.id}"
     return {
         "id": job.id,
@@ -431,6 +388,7 @@ async def post_job(request: web.Request) -> web.Response:
             }
             raise _invalid_workflow(str(error.get("message") or "the workflow is invalid"), node_errors)
         cast = result.validated.prompt
+        held = referenced_ids(workflow)
         stored = {str(node_id): cast.get(str(node_id), node) for node_id, node in resolved.items()}
         job = await engine.submit_graph(
             stored,
@@ -442,6 +400,8 @@ async def post_job(request: web.Request) -> web.Response:
             targets=result.validated.outputs,
             extra_data={"create_time": int(time.time() * 1000)},
         )
+        if held:
+            await engine.assets.hold(job.id, held)
     return json_response(await job_json(request, job), status=201)
 
 
@@ -468,10 +428,46 @@ async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
     await response.write(f"event: {event}\ndata: {strict_dumps(data)}\n\n".encode())
 
 
+class StreamCounts:
+    """How many event streams each caller has open, in this process."""
+
+    def __init__(self) -> None:
+        self.open: collections.Counter[str] = collections.Counter()
+
+    @contextlib.contextmanager
+    def opened(self, caller: str, limit: int) -> Iterator[None]:
+        """Count one more stream for the block; 429 `too_many_streams` when the caller has `limit`."""
+        if self.open[caller] >= limit:
+            raise V2Error(
+                429,
+                "too_many_streams",
+                f"you already follow {limit} event streams, this server's limit; close one, or poll "
+                "GET /api/v2/jobs/{id}",
+                details={"limit": limit},
+                headers={"Retry-After": str(STREAMS_RETRY_AFTER_SECONDS)},
+            )
+        self.open[caller] += 1
+        try:
+            yield
+        finally:
+            self.open[caller] -= 1
+            if not self.open[caller]:
+                del self.open[caller]
+
+
+STREAMS = web.AppKey("v2_event_streams", StreamCounts)
+
+
 async def job_events(request: web.Request) -> web.StreamResponse:
     """The job's state as it changes: status, progress (at most every half second), the latest preview,
     each output, and the terminal status last."""
     job = await own_job(request)
+    engine = service(request)
+    with request.app[STREAMS].opened(owner(request), engine.settings.max_event_streams):
+        return await _follow(request, job)
+
+
+async def _follow(request: web.Request, job: Job) -> web.StreamResponse:
     engine = service(request)
     board = _board(request)
     response = web.StreamResponse(
@@ -488,17 +484,17 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             job = await engine.job(job.id) or job
             position = await engine.queue_position(job) if job.status == JobStatus.QUEUED else None
             status = (_status(job), position)
+            now = time.monotonic()
+            if status != last_status and not job.status.terminal:  # a stream opens with the status
+                await _send(response, "status", {"status": status[0], "queue_position": position})
+                last_status, written = status, now
             for output in await outputs_json(request, job):
                 if output["id"] not in sent_outputs:
                     await _send(response, "output", output)
                     sent_outputs.add(output["id"])
-            if job.status.terminal:
+            if job.status.terminal:  # and ends with it, after every output
                 await _send(response, "status", {"status": status[0], "queue_position": None})
                 break
-            now = time.monotonic()
-            if status != last_status:
-                await _send(response, "status", {"status": status[0], "queue_position": position})
-                last_status, written = status, now
             snapshot = board.snapshots.get(job.id)
             progress = progress_json(job, snapshot)
             if progress not in (None, last_progress) and now - progress_sent >= PROGRESS_INTERVAL_SECONDS:
@@ -527,6 +523,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     board = ProgressBoard()
     app[BOARD] = board
+    app[STREAMS] = StreamCounts()
     app.on_cleanup.insert(0, board.close)
     app.router.add_post(JOBS, post_job)
     app.router.add_get(JOBS + "/{id}", get_job, allow_head=False)
