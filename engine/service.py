@@ -31,9 +31,11 @@ from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.outputs import JobOutputs
+from engine.jobs.redis_keys import RedisKeyAdmin
+from engine.jobs.redis_store import RedisStore
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
-from engine.jobs.store import JobQuery, JobStore, StoreUnavailable
+from engine.jobs.store import JobQuery, JobStore, KeyAdmin, StoreUnavailable
 from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
 from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
@@ -72,11 +74,19 @@ class Service:
         self.registry: NodeRegistry
         self.registry, self.package_reports = create_registry(settings.custom_nodes_dirs)
         self.endpoints: dict[str, Endpoint] = load_endpoints(settings.graphs_dir, self.registry)
-        self.database = SqliteStore(settings.database_path)
-        self.recovered = self.database.recover()
-        sqlite = AsyncSqliteStore(self.database)
-        self.store: JobStore = sqlite
-        self.assets = AssetLibrary(sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
+        database = SqliteStore(settings.database_path)
+        self._sqlite = AsyncSqliteStore(database)
+        self.store: JobStore
+        self.keys: KeyAdmin
+        """API keys, managed synchronously (the command line, tests); the routes use `store`."""
+        if settings.broker is None:
+            self.recovered = database.recover()
+            self.store, self.keys = self._sqlite, database
+        else:  # a fleet: its workers' leases, not this process's start, decide what runs again
+            self.recovered = (0, 0)
+            self.store = RedisStore(settings.broker, retention_seconds=settings.retention_seconds)
+            self.keys = RedisKeyAdmin(settings.broker)
+        self.assets = AssetLibrary(self._sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
         self.models = ModelManager()
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
@@ -121,6 +131,8 @@ class Service:
             await self.webhooks.close()
         self.models.remove_load_listener(self._model_loaded)
         await self.store.close()
+        if self.store is not self._sqlite:  # still the asset index
+            await self._sqlite.close()
 
     def _model_loaded(self, _: object, seconds: float) -> None:
         self.metrics.observe_model_load(seconds)
