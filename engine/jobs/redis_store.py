@@ -45,6 +45,10 @@ from engine.jobs.types import (
 
 DEFAULT_LEASE_SECONDS = 30.0
 """How long a running job's worker may go without a heartbeat before another worker takes the job."""
+MAX_CONNECTIONS = 64
+"""Connections one process opens to Redis at most; a burst of requests waits for one to be free
+(a script takes microseconds) instead of opening hundreds."""
+CONNECTION_WAIT_SECONDS = 20.0
 KEEP_AFTER_RETENTION_SECONDS = 600.0
 """A finished job's hash outlives the retention period by this much, so that `expire` (every minute)
 still finds it and its files are deleted with it; Redis drops it even if no process expires it."""
@@ -132,7 +136,10 @@ class RedisStore:
         self.max_attempts = max_attempts
         """A job whose workers stopped this many times while running it is failed, not run again."""
         self._ttl_ms = round((retention_seconds + KEEP_AFTER_RETENTION_SECONDS) * 1000)
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=CONNECTION_WAIT_SECONDS, decode_responses=True
+        )
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._scripts = {
             name: self.redis.register_script(getattr(scripts, name))
             for name in (
