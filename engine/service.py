@@ -21,6 +21,8 @@ from typing import Any
 from engine import folders
 from engine.assets.blobs import BlobFolder
 from engine.assets.library import AssetLibrary
+from engine.assets.redis_assets import RedisAssetStore
+from engine.assets.store import AssetStore
 from engine.diffusion.model_manager import ModelManager
 from engine.endpoints import Endpoint, Params, load_endpoints
 from engine.endpoints import publish as publishing
@@ -74,19 +76,21 @@ class Service:
         self.registry: NodeRegistry
         self.registry, self.package_reports = create_registry(settings.custom_nodes_dirs)
         self.endpoints: dict[str, Endpoint] = load_endpoints(settings.graphs_dir, self.registry)
-        database = SqliteStore(settings.database_path)
-        self._sqlite = AsyncSqliteStore(database)
         self.store: JobStore
         self.keys: KeyAdmin
         """API keys, managed synchronously (the command line, tests); the routes use `store`."""
+        asset_store: AssetStore
         if settings.broker is None:
+            database = SqliteStore(settings.database_path)
             self.recovered = database.recover()
-            self.store, self.keys = self._sqlite, database
+            sqlite = AsyncSqliteStore(database)
+            self.store, self.keys, asset_store = sqlite, database, sqlite
         else:  # a fleet: its workers' leases, not this process's start, decide what runs again
             self.recovered = (0, 0)
-            self.store = RedisStore(settings.broker, retention_seconds=settings.retention_seconds)
-            self.keys = RedisKeyAdmin(settings.broker)
-        self.assets = AssetLibrary(self._sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
+            fleet = RedisStore(settings.broker, retention_seconds=settings.retention_seconds)
+            self.store, self.keys = fleet, RedisKeyAdmin(settings.broker)
+            asset_store = RedisAssetStore(fleet.redis, fleet.prefix, settings.broker)
+        self.assets = AssetLibrary(asset_store, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
         self.models = ModelManager()
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
@@ -131,8 +135,6 @@ class Service:
             await self.webhooks.close()
         self.models.remove_load_listener(self._model_loaded)
         await self.store.close()
-        if self.store is not self._sqlite:  # still the asset index
-            await self._sqlite.close()
 
     def _model_loaded(self, _: object, seconds: float) -> None:
         self.metrics.observe_model_load(seconds)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -120,6 +120,19 @@ def _selected(job: Job, query: JobQuery) -> bool:
     return True
 
 
+@asynccontextmanager
+async def redis_errors(url: str) -> AsyncIterator[None]:
+    """Redis failures that are the server's, not the request's, as `StoreUnavailable` (503)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise StoreUnavailable(f"the Redis server at {url} cannot be reached: {exc}") from exc
+    except ResponseError as exc:
+        if str(exc).startswith(("OOM", "MISCONF", "READONLY")):
+            raise StoreUnavailable(f"the Redis server refused a write: {exc}", full=True) from exc
+        raise
+
+
 class RedisStore:
     def __init__(
         self,
@@ -157,16 +170,8 @@ class RedisStore:
             )
         }
 
-    @asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StoreUnavailable(f"the Redis server at {self.url} cannot be reached: {exc}") from exc
-        except ResponseError as exc:
-            if str(exc).startswith(("OOM", "MISCONF", "READONLY")):
-                raise StoreUnavailable(f"the Redis server refused a write: {exc}", full=True) from exc
-            raise
+    def _guard(self) -> AbstractAsyncContextManager[None]:
+        return redis_errors(self.url)
 
     async def _script(self, name: str, *args: str | int | float) -> Any:
         async with self._guard():
