@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from engine.assets.types import Asset, NewAsset
 from engine.jobs.redis_layout import pairs
-from engine.jobs.redis_store import redis_errors
+from engine.jobs.redis_store import guarded as redis_call
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -93,8 +93,7 @@ def _guarded(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Corouti
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
         store = args[0]
         assert isinstance(store, RedisAssetStore)
-        async with redis_errors(store.url):
-            return await method(*args, **kwargs)
+        return await redis_call(store.url, method(*args, **kwargs))
 
     return guarded
 

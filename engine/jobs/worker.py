@@ -187,9 +187,9 @@ class Worker:
 
     async def _loop(self) -> None:
         while not self._stopping:
+            self._wake.clear()  # before claiming: a wake-up that comes during the claim is kept
             job = await self._stored(partial(self._claim, self.preferred()))
             if job is None:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
                 continue
