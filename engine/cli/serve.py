@@ -1,4 +1,5 @@
-"""`engine serve`: the HTTP service on its embedded defaults (SQLite, local files, one in-process worker)."""
+"""`engine serve`: the HTTP service, on its embedded defaults (SQLite, local files, one in-process worker)
+or with its jobs in a fleet's Redis (`--broker`)."""
 
 from __future__ import annotations
 
