@@ -22,6 +22,8 @@ from engine import folders
 from engine.assets.blobs import BlobFolder
 from engine.assets.library import AssetLibrary
 from engine.assets.outputs import OutputAssets
+from engine.assets.redis_assets import RedisAssetStore
+from engine.assets.store import AssetStore
 from engine.diffusion.model_manager import ModelManager
 from engine.endpoints import Endpoint, Params, load_endpoints
 from engine.endpoints import publish as publishing
@@ -32,9 +34,11 @@ from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.outputs import JobOutputs
+from engine.jobs.redis_keys import RedisKeyAdmin
+from engine.jobs.redis_store import RedisStore
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
-from engine.jobs.store import JobQuery, JobStore, StoreUnavailable
+from engine.jobs.store import JobQuery, JobStore, KeyAdmin, StoreUnavailable
 from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
 from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
@@ -73,11 +77,21 @@ class Service:
         self.registry: NodeRegistry
         self.registry, self.package_reports = create_registry(settings.custom_nodes_dirs)
         self.endpoints: dict[str, Endpoint] = load_endpoints(settings.graphs_dir, self.registry)
-        self.database = SqliteStore(settings.database_path)
-        self.recovered = self.database.recover()
-        sqlite = AsyncSqliteStore(self.database)
-        self.store: JobStore = sqlite
-        self.assets = AssetLibrary(sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
+        self.store: JobStore
+        self.keys: KeyAdmin
+        """API keys, managed synchronously (the command line, tests); the routes use `store`."""
+        asset_store: AssetStore
+        if settings.broker is None:
+            database = SqliteStore(settings.database_path)
+            self.recovered = database.recover()
+            sqlite = AsyncSqliteStore(database)
+            self.store, self.keys, asset_store = sqlite, database, sqlite
+        else:  # a fleet: its workers' leases, not this process's start, decide what runs again
+            self.recovered = (0, 0)
+            fleet = RedisStore(settings.broker, retention_seconds=settings.retention_seconds)
+            self.store, self.keys = fleet, RedisKeyAdmin(settings.broker)
+            asset_store = RedisAssetStore(fleet.redis, fleet.prefix, settings.broker)
+        self.assets = AssetLibrary(asset_store, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
         self.models = ModelManager()
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})

@@ -75,6 +75,9 @@ class Settings:
     decompression bomb), and a float IMAGE tensor of 8192x8192 already takes 800 MB."""
     max_userdata_bytes: int = 16 * 1024**2
     """Largest file written through /userdata (workflows, which may embed images) or /settings."""
+    broker: str | None = None
+    """A Redis URL (redis://host:port/db): jobs, keys and the queue live there, shared by every process
+    of a fleet. None: the embedded SQLite store in the data folder, for this process alone."""
     multi_user: bool = False
     """ComfyUI's --multi-user: each client names its user in the `comfy-user` header and gets its own
     settings and workflows; without it every client is the user "default"."""

@@ -1,4 +1,5 @@
-"""`engine serve`: the HTTP service on its embedded defaults (SQLite, local files, one in-process worker)."""
+"""`engine serve`: the HTTP service, on its embedded defaults (SQLite, local files, one in-process worker)
+or with its jobs in a fleet's Redis (`--broker`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import argparse
 import logging
 
 from engine.cli import global_options
-from engine.cli.settings_args import add_service_arguments, add_tls_arguments, settings_from
+from engine.cli.settings_args import (
+    add_broker_argument,
+    add_service_arguments,
+    add_tls_arguments,
+    settings_from,
+)
 from engine.settings import LOCALHOST
 
 log = logging.getLogger("engine.serve")
@@ -34,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "OPEN ACCESS (--open-access): no API key is asked for; anyone on this machine can call the "
             "API and read every job. Restart without it, after `engine keys add NAME`, to require keys."
         )
-    elif not service.database.has_keys():
+    elif not service.keys.has_keys():
         log.warning(
             "no API keys exist: every request will be refused (401) until one is created with "
             "`engine keys add NAME` (or restart with --open-access for local use without keys)"
@@ -73,6 +79,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the HTTP service")
     add_service_arguments(serve)
     add_tls_arguments(serve)
+    add_broker_argument(serve)
     global_options.add_to_command(serve, global_options.ALL)
     serve.add_argument(
         "--test-models",

@@ -104,6 +104,29 @@ def retention(text: str) -> float:
     return seconds
 
 
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def broker_url(text: str) -> str:
+    """A Redis URL: redis://host:port/db, rediss:// (TLS) or unix:///path/to/socket."""
+    if not text.startswith(BROKER_SCHEMES):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Redis URL: give redis://HOST:PORT/DB, rediss://... or unix:///PATH"
+        )
+    return text
+
+
+def add_broker_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broker",
+        type=broker_url,
+        default=os.environ.get("ENGINE_BROKER"),
+        metavar="URL",
+        help="Redis holding the jobs, keys and queue of a fleet, e.g. redis://127.0.0.1:6379/0 "
+        "(default: the embedded SQLite store; env ENGINE_BROKER)",
+    )
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     base = Path(args.base_dir).resolve() if args.base_dir else Path.cwd()
     extra = {}
@@ -126,6 +149,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["max_event_streams"] = args.max_event_streams
     if getattr(args, "max_upload_size", None) is not None:
         extra["max_upload_bytes"] = args.max_upload_size
+    if getattr(args, "broker", None):
+        extra["broker"] = broker_url(args.broker)
     if hasattr(args, "multi_user"):
         extra["multi_user"] = args.multi_user or env_switch("ENGINE_MULTI_USER")
     for name in ("tls_cert", "tls_key"):

@@ -68,6 +68,13 @@ def test_the_event_stream_bound_comes_from_a_flag_or_the_environment(monkeypatch
     assert serve_settings("--max-event-streams", "2").max_event_streams == 2  # a flag beats the variable
 
 
+def test_the_broker_comes_from_a_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert serve_settings().broker is None  # the embedded SQLite store by default
+    assert serve_settings("--broker", "redis://10.0.0.5:6379/2").broker == "redis://10.0.0.5:6379/2"
+    monkeypatch.setenv("ENGINE_BROKER", "rediss://cache.internal:6380/0")
+    assert serve_settings().broker == "rediss://cache.internal:6380/0"
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "says"),
     [
@@ -91,6 +98,8 @@ def test_the_event_stream_bound_comes_from_a_flag_or_the_environment(monkeypatch
         ("--max-event-streams", "many", "not a whole number of streams"),
         ("--max-event-streams", "\uff13", "not a whole number of streams"),
         ("--max-event-streams", "", "not a whole number of streams"),
+        ("--broker", "localhost:6379", "not a Redis URL"),
+        ("--broker", "http://redis/0", "not a Redis URL"),
     ],
 )
 def test_a_bad_value_is_a_clear_command_line_error(
