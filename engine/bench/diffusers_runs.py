@@ -88,7 +88,7 @@ def flux_converter(width: int) -> Callable[..., dict[str, torch.Tensor]]:
     )
 
 
-def _assign(
+def assign_weights(
     factory: Callable[[], Model],
     state: Mapping[str, torch.Tensor],
     device: torch.device,
@@ -103,11 +103,11 @@ def _assign(
     return module
 
 
-def _under(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def under_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {name[len(prefix) :]: t for name, t in tensors.items() if name.startswith(prefix)}
 
 
-def _vae(
+def diffusers_vae(
     tensors: Mapping[str, torch.Tensor],
     config: AutoencoderConfig,
     scaling: Mapping[str, float],
@@ -116,7 +116,7 @@ def _vae(
 ) -> AutoencoderKL:
     diffusers_config = {**config.diffusers_config(), **scaling}
     converted = convert_ldm_vae_checkpoint(dict(tensors), diffusers_config)
-    return _assign(lambda: AutoencoderKL(**diffusers_config), converted, device, dtype)
+    return assign_weights(lambda: AutoencoderKL(**diffusers_config), converted, device, dtype)
 
 
 def _text_encoder(
@@ -137,13 +137,13 @@ def build_pipeline(endpoint: str, cache: WeightsCache, device: torch.device, dty
     if endpoint == "aura-flow":
         tensors = load_file(cache.path("aura_flow"), device=str(device))
         config = sizes.auraflow
-        transformer = _assign(
+        transformer = assign_weights(
             lambda: AuraFlowTransformer2DModel(**config.diffusers_config()),
-            convert_auraflow_transformer_checkpoint_to_diffusers(_under(tensors, "model.")),
+            convert_auraflow_transformer_checkpoint_to_diffusers(under_prefix(tensors, "model.")),
             device,
             dtype,
         )
-        vae = _vae(_under(tensors, "vae."), sizes.sdxl_vae, SDXL_VAE_SCALING, device, dtype)
+        vae = diffusers_vae(under_prefix(tensors, "vae."), sizes.sdxl_vae, SDXL_VAE_SCALING, device, dtype)
         del tensors
         encoder = _text_encoder(cache, "aura_flow", CHECKPOINT_PREFIXES["pile_t5xl"], device, dtype)
         tokenizer = T5Tokenizer(vocab_file=str(tokenizers / "pile_t5xl" / "tokenizer.model"))
@@ -157,11 +157,11 @@ def build_pipeline(endpoint: str, cache: WeightsCache, device: torch.device, dty
     key = "flux_schnell" if endpoint == "flux-schnell" else "flux_dev"
     flux_config = sizes.flux_schnell if endpoint == "flux-schnell" else sizes.flux_dev
     converted = flux_converter(flux_config.hidden_size)(load_file(cache.path(key), device=str(device)))
-    transformer = _assign(
+    transformer = assign_weights(
         lambda: FluxTransformer2DModel(**flux_config.diffusers_config()), converted, device, dtype
     )
     del converted
-    vae = _vae(
+    vae = diffusers_vae(
         load_file(cache.path("flux_ae"), device=str(device)), sizes.flux_ae, FLUX_AE_SCALING, device, dtype
     )
     return FluxPipeline(

@@ -8,7 +8,8 @@ for) and submitted to the service's queue: one untimed at the benchmark size, th
 at a time, each with its own prompt and seed so that no node's output is taken from the cache (a
 repeated prompt would skip text encoding, which diffusers never does). Then one run through the
 executor directly, with an event listener that synchronises the device at each sampling step, for the
-per-node and per-step times; then `concurrent` requests submitted at once, for throughput.
+per-node and per-step times; then `concurrent` requests submitted at once, for throughput (with none,
+throughput is the timed requests' sequential rate, to save the time of a long endpoint's extra runs).
 
 For the comparison with diffusers, one more run (with the sampler diffusers' pipelines use) records
 what the graph fed the diffusion transformer, through a forward pre-hook on the resident module: the
@@ -187,12 +188,25 @@ class EngineBench:
             endpoint = service.endpoints[case.endpoint]
             runner = _Runner(self, service, endpoint, case)
             await runner.request(PROMPT + ", warm-up", seed=0)
-            latencies = [(await runner.request(f"{PROMPT}, take {i}", seed=1 + i))[0] for i in range(runs)]
+            with GpuBusySampler(self.device) as busy:
+                latencies = [
+                    (await runner.request(f"{PROMPT}, take {i}", seed=1 + i))[0] for i in range(runs)
+                ]
             stages, steps = await asyncio.to_thread(runner.profile, f"{PROMPT}, profiled", 100)
             capture = image = None
             if compare:
                 capture, image = await asyncio.to_thread(runner.compare_run)
-            throughput = await runner.throughput(concurrent)
+            if concurrent:
+                throughput = await runner.throughput(concurrent)
+            else:
+                throughput = Throughput(
+                    requests=runs,
+                    concurrent=False,
+                    wall_s=sum(latencies),
+                    images_per_s=runs / sum(latencies),
+                    mean_latency_s=statistics.fmean(latencies),
+                    gpu_busy_percent=busy.percent,
+                )
             peak = read_peak(self.device)
         finally:
             await service.stop()

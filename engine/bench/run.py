@@ -58,6 +58,9 @@ class BenchOptions:
     endpoints: tuple[str, ...] = ENDPOINTS
     runs: int = 3
     concurrent: int = 8
+    throughput_endpoints: tuple[str, ...] | None = None
+    """The endpoints that get the `concurrent` requests at once; None: all. The others report their
+    timed requests' sequential rate (eight 28-step 1024^2 requests cost most of a minute)."""
     diffusers: bool = True
     compare: bool = True
     evict_weights: bool = False
@@ -187,9 +190,9 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 listed = {w.relative_path for w in report.weights}
                 report.weights.extend(w for w in written if w.relative_path not in listed)
                 say(f"{name}: engine")
-                outcome = asyncio.run(
-                    engine.run(case, work, options.runs, options.concurrent, options.compare)
-                )
+                throughput_run = options.throughput_endpoints is None or name in options.throughput_endpoints
+                concurrent = options.concurrent if throughput_run else 0
+                outcome = asyncio.run(engine.run(case, work, options.runs, concurrent, options.compare))
                 result.engine = outcome.result
                 if options.diffusers:
                     say(f"{name}: diffusers")

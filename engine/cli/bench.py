@@ -42,6 +42,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         endpoints=tuple(args.endpoints or ENDPOINT_CHOICES),
         runs=args.runs,
         concurrent=args.concurrent,
+        throughput_endpoints=tuple(args.throughput_endpoints) if args.throughput_endpoints else None,
         diffusers=not args.no_diffusers,
         compare=args.compare if args.compare is not None else size == "small",
         evict_weights=args.evict_weights,
@@ -78,6 +79,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=_positive,
         default=8,
         help="requests submitted at once for throughput (default 8)",
+    )
+    bench.add_argument(
+        "--throughput-endpoints",
+        nargs="+",
+        choices=ENDPOINT_CHOICES,
+        help="endpoints given the concurrent requests (default: all; others report their sequential rate)",
     )
     bench.add_argument(
         "--cache-dir", metavar="DIR", help="where weights are written (default BASE/data/bench-weights)"
