@@ -24,8 +24,8 @@ say() { echo "[$(($(date +%s) - started)) s] $*" | tee -a "$OUT/bench.log"; }
 say "set-up: wheels the device image lacks (diffusers, torchsde, trampoline, blake3)"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { say "the wheels did not install: run bench/gpu_wheels.sh here and carry .whl"; exit 1; }
-python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target /tmp/site . \
-  || say "the project did not install as a package; running it from the checkout"
+# The project itself runs from this checkout (its graphs/ and any data files beside the code are read
+# from here), with the carried wheels ahead of it on the path.
 export PYTHONPATH="/tmp/site:$PWD"
 
 {
@@ -36,11 +36,17 @@ export PYTHONPATH="/tmp/site:$PWD"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-# The weights go where there is room for one endpoint's (34 GB): RAM-backed /dev/shm when it has it
-# (writing and reading back are then memory copies), else /tmp on the disk.
+# The weights go where there is room for one endpoint's (34 GB), in RAM if possible (writing and reading
+# back are then memory copies, and the 64 GiB disk also holds the image): /dev/shm when it has the room,
+# else a tmpfs mounted for the run (the machine is ours and goes back bare), else /tmp on the disk.
+free_gb() { df -BG --output=avail "$1" 2>/dev/null | tail -1 | tr -dc '0-9'; }
 cache=/tmp/bench-weights
-shm_free_gb=$(df -BG --output=avail /dev/shm 2>/dev/null | tail -1 | tr -dc '0-9')
-if [ "${shm_free_gb:-0}" -ge 40 ]; then cache=/dev/shm/bench-weights; fi
+if [ "$(free_gb /dev/shm)" -ge 40 ] 2>/dev/null; then
+  cache=/dev/shm/bench-weights
+elif mkdir -p /mnt/bench-ram && mount -t tmpfs -o size=72G tmpfs /mnt/bench-ram; then
+  cache=/mnt/bench-ram/weights
+fi
+df -h "$(dirname "$cache")" >> "$OUT/machine.txt" 2>&1
 say "weights in $cache; running the benchmark"
 
 timeout --signal=INT --kill-after=20 560 python3 bench/gpu.py --cache-dir "$cache" --out "$OUT" \
