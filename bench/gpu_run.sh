@@ -11,8 +11,9 @@
 # then loaded by each side, a warm-up and 3 timed requests each, one profiled run each:
 #   flux-schnell ~110 s (34 GB written: T5-XXL, CLIP-L, AE, transformer; 8 concurrent requests),
 #   flux-dev     ~150 s (24 GB written; 28-step requests at ~5 s eager),
-#   aura-flow    ~110 s (16 GB written; 25 steps x 2 forwards).
-# About 400 s in all. No endpoint starts after 400 s (--time-budget in bench/gpu.py) and the Python run
+#   aura-flow    ~110 s (16 GB written; 25 steps x 2 forwards),
+#   flux-dev-fp8  ~60 s (engine only, on flux-dev's files; skipped if the time budget is spent).
+# About 450 s in all. No endpoint starts after 400 s (--time-budget in bench/gpu.py) and the Python run
 # is stopped at 560 s, so $OUT always comes back; the JSON is rewritten after each endpoint.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -36,12 +37,13 @@ export PYTHONPATH="/tmp/site:$PWD"
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-# The weights go where there is room for one endpoint's (34 GB), in RAM if possible (writing and reading
-# back are then memory copies, and the 64 GiB disk also holds the image): /dev/shm when it has the room,
-# else a tmpfs mounted for the run (the machine is ours and goes back bare), else /tmp on the disk.
+# The weights go where there is room for 50 GB (flux-dev's, kept for the fp8 run, beside AuraFlow's), in
+# RAM if possible (writing and reading back are then memory copies, and the 64 GiB disk also holds the
+# image): /dev/shm when it has the room, else a tmpfs mounted for the run (the machine is ours and goes
+# back bare), else /tmp on the disk.
 free_gb() { df -BG --output=avail "$1" 2>/dev/null | tail -1 | tr -dc '0-9'; }
 cache=/tmp/bench-weights
-if [ "$(free_gb /dev/shm)" -ge 40 ] 2>/dev/null; then
+if [ "$(free_gb /dev/shm)" -ge 56 ] 2>/dev/null; then
   cache=/dev/shm/bench-weights
 elif mkdir -p /mnt/bench-ram && mount -t tmpfs -o size=72G tmpfs /mnt/bench-ram; then
   cache=/mnt/bench-ram/weights

@@ -58,6 +58,7 @@ CAPTURED_INPUTS = ("hidden_states", "encoder_hidden_states", "pooled_projections
 class Case:
     """How an endpoint is benchmarked: its request values, and what the comparison run changes."""
 
+    name: str
     endpoint: str
     steps: int
     cfg: float
@@ -65,6 +66,10 @@ class Case:
     compare_fields: dict[str, Any] = field(default_factory=dict)
     """AuraFlow's graph samples with UniPC; diffusers' AuraFlowPipeline with Euler: the comparison
     run asks the endpoint for Euler (one of its sampler choices) so the two are one computation."""
+    node_inputs: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """(node class, input) -> value set on the built graph: a variant no request field reaches."""
+    baseline: bool = True
+    """Whether diffusers runs it too (it has no counterpart of an engine-only variant)."""
 
     @property
     def guided(self) -> bool:
@@ -73,12 +78,27 @@ class Case:
 
 CASES: dict[str, Case] = {
     "aura-flow": Case(
-        "aura-flow", 25, 5.0, {"steps": 25, "cfg": 5, "negative_prompt": ""}, {"sampler": "euler"}
+        "aura-flow",
+        "aura-flow",
+        25,
+        5.0,
+        {"steps": 25, "cfg": 5, "negative_prompt": ""},
+        {"sampler": "euler"},
     ),
-    "flux-schnell": Case("flux-schnell", 4, 1.0, {"steps": 4}),
-    "flux-dev": Case("flux-dev", 28, 1.0, {"steps": 28}),
+    "flux-schnell": Case("flux-schnell", "flux-schnell", 4, 1.0, {"steps": 4}),
+    "flux-dev": Case("flux-dev", "flux-dev", 28, 1.0, {"steps": 28}),
+    "flux-dev-fp8": Case(
+        "flux-dev-fp8",
+        "flux-dev",
+        28,
+        1.0,
+        {"steps": 28},
+        node_inputs={("UNETLoader", "weight_dtype"): "fp8_e4m3fn_fast"},
+        baseline=False,
+    ),
 }
-"""The issue's three runs: aura-flow 25 steps at cfg 5, flux-schnell 4 steps, flux-dev 28 steps."""
+"""The issue's three runs (aura-flow 25 steps at cfg 5, flux-schnell 4 steps, flux-dev 28 steps) and
+flux-dev with its diffusion model loaded as `fp8_e4m3fn_fast`, the opt-in fp8 path (engine only)."""
 
 
 @dataclass
@@ -116,13 +136,13 @@ def _already_resident() -> torch.nn.Module:
 
 
 def resident_transformer(service: Service) -> torch.nn.Module:
-    """The diffusion transformer the endpoint's graph loaded (the model manager's resident module)."""
+    """The diffusion transformer the endpoint's graph used last (the model manager's resident module)."""
     keys: list[ModelKey] = [
         key for key in service.models.resident() if key.part.startswith("diffusion_model")
     ]
-    if len(keys) != 1:
-        raise RuntimeError(f"expected one resident diffusion model, found {len(keys)}")
-    return service.models.load(keys[0], _already_resident)
+    if not keys:
+        raise RuntimeError("no diffusion model is resident after the run")
+    return service.models.load(keys[-1], _already_resident)  # resident() lists the most recent last
 
 
 class EngineBench:
@@ -142,8 +162,10 @@ class EngineBench:
         self.device = device
         self.side = side
 
-    def settings(self, endpoint: str) -> Settings:
-        base = self.work_dir / endpoint
+    def settings(self, case: Case) -> Settings:
+        """A variant (node inputs no request field reaches) skips the service's warm-up, which would load
+        the endpoint's own models beside the variant's; its first request loads them instead."""
+        base = self.work_dir / case.name
         return Settings(
             base_dir=base,
             models_dir=self.models_dir,
@@ -153,7 +175,7 @@ class EngineBench:
             custom_nodes_dirs=(),
             open_access=True,
             test_models=False,
-            warmup_endpoints=(endpoint,),
+            warmup_endpoints=(case.endpoint,) if not case.node_inputs else (),
         )
 
     def prompt(
@@ -166,6 +188,9 @@ class EngineBench:
         )
         for node in prompt.values():
             inputs = node["inputs"]
+            for (class_type, name), value in case.node_inputs.items():
+                if node["class_type"] == class_type:
+                    inputs[name] = value
             for name in ("width", "height"):
                 if isinstance(inputs.get(name), int) and not isinstance(inputs.get(name), bool):
                     inputs[name] = self.side
@@ -179,22 +204,22 @@ class EngineBench:
         reset_peak(self.device)
         loads: list[float] = []
         started = time.perf_counter()
-        service = Service(self.settings(case.endpoint))
+        service = Service(self.settings(case))
         service.models.add_load_listener(lambda _key, seconds: loads.append(seconds))
         await service.start(render_webhook=lambda _job: {})
         try:
             await _ready(service, case.endpoint)
-            startup = time.perf_counter() - started
             endpoint = service.endpoints[case.endpoint]
             runner = _Runner(self, service, endpoint, case)
             await runner.request(PROMPT + ", warm-up", seed=0)
+            startup = time.perf_counter() - started
             with GpuBusySampler(self.device) as busy:
                 latencies = [
                     (await runner.request(f"{PROMPT}, take {i}", seed=1 + i))[0] for i in range(runs)
                 ]
             stages, steps = await asyncio.to_thread(runner.profile, f"{PROMPT}, profiled", 100)
             capture = image = None
-            if compare:
+            if compare and case.baseline:
                 capture, image = await asyncio.to_thread(runner.compare_run)
             if concurrent:
                 throughput = await runner.throughput(concurrent)

@@ -46,8 +46,8 @@ class SystemResult:
     load_s: float
     """Reading the weights and making them resident on the device."""
     startup_s: float
-    """From nothing to ready to serve: the engine's service start with its warm-up run, or diffusers'
-    pipeline construction plus its first call."""
+    """From nothing to the first image at the benchmark's size: the engine's service start (with its
+    warm-up run) and first request, or diffusers' pipeline construction and first call."""
     latency: Latency
     per_step_s: float | None
     """Median time between consecutive sampling steps (device synchronised at each); None for 1 step."""

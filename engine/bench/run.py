@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from engine.bench.diffusers_runs import DiffusersBench
-from engine.bench.engine_runs import CASES, EngineBench
+from engine.bench.engine_runs import CASES, Case, EngineBench
 from engine.bench.report import markdown
 from engine.bench.results import BenchReport, Comparison, EndpointResult, Work
 from engine.bench.weights import MODEL_SIZES, Size, WeightsCache
@@ -89,14 +89,13 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def _work(case_endpoint: str, cache: WeightsCache) -> ImageWork:
-    sizes, case = cache.sizes, CASES[case_endpoint]
-    encoders = sizes.text_encoders
-    if case_endpoint == "aura-flow":
+def _work(case: Case, cache: WeightsCache) -> ImageWork:
+    sizes, encoders = cache.sizes, cache.sizes.text_encoders
+    if case.endpoint == "aura-flow":
         return image_work(
             sizes.auraflow, [encoders["pile_t5xl"]], sizes.sdxl_vae, sizes.image_side, case.steps, case.guided
         )
-    config = sizes.flux_schnell if case_endpoint == "flux-schnell" else sizes.flux_dev
+    config = sizes.flux_schnell if case.endpoint == "flux-schnell" else sizes.flux_dev
     return image_work(
         config, [encoders["t5xxl"], encoders["clip_l"]], sizes.flux_ae, sizes.image_side, case.steps, False
     )
@@ -161,7 +160,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
         baseline = DiffusersBench(cache, device, dtype, sizes.image_side)
         for index, name in enumerate(options.endpoints):
             case = CASES[name]
-            work = _work(name, cache)
+            work = _work(case, cache)
             result = EndpointResult(
                 endpoint=name,
                 width=sizes.image_side,
@@ -186,7 +185,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 continue
             try:
                 say(f"{name}: weights")
-                written = cache.ensure(name)
+                written = cache.ensure(case.endpoint)
                 listed = {w.relative_path for w in report.weights}
                 report.weights.extend(w for w in written if w.relative_path not in listed)
                 say(f"{name}: engine")
@@ -194,7 +193,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 concurrent = options.concurrent if throughput_run else 0
                 outcome = asyncio.run(engine.run(case, work, options.runs, concurrent, options.compare))
                 result.engine = outcome.result
-                if options.diffusers:
+                if options.diffusers and case.baseline:
                     say(f"{name}: diffusers")
                     capture = outcome.capture if options.compare else None
                     theirs = baseline.run(case, work, options.runs, capture)
@@ -206,7 +205,9 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 log.error("%s failed:\n%s", name, traceback.format_exc())
                 result.errors.append(f"{type(error).__name__}: {error}")
             if options.evict_weights:
-                cache.evict(name, options.endpoints[index + 1 :])
+                cache.evict(
+                    case.endpoint, tuple(CASES[later].endpoint for later in options.endpoints[index + 1 :])
+                )
             report.total_s = time.perf_counter() - started
             _write(report, options)
     report.total_s = time.perf_counter() - started
