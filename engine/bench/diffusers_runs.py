@@ -20,7 +20,6 @@ latent scaling or the VAE.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import statistics
 import time
@@ -47,7 +46,7 @@ from safetensors.torch import load_file
 from transformers import CLIPTokenizer, T5Tokenizer
 
 from engine.bench.engine_runs import PROMPT, Capture, Case
-from engine.bench.measure import GpuBusySampler, read_peak, reset_peak, synchronize
+from engine.bench.measure import GpuBusySampler, read_peak, release, reset_peak, synchronize
 from engine.bench.results import Latency, SystemResult, Throughput
 from engine.bench.weights import WeightsCache
 from engine.bench.work import ImageWork
@@ -208,6 +207,7 @@ class DiffusersBench:
         self.side = side
 
     def run(self, case: Case, work: ImageWork, runs: int, capture: Capture | None) -> DiffusersOutcome:
+        release(self.device)  # the engine's models, unloaded, are gone before diffusers' load
         reset_peak(self.device)
         started = time.perf_counter()
         pipeline = build_pipeline(case.endpoint, self.cache, self.device, self.dtype)
@@ -223,9 +223,7 @@ class DiffusersBench:
         image = self._compare(pipeline, case, capture) if capture is not None else None
         peak = read_peak(self.device)
         del pipeline
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release(self.device)
         latency = Latency.of(latencies)
         per_step = statistics.median(steps) if steps else None
         return DiffusersOutcome(

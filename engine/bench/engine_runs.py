@@ -19,7 +19,6 @@ initial noise, the conditioning, the guidance and the schedule (one timestep per
 from __future__ import annotations
 
 import asyncio
-import gc
 import inspect
 import itertools
 import statistics
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.bench.measure import GpuBusySampler, read_peak, reset_peak, synchronize
+from engine.bench.measure import GpuBusySampler, read_peak, release, reset_peak, synchronize
 from engine.bench.results import Latency, SystemResult, Throughput
 from engine.bench.work import ImageWork
 from engine.diffusion.model_manager import ModelKey
@@ -201,6 +200,7 @@ class EngineBench:
     async def run(
         self, case: Case, work: ImageWork, runs: int, concurrent: int, compare: bool
     ) -> EngineOutcome:
+        release(self.device)
         reset_peak(self.device)
         loads: list[float] = []
         started = time.perf_counter()
@@ -238,9 +238,7 @@ class EngineBench:
             service.models.unload_all()
             service.executor.cache.clear()
         del service
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release(self.device)
         latency = Latency.of(latencies)
         per_step = statistics.median(steps) if steps else None
         result = SystemResult(

@@ -11,6 +11,7 @@ is missing.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import resource
 import threading
@@ -34,6 +35,14 @@ class Peak:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def release(device: torch.device) -> None:
+    """Free what the last phase left (unreferenced modules, the allocator's cached blocks), so the next
+    phase starts on an empty device and its peak is its own."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def reset_peak(device: torch.device) -> None:

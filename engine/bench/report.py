@@ -74,5 +74,10 @@ def markdown(report: BenchReport) -> str:
         "PERF.md's work per step over the per-step time. Of H200 bound: the transformer's least time at "
         "790 TFLOP/s over the latency. Speed-up: diffusers' median latency over the engine's.",
     ]
+    written = [w for w in report.weights if not w.reused]
+    if written:
+        gigabytes = sum(w.nbytes for w in written) / 1e9
+        seconds = sum(w.seconds for w in written)
+        lines.append(f"Weights: {len(written)} files, {gigabytes:.1f} GB written in {seconds:.1f} s.")
     lines += [f"Note: {note}" for note in report.notes]
     return "\n".join(lines) + "\n"
