@@ -237,7 +237,6 @@ class EngineBench:
             await service.stop()
             service.models.unload_all()
             service.executor.cache.clear()
-        del service
         release(self.device)
         latency = Latency.of(latencies)
         per_step = statistics.median(steps) if steps else None

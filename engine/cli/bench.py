@@ -35,6 +35,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from engine.bench.weights import Size
 
     size: Size = args.size or ("full" if torch.cuda.is_available() else "small")
+    if size == "full" and not torch.cuda.is_available():
+        raise SystemExit(
+            "engine bench --size full needs a CUDA GPU (12B-parameter models, tens of GB of weights); "
+            "without one, --size small runs the same benchmark on the tiny test models"
+        )
     base = Path(args.base_dir or ".")
     out = Path(args.out) if args.out else base / "data" / "bench"
     options = BenchOptions(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from engine.cli import build_parser
 
@@ -38,3 +41,14 @@ def test_defaults_leave_size_and_comparison_to_the_machine() -> None:
         ["bench", "--size", "small", "--no-compare", "--endpoints", "aura-flow"]
     )
     assert (chosen.size, chosen.compare, chosen.endpoints) == ("small", False, ["aura-flow"])
+
+
+def test_full_size_without_a_gpu_is_refused_saying_what_runs_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    args = build_parser().parse_args(["bench", "--size", "full", "--cache-dir", str(tmp_path / "cache")])
+    with pytest.raises(SystemExit) as exit_info:
+        args.handler(args)
+    assert "needs a CUDA GPU" in str(exit_info.value) and "--size small" in str(exit_info.value)
+    assert not (tmp_path / "cache").exists()  # nothing was written
