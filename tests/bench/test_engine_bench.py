@@ -11,6 +11,7 @@ boundary, in a handful of values at most.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -105,7 +106,8 @@ def bench_run(
         "3",
     ]
     started, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the CPU path, on a GPU machine too
+    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_seconds = used.ru_utime + used.ru_stime - cpu.ru_utime - cpu.ru_stime
     return done, root, time.perf_counter() - started, cpu_seconds
