@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import folders
-from engine.cli import endpoints, global_options, graphs, keys, models, serve
+from engine.cli import bench, endpoints, global_options, graphs, keys, models, serve
 from engine.cli.console import configure_logging
 
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_commands(commands)
     endpoints.add_commands(commands)
     models.add_commands(commands)
+    bench.add_commands(commands)
     return parser
 
 

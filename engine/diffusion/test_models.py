@@ -176,17 +176,20 @@ def random_tensors(
     in range through every layer and images show structure rather than saturating.
     """
     generator = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, shape in shapes.items():
-        values = torch.randn(shape, generator=generator)
-        if len(shape) >= 2 and not name.endswith(("positional_encoding", "register_tokens")):
-            values /= math.sqrt(math.prod(shape[1:]))
-        elif "norm" in name and name.endswith(("weight", "scale")):
-            values = 1 + 0.1 * values
-        else:
-            values *= 0.1
-        tensors[prefix + name] = values.to(dtype)
-    return tensors
+    return {prefix + name: random_tensor(name, shape, generator).to(dtype) for name, shape in shapes.items()}
+
+
+def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """One tensor of `random_tensors`, in float32 on the generator's device: the benchmark's full-size
+    writer (engine.bench.weights) makes its files one tensor at a time with it, on the GPU if there is one."""
+    values = torch.randn(shape, generator=generator, device=generator.device)
+    if len(shape) >= 2 and not name.endswith(("positional_encoding", "register_tokens")):
+        values /= math.sqrt(math.prod(shape[1:]))
+    elif "norm" in name and name.endswith(("weight", "scale")):
+        values = 1 + 0.1 * values
+    else:
+        values *= 0.1
+    return values
 
 
 def fp8(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

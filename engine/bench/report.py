@@ -1,0 +1,83 @@
+"""The benchmark's markdown table: one row per endpoint and system, the figures that decide a choice."""
+
+from __future__ import annotations
+
+from engine.bench.results import BenchReport, EndpointResult, SystemResult
+
+GIB = 1024**3
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1e3:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _number(value: float | None, digits: int) -> str:
+    """`digits` significant digits (tiny models' rates are thousandths of a TFLOP/s)."""
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+def _row(endpoint: EndpointResult, result: SystemResult, speedup: str) -> str:
+    throughput = result.throughput
+    busy = throughput.gpu_busy_percent
+    mode = f"{throughput.requests} {'at once' if throughput.concurrent else 'in turn'}"
+    cells = [
+        endpoint.endpoint,
+        result.system,
+        _seconds(result.latency.median_s),
+        speedup,
+        _seconds(result.per_step_s),
+        _number(result.transformer_tflops, 3),
+        f"{result.bound_fraction * 100:.2g}%",
+        f"{result.peak_memory_bytes / GIB:.2f} GiB",
+        _seconds(result.load_s),
+        f"{throughput.images_per_s:.2f}/s ({mode}{'' if busy is None else f', GPU {busy:.0f}% busy'})",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def markdown(report: BenchReport) -> str:
+    side = report.endpoints[0].width if report.endpoints else 0
+    lines = [
+        f"Benchmark, size {report.size} ({side}x{side}), {report.device}, {report.dtype}; "
+        f"torch {report.versions.get('torch', '?')}, diffusers {report.versions.get('diffusers', '?')}",
+        "",
+        "| endpoint | system | latency (median) | speed-up | per step | transformer TFLOP/s | of H200 bound "
+        "| peak memory | load | throughput |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for endpoint in report.endpoints:
+        speedup = "-" if endpoint.speedup is None else f"{endpoint.speedup:.2f}x"
+        for result in (endpoint.engine, endpoint.diffusers):
+            if result is not None:
+                lines.append(_row(endpoint, result, speedup if result.system == "engine" else ""))
+        lines.extend(f"| {endpoint.endpoint} | error | {error} |||||||" for error in endpoint.errors)
+    comparisons = [e for e in report.endpoints if e.comparison is not None]
+    if comparisons:
+        lines += [
+            "",
+            "| endpoint | compared | max abs diff | mean abs diff | tolerance (max / mean) | equal |",
+        ]
+        lines.append("|---|---|---|---|---|---|")
+        for endpoint in comparisons:
+            c = endpoint.comparison
+            assert c is not None
+            lines.append(
+                f"| {endpoint.endpoint} | {c.what} | {c.max_abs_diff:.2e} | {c.mean_abs_diff:.2e} "
+                f"| {c.tolerance_max:.1e} / {c.tolerance_mean:.1e} | {'yes' if c.equal else 'NO'} |"
+            )
+    lines += [
+        "",
+        "Latency: request to written image, one at a time, each request a new prompt and seed. Per step: "
+        "median time between sampling steps with the device synchronised at each. Transformer TFLOP/s: "
+        "PERF.md's work per step over the per-step time. Of H200 bound: the transformer's least time at "
+        "790 TFLOP/s over the latency. Speed-up: diffusers' median latency over the engine's.",
+    ]
+    written = [w for w in report.weights if not w.reused]
+    if written:
+        gigabytes = sum(w.nbytes for w in written) / 1e9
+        seconds = sum(w.seconds for w in written)
+        lines.append(f"Weights: {len(written)} files, {gigabytes:.1f} GB written in {seconds:.1f} s.")
+    lines += [f"Note: {note}" for note in report.notes]
+    return "\n".join(lines) + "\n"

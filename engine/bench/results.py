@@ -1,0 +1,123 @@
+"""What a benchmark run records: one `EndpointResult` per endpoint, the engine's and diffusers' figures
+side by side, gathered in a `BenchReport` that is written as JSON (every field present; null where a
+figure does not apply or could not be measured, with the reason in `notes`)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.bench.weights import WrittenFile
+
+
+@dataclass
+class Latency:
+    """Seconds from submitting one request to its image being written, one request at a time."""
+
+    median_s: float
+    min_s: float
+    runs_s: list[float]
+
+    @classmethod
+    def of(cls, runs: list[float]) -> Latency:
+        return cls(statistics.median(runs), min(runs), runs)
+
+
+@dataclass
+class Throughput:
+    requests: int
+    concurrent: bool
+    """True: all submitted at once to the service's queue; False: one call after another (diffusers has
+    no queue, so its figure is its sequential rate over the timed runs)."""
+    wall_s: float
+    images_per_s: float
+    mean_latency_s: float
+    """Per request, from submission to completion (queueing included when concurrent)."""
+    gpu_busy_percent: float | None
+    """NVML's mean utilisation over the window; None without a GPU."""
+
+
+@dataclass
+class SystemResult:
+    """One system (the engine, or diffusers) running one endpoint."""
+
+    system: str
+    load_s: float
+    """Reading the weights and making them resident on the device."""
+    startup_s: float
+    """From nothing to the first image at the benchmark's size: the engine's service start (with its
+    warm-up run) and first request, or diffusers' pipeline construction and first call."""
+    latency: Latency
+    per_step_s: float | None
+    """Median time between consecutive sampling steps (device synchronised at each); None for 1 step."""
+    stages_s: dict[str, float]
+    """Time per graph node class (engine) or pipeline phase (diffusers) in one profiled run."""
+    transformer_tflops: float | None
+    """The sampling loop's achieved rate: transformer work per step / per_step_s."""
+    image_tflops: float
+    """All of an image's work (encoders, transformer, VAE) / median latency."""
+    bound_fraction: float
+    """PERF.md's transformer-only lower bound on the H200 / median latency (1.0 would be the bound)."""
+    peak_memory_bytes: int
+    peak_memory_kind: str
+    throughput: Throughput
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """The engine's image against diffusers' on the same weights, noise, schedule and conditioning."""
+
+    what: str
+    max_abs_diff: float
+    mean_abs_diff: float
+    tolerance_max: float
+    tolerance_mean: float
+    equal: bool
+
+
+@dataclass
+class Work:
+    """PERF.md's work model for one image of the endpoint (engine.bench.work), in TFLOP."""
+
+    image_tokens: int
+    text_tokens: int
+    transformer_tflop_per_forward: float
+    forwards: int
+    transformer_tflop: float
+    text_encoders_tflop: float
+    vae_decode_tflop: float
+    transformer_bound_s: float
+
+
+@dataclass
+class EndpointResult:
+    endpoint: str
+    width: int
+    height: int
+    steps: int
+    cfg: float
+    work: Work
+    engine: SystemResult | None = None
+    diffusers: SystemResult | None = None
+    speedup: float | None = None
+    """diffusers' median latency / the engine's (above 1: the engine is faster)."""
+    comparison: Comparison | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchReport:
+    size: str
+    device: str
+    dtype: str
+    versions: dict[str, str]
+    weights_dir: str
+    weights: list[WrittenFile] = field(default_factory=list)
+    endpoints: list[EndpointResult] = field(default_factory=list)
+    total_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
