@@ -78,7 +78,7 @@ class Service:
         self.store: JobStore = sqlite
         self.assets = AssetLibrary(sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
-        self.models = ModelManager()
+        self.models = ModelManager(performance=settings.performance)
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()

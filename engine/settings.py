@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.host_memory import available_memory_bytes
+from engine.performance import PerformanceSettings
 
 LOCALHOST = "127.0.0.1"
 
@@ -71,6 +72,8 @@ class Settings:
     decompression bomb), and a float IMAGE tensor of 8192x8192 already takes 800 MB."""
     max_userdata_bytes: int = 16 * 1024**2
     """Largest file written through /userdata (workflows, which may embed images) or /settings."""
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    """Speed and memory switches for the models: compiling, caches, offloading (engine.performance)."""
     multi_user: bool = False
     """ComfyUI's --multi-user: each client names its user in the `comfy-user` header and gets its own
     settings and workflows; without it every client is the user "default"."""

@@ -6,7 +6,12 @@ import argparse
 import logging
 
 from engine.cli import global_options
-from engine.cli.settings_args import add_service_arguments, add_tls_arguments, settings_from
+from engine.cli.settings_args import (
+    add_performance_arguments,
+    add_service_arguments,
+    add_tls_arguments,
+    settings_from,
+)
 from engine.settings import LOCALHOST
 
 log = logging.getLogger("engine.serve")
@@ -73,6 +78,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the HTTP service")
     add_service_arguments(serve)
     add_tls_arguments(serve)
+    add_performance_arguments(serve)
     global_options.add_to_command(serve, global_options.ALL)
     serve.add_argument(
         "--test-models",
