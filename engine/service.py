@@ -148,7 +148,12 @@ class Service:
                 continue
             self.readiness.reason = f"warming up {name}"
             started = time.perf_counter()
-            prompt = warm_up_prompt(endpoint, self.registry, output_prefix=f"{WARMUP_SUBFOLDER}/{name}")
+            prompt = warm_up_prompt(
+                endpoint,
+                self.registry,
+                output_prefix=f"{WARMUP_SUBFOLDER}/{name}",
+                keep_shapes=self.models.accelerator.compiles,
+            )
             failure = await self.worker.warm_up(prompt)
             self.readiness.warmup_seconds[name] = round(time.perf_counter() - started, 3)
             if failure is not None:
