@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -34,6 +33,8 @@ CUDA_BACKENDS = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBack
 
 CPU_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.MATH)
 """torch's CPU flash kernel serves what it can (no masks, no dropout), math the rest."""
+
+COMPILED_ATTRIBUTE = "_engine_compiled_forward"
 
 PROBE_SHAPE = (1, 2, 128, 128)
 """[batch, heads, tokens, head width] of the probe: Flux's and AuraFlow's heads are 128 and 256 wide."""
@@ -66,9 +67,6 @@ class Accelerator:
         self.attention_backends = choose_attention_backends(device, dtype)
         self.compiles = settings.compiles(device.type)
         self.cuda_graphs = self.compiles and settings.cuda_graphs and device.type == "cuda"
-        self._compiled: weakref.WeakKeyDictionary[torch.nn.Module, Callable[..., Any]] = (
-            weakref.WeakKeyDictionary()
-        )
         log.info(
             "attention on %s: %s; torch.compile %s",
             device,
@@ -83,18 +81,19 @@ class Accelerator:
             yield
 
     def forward_of(self, module: torch.nn.Module, compiled: bool = True) -> torch.nn.Module:
-        """What to call for `module`'s forward: its compiled wrapper when compiling is on (made once per
-        module and dropped with it), else the module itself."""
+        """What to call for `module`'s forward: its compiled wrapper when compiling is on, else the module
+        itself. The wrapper is made once and kept on the module's own __dict__ (not as a submodule), so
+        it goes with the module when the model manager drops it."""
         if not (compiled and self.compiles):
             return module
-        wrapper = self._compiled.get(module)
+        wrapper = module.__dict__.get(COMPILED_ATTRIBUTE)
         if wrapper is None:
             options: dict[str, str | int | bool | Callable[..., Any]] = {
                 "triton.cudagraphs": self.cuda_graphs,
                 "triton.cudagraph_skip_dynamic_graphs": True,
             }
             wrapper = torch.compile(module, options=options)
-            self._compiled[module] = wrapper
+            module.__dict__[COMPILED_ATTRIBUTE] = wrapper
         # torch.compile of a module gives an OptimizedModule, which is called and read like the module
         return cast(torch.nn.Module, wrapper)
 

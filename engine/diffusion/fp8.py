@@ -70,10 +70,19 @@ class Fp8Linear(torch.nn.Module):
         self.register_buffer("weight_scale", scale)
         self.bias = linear.bias
         self.compute_dtype = linear.weight.dtype
+        self.scaled = (
+            self.in_features % 16 == 0
+            and self.out_features % 16 == 0
+            and self.compute_dtype in (torch.bfloat16, torch.float32)
+            and scaled_mm_works(linear.weight.device, self.compute_dtype)
+        )
+        """Whether forwards use scaled matmul: decided once, on the device the layer is built on (the
+        compute device: weights are loaded there), outside any compiled region. Scaled matmul wants the
+        weight's two widths in multiples of 16 (any number of rows)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if self._scaled(rows):
+        if self.scaled and rows.dtype == self.compute_dtype:
             x8, x_scale = quantize_rows(rows)
             out = torch._scaled_mm(
                 x8,
@@ -91,15 +100,6 @@ class Fp8Linear(torch.nn.Module):
 
     def dequantized(self) -> torch.Tensor:
         return (self.weight.float() * self.weight_scale).to(self.compute_dtype)
-
-    def _scaled(self, rows: torch.Tensor) -> bool:
-        """Scaled matmul wants the weight's two widths in multiples of 16 (any number of rows)."""
-        return (
-            self.in_features % 16 == 0
-            and self.out_features % 16 == 0
-            and rows.dtype in (torch.bfloat16, torch.float32)
-            and scaled_mm_works(rows.device, rows.dtype)
-        )
 
 
 def quantize_blocks(module: torch.nn.Module) -> int:

@@ -203,7 +203,7 @@ def test_the_compiled_forward_equals_the_eager_one(family: str, test_models_dir:
     compiled = model.apply_model(x, sigma, inputs)
     seconds = time.perf_counter() - started
 
-    assert model.module() in models.accelerator._compiled
+    assert models.accelerator.forward_of(model.module()) is not model.module()
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
     assert relative_max(compiled, eager) <= COMPILE_TOLERANCE
     print(f"{family}: compile and first forward {seconds:.1f}s")
@@ -349,7 +349,7 @@ def test_fast_fp8_multiplies_in_fp8_within_the_stated_error(test_models_dir: Pat
     layers = [m for m in fast.module().modules() if isinstance(m, fp8.Fp8Linear)]
     assert len(layers) == 2 * 12 + 2 * 5  # double: 8 attention, 2 x 2 MLP; single: q k v, MLP in, out
     assert {layer.weight.dtype for layer in layers} == {torch.float8_e4m3fn}
-    assert fp8.scaled_mm_works(torch.device("cpu"), torch.float32)
+    assert all(layer.scaled for layer in layers)
     error = relative_l2(velocity, reference)
     assert 0 < error <= FP8_FAST_ERROR
     print(f"fp8_e4m3fn_fast relative L2 error of one forward: {error:.4f}")
@@ -362,7 +362,9 @@ def test_fast_fp8_dequantises_where_scaled_matmul_is_unavailable(
     reference = flux(test_models_dir, manager()).apply_model(x, sigma, inputs)
     monkeypatch.setattr(fp8, "scaled_mm_works", lambda *_: False)
     monkeypatch.setattr(torch, "_scaled_mm", lambda *_, **__: pytest.fail("scaled matmul called"))
-    velocity = flux(test_models_dir, manager(), "fp8_e4m3fn_fast").apply_model(x, sigma, inputs)
+    model = flux(test_models_dir, manager(), "fp8_e4m3fn_fast")
+    velocity = model.apply_model(x, sigma, inputs)
+    assert not any(m.scaled for m in model.module().modules() if isinstance(m, fp8.Fp8Linear))
     assert 0 < relative_l2(velocity, reference) <= FP8_FAST_ERROR
 
 
@@ -389,6 +391,7 @@ def sample(model: LoadedDiffusionModel, family: str, steps: int = 28) -> torch.T
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["flux", "aura"])
 def test_step_caching_skips_steps_at_a_measured_cost(family: str, test_models_dir: Path) -> None:
     uncached = sample(load(family, test_models_dir, manager()), family)
