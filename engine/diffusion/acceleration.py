@@ -99,9 +99,14 @@ class Accelerator:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        """Around one forward: the attention kernels, the recompile bound, and (with CUDA graphs) the
-        start of a new graph step, so that replaying does not overwrite outputs still in use."""
-        with self.attention(), torch._dynamo.config.patch(recompile_limit=self.settings.recompile_limit):
-            if self.cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-            yield
+        """Around one forward: the attention kernels and, when compiling, the recompile bound and (with
+        CUDA graphs) the start of a new graph step, so that replaying does not overwrite outputs still
+        in use."""
+        with self.attention():
+            if not self.compiles:
+                yield
+                return
+            with torch._dynamo.config.patch(recompile_limit=self.settings.recompile_limit):
+                if self.cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                yield

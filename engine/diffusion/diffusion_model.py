@@ -21,7 +21,6 @@ from typing import Protocol, cast
 import torch
 from diffusers.models.modeling_utils import ModelMixin
 
-from engine.diffusion.fp8 import quantize_blocks
 from engine.diffusion.latent_formats import LatentFormat
 from engine.diffusion.lora.patches import WeightPatch, patched, patches_nbytes
 from engine.diffusion.model_manager import ModelKey, ModelManager
@@ -129,16 +128,14 @@ class LoadedDiffusionModel:
 
     def _build(self) -> ModelMixin:
         tensors = load_tensors(self.path, self.prefix, self.manager.device)
-        module = instantiate(
+        return instantiate(
             f"{self.path.name} ({self.architecture.name})",
             self.architecture.create_module,
             self.architecture.to_diffusers(tensors),
             self.manager.dtype,
-            None if self.fast_fp8 else self.storage_dtype,
+            self.storage_dtype,
+            fp8_matmul=self.fast_fp8,
         )
-        if self.fast_fp8:
-            quantize_blocks(module)
-        return module
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
         if self.patches and self.fast_fp8:
