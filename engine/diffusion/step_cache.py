@@ -15,8 +15,10 @@ The blocks are diffusers' (Flux: double and single blocks both return (text, ima
 blocks return (text, image), single blocks one tensor of text then image tokens). The cache takes over
 their `forward` only while a forward it serves runs, so the shared module is untouched otherwise.
 
-A state belongs to one sequence of forwards: one sampling run's forward of one group of prompts (see
-`StepCaches.state_for`), started afresh when sigma does not decrease (a new run).
+A state belongs to one sequence of forwards: one sampling run's forward of one group of prompts (the
+caller keys it by that forward's inputs), started afresh when sigma does not decrease (a new run).
+Forwards planned anew at every step (conditioning limited to part of the schedule) get a fresh state
+each time, so they are never skipped.
 """
 
 from __future__ import annotations
