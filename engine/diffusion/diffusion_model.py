@@ -23,7 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from engine.diffusion.latent_formats import LatentFormat
 from engine.diffusion.lora.patches import WeightPatch, patched, patches_nbytes
-from engine.diffusion.model_manager import ModelKey, ModelManager
+from engine.diffusion.model_manager import HOST, ModelKey, ModelManager
 from engine.diffusion.protocols import DenoiseMaskFunction, ModelInputs
 from engine.diffusion.safetensors_file import load_tensors
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
@@ -127,7 +127,9 @@ class LoadedDiffusionModel:
         return self.manager.load(self.key, self._build, self.size_hint, streamable=True)
 
     def _build(self) -> ModelMixin:
-        tensors = load_tensors(self.path, self.prefix, self.manager.device)
+        # streamed from host memory (sequential offload): built there, so it need not fit on the device
+        streamed = self.manager.performance.sequential_offload
+        tensors = load_tensors(self.path, self.prefix, HOST if streamed else self.manager.device)
         return instantiate(
             f"{self.path.name} ({self.architecture.name})",
             self.architecture.create_module,
@@ -135,6 +137,7 @@ class LoadedDiffusionModel:
             self.manager.dtype,
             self.storage_dtype,
             fp8_matmul=self.fast_fp8,
+            compute_device=self.manager.device,
         )
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:

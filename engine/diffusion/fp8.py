@@ -65,7 +65,9 @@ class Fp8Linear(torch.nn.Linear):
 
     weight_scale: torch.Tensor
 
-    def __init__(self, linear: torch.nn.Linear, fp8_matmul: bool = True) -> None:
+    def __init__(
+        self, linear: torch.nn.Linear, fp8_matmul: bool = True, device: torch.device | None = None
+    ) -> None:
         torch.nn.Module.__init__(self)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight, scale = quantize_rows(linear.weight.detach())
@@ -78,10 +80,10 @@ class Fp8Linear(torch.nn.Linear):
             and self.in_features % 16 == 0
             and self.out_features % 16 == 0
             and self.compute_dtype in (torch.bfloat16, torch.float32)
-            and scaled_mm_works(linear.weight.device, self.compute_dtype)
+            and scaled_mm_works(device or linear.weight.device, self.compute_dtype)
         )
-        """Whether forwards use scaled matmul: decided once, on the device the layer is built on (the
-        compute device: weights are loaded there), outside any compiled region. Scaled matmul wants the
+        """Whether forwards use scaled matmul: decided once, for the compute `device` (by default the one
+        the weight is on), outside any compiled region. Scaled matmul wants the
         weight's two widths in multiples of 16 (any number of rows)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,9 +108,10 @@ class Fp8Linear(torch.nn.Linear):
         return (self.weight.float() * self.weight_scale).to(self.compute_dtype)
 
 
-def quantize_linears(module: torch.nn.Module) -> int:
+def quantize_linears(module: torch.nn.Module, device: torch.device | None = None) -> int:
     """Replace the linear layers of `module`'s transformer blocks by Fp8Linear layers, multiplying in fp8
-    all but the modulations; returns how many multiply in fp8."""
+    all but the modulations on `device` (the compute device; by default where each weight is); returns
+    how many multiply in fp8."""
     in_fp8 = 0
     for name, child in list(module.named_modules()):
         if not isinstance(child, torch.nn.Linear) or isinstance(child, Fp8Linear):
@@ -117,7 +120,7 @@ def quantize_linears(module: torch.nn.Module) -> int:
             continue
         parent_name, _, attribute = name.rpartition(".")
         parent = module.get_submodule(parent_name) if parent_name else module
-        layer = Fp8Linear(child, fp8_matmul=not any(part in name for part in WIDE_MATMUL))
+        layer = Fp8Linear(child, not any(part in name for part in WIDE_MATMUL), device)
         setattr(parent, attribute, layer)
         in_fp8 += layer.scaled
     return in_fp8

@@ -215,12 +215,13 @@ class ModelManager:
         if read_header(key.path).holds_random_test_weights:
             log.warning("%s holds random test weights: it makes noise, not a real model's output", key.name)
         started = time.perf_counter()
+        streamed = streamable and self.performance.sequential_offload
         with self.out_of_memory_guard(f"loading {key.name}"):
-            if size_hint:
+            if size_hint and not streamed:
                 self._make_room(size_hint)
             module = build()
             nbytes = module_bytes(module)
-            if streamable and self.performance.sequential_offload:
+            if streamed:
                 module = self._stream(module)
                 nbytes -= sum(module_bytes(blocks) for blocks in _block_lists(module))
             else:
@@ -257,8 +258,16 @@ class ModelManager:
     def _stream(self, module: Module) -> Module:
         """The module's blocks kept in host memory, each moved to the device just before it runs and back
         after; the rest (embeddings, final layers: a few percent of the weights) stays on the device."""
-        blocks = [block for blocks in _block_lists(module) for block in blocks]
+        lists = {
+            name: found
+            for name in BLOCK_LISTS
+            if isinstance(found := module._modules.get(name), torch.nn.ModuleList)
+        }
+        for name in lists:  # set aside while the rest moves, so they never have to fit on the device
+            module._modules[name] = torch.nn.ModuleList()
         module.to(self.device)
+        module._modules.update(lists)
+        blocks = [block for block_list in lists.values() for block in block_list]
         for block in blocks:
             block.to(HOST)
             block.register_forward_pre_hook(partial(_move_block, device=self.device))

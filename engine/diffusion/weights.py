@@ -46,6 +46,7 @@ def instantiate(
     dtype: torch.dtype,
     storage_dtype: torch.dtype | None = None,
     fp8_matmul: bool = False,
+    compute_device: torch.device | None = None,
 ) -> Model:
     """`factory()`'s module holding exactly `state_dict`, converted to `dtype` for computing.
 
@@ -54,7 +55,8 @@ def instantiate(
     every linear and convolution is stored so (diffusers' default would keep the modulation layers
     wide); only the position embedding and parameters outside such layers (norm scales) are not.
     With `fp8_matmul` (weight_dtype fp8_e4m3fn_fast) the blocks' linear layers are instead made scaled
-    fp8 layers (engine.diffusion.fp8) and the rest kept in `dtype`.
+    fp8 layers (engine.diffusion.fp8) and the rest kept in `dtype`; whether fp8 arithmetic runs is
+    decided for `compute_device` (by default where the tensors are).
     """
     with torch.device("meta"):
         module = factory()
@@ -74,7 +76,7 @@ def instantiate(
             f"{name}: the file's tensors do not fit the model its shapes describe: {error}"
         ) from None
     if fp8_matmul:
-        quantize_linears(module)
+        quantize_linears(module, compute_device)
     elif storage_dtype is not None and storage_dtype != dtype:
         apply_layerwise_casting(module, storage_dtype, dtype, skip_modules_pattern=("pos_embed",))
     return module
