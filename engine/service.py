@@ -93,7 +93,7 @@ class Service:
             asset_store = RedisAssetStore(fleet.redis, fleet.prefix, settings.broker)
         self.assets = AssetLibrary(asset_store, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
-        self.models = ModelManager()
+        self.models = ModelManager(performance=settings.performance)
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
@@ -168,7 +168,12 @@ class Service:
                 continue
             self.readiness.reason = f"warming up {name}"
             started = time.perf_counter()
-            prompt = warm_up_prompt(endpoint, self.registry, output_prefix=f"{WARMUP_SUBFOLDER}/{name}")
+            prompt = warm_up_prompt(
+                endpoint,
+                self.registry,
+                output_prefix=f"{WARMUP_SUBFOLDER}/{name}",
+                keep_shapes=self.models.accelerator.compiles,
+            )
             failure = await self.worker.warm_up(prompt)
             self.readiness.warmup_seconds[name] = round(time.perf_counter() - started, 3)
             if failure is not None:

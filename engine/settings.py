@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.host_memory import available_memory_bytes
+from engine.performance import PerformanceSettings
 
 LOCALHOST = "127.0.0.1"
 
@@ -78,6 +79,8 @@ class Settings:
     broker: str | None = None
     """A Redis URL (redis://host:port/db): jobs, keys and the queue live there, shared by every process
     of a fleet. None: the embedded SQLite store in the data folder, for this process alone."""
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    """Speed and memory switches for the models: compiling, caches, offloading (engine.performance)."""
     multi_user: bool = False
     """ComfyUI's --multi-user: each client names its user in the `comfy-user` header and gets its own
     settings and workflows; without it every client is the user "default"."""

@@ -9,6 +9,7 @@ import logging
 from engine.cli import global_options
 from engine.cli.settings_args import (
     add_broker_argument,
+    add_performance_arguments,
     add_service_arguments,
     add_tls_arguments,
     settings_from,
@@ -80,6 +81,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_service_arguments(serve)
     add_tls_arguments(serve)
     add_broker_argument(serve)
+    add_performance_arguments(serve)
     global_options.add_to_command(serve, global_options.ALL)
     serve.add_argument(
         "--test-models",

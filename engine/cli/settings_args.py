@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from engine.host_memory import available_memory_bytes
+from engine.performance import PerformanceSettings
 from engine.settings import LOCALHOST, Settings
 
 SWITCH_ON = ("1", "true", "yes", "on")
@@ -127,6 +128,105 @@ def add_broker_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+TEXT_ENCODER_OFFLOAD = ("auto", "always", "never")
+MAX_STEP_CACHE_THRESHOLD = 2.0
+"""The first block's residual rarely changes by more than its own size from one step to the next: a
+threshold above twice that would skip nearly every step."""
+
+
+def step_cache_threshold(text: str) -> float:
+    """A relative change between 0 (step caching off) and 2."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give e.g. 0.1, or 0 for off") from None
+    if not 0.0 <= value <= MAX_STEP_CACHE_THRESHOLD:
+        raise argparse.ArgumentTypeError(
+            f"{text} is outside 0 to {MAX_STEP_CACHE_THRESHOLD:g} (0.05-0.15 is the useful range)"
+        )
+    return value
+
+
+def text_cache_size(text: str) -> int:
+    """A byte count such as 256MiB or 0 (no caching), no more than the memory this process has."""
+    size = int(_quantity(text, SIZE_UNITS, "size", "256MiB"))
+    if size > available_memory_bytes():
+        raise argparse.ArgumentTypeError(f"{text} is more than the memory this process may use")
+    return size
+
+
+def performance_from(args: argparse.Namespace) -> PerformanceSettings:
+    """The speed switches `engine serve` was given; the defaults for commands that have none."""
+    if not hasattr(args, "step_cache"):
+        return PerformanceSettings()
+    compile_switch = args.compile
+    if compile_switch is None and os.environ.get("ENGINE_COMPILE", "").strip():
+        compile_switch = env_switch("ENGINE_COMPILE")
+    defaults = PerformanceSettings()
+    if args.offload_text_encoders not in TEXT_ENCODER_OFFLOAD:
+        raise SystemExit(
+            f"ENGINE_OFFLOAD_TEXT_ENCODERS={args.offload_text_encoders!r} is not one of "
+            + ", ".join(TEXT_ENCODER_OFFLOAD)
+        )
+    return PerformanceSettings(
+        compile=compile_switch,
+        cuda_graphs=not args.no_cuda_graphs,
+        batch_cfg=not args.no_batch_cfg,
+        text_cache_bytes=defaults.text_cache_bytes if args.text_cache_size is None else args.text_cache_size,
+        step_cache_threshold=0.0 if args.step_cache is None else args.step_cache,
+        offload_text_encoders=args.offload_text_encoders,
+        sequential_offload=args.sequential_offload or env_switch("ENGINE_SEQUENTIAL_OFFLOAD"),
+    )
+
+
+def add_performance_arguments(parser: argparse.ArgumentParser) -> None:
+    speed = parser.add_argument_group("speed and memory (README: Performance)")
+    speed.add_argument(
+        "--compile",
+        dest="compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the diffusion transformer (default: on with CUDA, off on the CPU; "
+        "env ENGINE_COMPILE=1/0)",
+    )
+    speed.add_argument("--no-compile", dest="compile", action="store_false", help="never compile")
+    speed.add_argument("--no-cuda-graphs", action="store_true", help="compile without replaying CUDA graphs")
+    speed.add_argument(
+        "--no-batch-cfg",
+        action="store_true",
+        help="run the positive and negative prompt as two forwards (less memory, slower)",
+    )
+    speed.add_argument(
+        "--text-cache-size",
+        type=text_cache_size,
+        default=os.environ.get("ENGINE_TEXT_CACHE_SIZE"),
+        metavar="SIZE",
+        help="memory for text-encoder outputs by prompt, e.g. 256MiB or 0 for none "
+        "(default 256MiB; env ENGINE_TEXT_CACHE_SIZE)",
+    )
+    speed.add_argument(
+        "--step-cache",
+        type=step_cache_threshold,
+        default=os.environ.get("ENGINE_STEP_CACHE"),
+        metavar="THRESHOLD",
+        help="first-block step caching: skip a step's later blocks when the first block's output moved "
+        "less than this (e.g. 0.1; changes images; default 0, off; env ENGINE_STEP_CACHE)",
+    )
+    speed.add_argument(
+        "--offload-text-encoders",
+        choices=TEXT_ENCODER_OFFLOAD,
+        default=os.environ.get("ENGINE_OFFLOAD_TEXT_ENCODERS", "auto"),
+        help="move text encoders to host memory after encoding: auto (when the GPU is short of memory), "
+        "always, never (env ENGINE_OFFLOAD_TEXT_ENCODERS)",
+    )
+    speed.add_argument(
+        "--sequential-offload",
+        action="store_true",
+        help="last resort for a model that does not fit the GPU: keep its blocks in host memory and "
+        "move one at a time (several times slower; env ENGINE_SEQUENTIAL_OFFLOAD=1)",
+    )
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     base = Path(args.base_dir).resolve() if args.base_dir else Path.cwd()
     extra = {}
@@ -158,6 +258,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             extra[name] = Path(getattr(args, name)).resolve()
     return Settings(
         base_dir=base,
+        performance=performance_from(args),
         models_dir=Path(args.models_dir) if args.models_dir else None,
         extra_model_paths=tuple(Path(p) for p in args.extra_model_paths),
         data_dir=Path(args.data_dir) if args.data_dir else None,

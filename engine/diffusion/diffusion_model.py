@@ -5,25 +5,30 @@ from them (its architecture: `flux.FluxConfig` or `auraflow.AuraFlowConfig`) and
 for the module at each forward, so every graph naming the same file shares one resident copy and an
 evicted model is quietly loaded again. A view with LoRAs carries them as weight patches, which the
 shared module takes on for the view's forwards only (see lora.patches).
+
+Each forward runs through the model manager's accelerator (the chosen attention kernels, the compiled
+module when compiling is on) and, when step caching is on, through the model's step caches.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from diffusers.models.modeling_utils import ModelMixin
 
 from engine.diffusion.latent_formats import LatentFormat
 from engine.diffusion.lora.patches import WeightPatch, patched, patches_nbytes
-from engine.diffusion.model_manager import ModelKey, ModelManager
+from engine.diffusion.model_manager import HOST, ModelKey, ModelManager
 from engine.diffusion.protocols import DenoiseMaskFunction, ModelInputs
 from engine.diffusion.safetensors_file import load_tensors
 from engine.diffusion.sampling.model_sampling import FlowModelSampling
+from engine.diffusion.step_cache import StepCaches
 from engine.diffusion.weights import instantiate
 
 
@@ -58,6 +63,7 @@ class LoadedDiffusionModel:
         manager: ModelManager,
         storage_dtype: torch.dtype | None = None,
         size_hint: int | None = None,
+        fast_fp8: bool = False,
     ) -> None:
         self.path = path
         self.prefix = prefix
@@ -66,10 +72,19 @@ class LoadedDiffusionModel:
         self.storage_dtype = storage_dtype
         """Keep weights in this dtype (fp8) and compute in the manager's; None: keep them in the manager's."""
         self.size_hint = size_hint
+        self.fast_fp8 = fast_fp8
+        """Multiply the blocks' linear layers in fp8 with scales (weight_dtype fp8_e4m3fn_fast; see fp8)."""
         self.model_sampling = architecture.default_model_sampling()
         self.key = ModelKey.for_file(
-            path, f"diffusion_model:{prefix}", dtype=str(manager.dtype), storage=str(storage_dtype)
+            path,
+            f"diffusion_model:{prefix}",
+            dtype=str(manager.dtype),
+            storage=str(storage_dtype),
+            fp8_matmul=str(fast_fp8),
         )
+        threshold = manager.performance.step_cache_threshold
+        self.step_caches = StepCaches(threshold) if threshold > 0 else None
+        """Shared by this model's clones (their forwards are told apart by their inputs)."""
         self.patches: tuple[WeightPatch, ...] = ()
         """Changes (LoRAs) this view runs the shared module with; see lora.patches."""
         self.denoise_mask_function: DenoiseMaskFunction | None = None
@@ -85,6 +100,11 @@ class LoadedDiffusionModel:
     @property
     def device(self) -> torch.device:
         return self.manager.device
+
+    @property
+    def batch_cfg(self) -> bool:
+        """Whether guidance may run the positive and negative prompt in one batch (see guiders)."""
+        return self.manager.performance.batch_cfg
 
     @property
     def dtype(self) -> torch.dtype:
@@ -116,21 +136,31 @@ class LoadedDiffusionModel:
 
     def module(self) -> ModelMixin:
         """The resident module, loading it first if it is not."""
-        return self.manager.load(self.key, self._build, self.size_hint)
+        return self.manager.load(self.key, self._build, self.size_hint, streamable=True)
 
     def _build(self) -> ModelMixin:
-        tensors = load_tensors(self.path, self.prefix, self.manager.device)
+        # streamed from host memory (sequential offload): built there, so it need not fit on the device
+        streamed = self.manager.performance.sequential_offload
+        tensors = load_tensors(self.path, self.prefix, HOST if streamed else self.manager.device)
         return instantiate(
             f"{self.path.name} ({self.architecture.name})",
             self.architecture.create_module,
             self.architecture.to_diffusers(tensors),
             self.manager.dtype,
             self.storage_dtype,
+            fp8_matmul=self.fast_fp8,
+            compute_device=self.manager.device,
         )
 
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
+        if self.patches and self.fast_fp8:
+            raise ValueError(
+                "LoRAs cannot be applied to a model loaded with weight_dtype fp8_e4m3fn_fast (its weights "
+                "are scaled fp8); load it with fp8_e4m3fn or default"
+            )
         module = self.module()
         device, dtype = self.device, self.dtype
+        accelerator = self.manager.accelerator
 
         if self.text_prefixes:
             inputs = replace(inputs, text_prefix=_joined(self.text_prefixes, x.shape[0]))
@@ -138,13 +168,22 @@ class LoadedDiffusionModel:
         # The model is conditioned on the sampling's timestep, not on sigma itself: the two agree for
         # AuraFlow's and Flux's own samplings, and differ (as in ComfyUI) under ModelSamplingSD3.
         timestep = self.model_sampling.timestep(sigma)
+        step_cached: AbstractContextManager[object] = nullcontext()
+        if self.step_caches is not None:
+            state = self.step_caches.state_for((id(inputs), tuple(x.shape)), float(sigma.max()))
+            step_cached = self.step_caches.serving(module, state)
+        # block-level step caching and streaming decide per block at run time: they run eagerly
+        compiled = self.step_caches is None and not self.manager.performance.sequential_offload
         with (
             self.manager.out_of_memory_guard(f"running {self.architecture.name}"),
             torch.no_grad(),
             patched(module, self.patches),
+            accelerator.running(),
+            step_cached,
         ):
             velocity = self.architecture.predict(
-                module,
+                # the compiled wrapper is called and read as the module it wraps
+                cast(ModelMixin, accelerator.forward_of(module, compiled)),
                 x.to(device=device, dtype=dtype),
                 timestep.to(device=device, dtype=torch.float32),
                 model_inputs,

@@ -31,7 +31,9 @@ WEIGHT_DTYPES: dict[str, torch.dtype | None] = {
     "fp8_e5m2": torch.float8_e5m2,
 }
 """UNETLoader's weight_dtype choices -> the dtype weights are kept in (None: the file's, or the compute
-dtype). `fp8_e4m3fn_fast` asks ComfyUI for fp8 matrix multiplies; here it stores fp8 like fp8_e4m3fn."""
+dtype). `fp8_e4m3fn_fast` also multiplies in fp8, with per-row scales (engine.diffusion.fp8)."""
+
+FAST_FP8 = "fp8_e4m3fn_fast"
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
@@ -58,7 +60,13 @@ def _diffusion_model(
     tensors = read_header(path).under(part.prefix)
     storage = WEIGHT_DTYPES[weight_dtype] or stored_fp8_dtype(tensors)
     model = LoadedDiffusionModel(
-        path, part.prefix, part.config, manager, storage, weight_bytes(tensors, storage or manager.dtype)
+        path,
+        part.prefix,
+        part.config,
+        manager,
+        storage,
+        weight_bytes(tensors, storage or manager.dtype),
+        fast_fp8=weight_dtype == FAST_FP8,
     )
     model.module()
     return model

@@ -6,6 +6,11 @@ its file when next asked for). A model is identified by its file (path, modifica
 replaced file is loaded afresh), which model inside the file (an all-in-one checkpoint holds several) and
 the options it was loaded with (weight dtype).
 
+When the GPU is short of memory, a text encoder that has done its work is moved to host memory (not
+dropped: moving it back is far quicker than reading its file) and counted off the budget; the
+diffusion transformer's blocks can, as a last resort, be kept in host memory and moved to the GPU one
+at a time as they run (PerformanceSettings.sequential_offload).
+
 Running out of memory fails only the run that hit it: `out_of_memory_guard` turns torch's error into
 `OutOfMemoryError` (which the executor reports like any node error) after unloading every model, as
 ComfyUI does, so the next run starts from a clean device.
@@ -22,13 +27,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar, cast
 
 import torch
 
+from engine.diffusion.acceleration import Accelerator
+from engine.diffusion.embedding_cache import EmbeddingCache
 from engine.diffusion.safetensors_file import read_header
 from engine.host_memory import available_memory_bytes, free_memory_bytes
+from engine.performance import PerformanceSettings
 
 Module = TypeVar("Module", bound=torch.nn.Module)
 
@@ -39,6 +48,8 @@ CUDA_BUDGET_FRACTION = 0.85
 
 HOST_BUDGET_FRACTION = 0.5
 """Of the machine's RAM, what weights may take when computing on the CPU."""
+
+HOST = torch.device("cpu")
 
 
 class OutOfMemoryError(RuntimeError):
@@ -100,6 +111,23 @@ def default_budget(device: torch.device) -> int:
     return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * HOST_BUDGET_FRACTION)
 
 
+BLOCK_LISTS = ("transformer_blocks", "joint_transformer_blocks", "single_transformer_blocks")
+"""Where diffusers' diffusion transformers keep their blocks (Flux, AuraFlow): what streaming moves."""
+
+
+def _block_lists(module: torch.nn.Module) -> list[torch.nn.ModuleList]:
+    return [
+        blocks
+        for name in BLOCK_LISTS
+        if isinstance(blocks := getattr(module, name, None), torch.nn.ModuleList)
+    ]
+
+
+def _move_block(block: torch.nn.Module, *_: object, device: torch.device) -> None:
+    """A streaming hook: the block's weights to `device` (before it runs: the compute device; after: host)."""
+    block.to(device)
+
+
 def module_bytes(module: torch.nn.Module) -> int:
     tensors = [*module.parameters(), *module.buffers()]
     return sum(t.numel() * t.element_size() for t in tensors)
@@ -118,6 +146,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 class _Resident:
     module: torch.nn.Module
     nbytes: int
+    offloaded: bool = False
+    """Moved to host memory (text encoders after encoding, when memory is short); not counted on the
+    device, moved back when next asked for."""
 
 
 class ModelManager:
@@ -128,10 +159,14 @@ class ModelManager:
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
         budget_bytes: int | None = None,
+        performance: PerformanceSettings | None = None,
     ) -> None:
         self.device = device or default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.budget_bytes = budget_bytes if budget_bytes is not None else default_budget(self.device)
+        self.performance = performance or PerformanceSettings()
+        self.accelerator = Accelerator(self.device, self.dtype, self.performance)
+        self.embedding_cache = EmbeddingCache(self.performance.text_cache_bytes)
         self._resident: OrderedDict[ModelKey, _Resident] = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict[ModelKey, threading.Lock] = {}
@@ -144,11 +179,18 @@ class ModelManager:
     def remove_load_listener(self, listener: Callable[[ModelKey, float], None]) -> None:
         self._load_listeners.remove(listener)
 
-    def load(self, key: ModelKey, build: Callable[[], Module], size_hint: int | None = None) -> Module:
+    def load(
+        self,
+        key: ModelKey,
+        build: Callable[[], Module],
+        size_hint: int | None = None,
+        streamable: bool = False,
+    ) -> Module:
         """The module for `key` on the compute device, built by `build` the first time it is asked for.
 
         `size_hint` (bytes) lets room be made before building, for builders that load straight onto the
-        device. Two threads asking for the same key at once build it once.
+        device. Two threads asking for the same key at once build it once. A `streamable` module's blocks
+        (a diffusion transformer's) are kept in host memory and streamed when sequential offload is on.
         """
         with self._lock:
             if (found := self._touch(key)) is not None:
@@ -156,25 +198,36 @@ class ModelManager:
             building = self._building.setdefault(key, threading.Lock())
         with building:
             try:
-                return self._build(key, build, size_hint)
+                return self._build(key, build, size_hint, streamable)
             finally:
                 with self._lock:
                     self._building.pop(key, None)
 
-    def _build(self, key: ModelKey, build: Callable[[], Module], size_hint: int | None) -> Module:
+    def _build(
+        self, key: ModelKey, build: Callable[[], Module], size_hint: int | None, streamable: bool
+    ) -> Module:
         with self._lock:
             if (found := self._touch(key)) is not None:
                 return cast(Module, found)  # built meanwhile by another thread, with the same `build`
+            offloaded = self._resident.get(key)
+        if offloaded is not None:
+            return cast(Module, self._bring_back(key, offloaded))
         if read_header(key.path).holds_random_test_weights:
             log.warning("%s holds random test weights: it makes noise, not a real model's output", key.name)
         started = time.perf_counter()
+        streamed = streamable and self.performance.sequential_offload
         with self.out_of_memory_guard(f"loading {key.name}"):
-            if size_hint:
+            if size_hint and not streamed:
                 self._make_room(size_hint)
             module = build()
             nbytes = module_bytes(module)
-            self._make_room(nbytes)
-            module = module.to(self.device).eval().requires_grad_(False)
+            if streamed:
+                module = self._stream(module)
+                nbytes -= sum(module_bytes(blocks) for blocks in _block_lists(module))
+            else:
+                self._make_room(nbytes)
+                module = module.to(self.device)
+            module = module.eval().requires_grad_(False)
         with self._lock:
             self._resident[key] = _Resident(module, nbytes)
         seconds = time.perf_counter() - started
@@ -185,16 +238,80 @@ class ModelManager:
 
     def _touch(self, key: ModelKey) -> torch.nn.Module | None:
         entry = self._resident.get(key)
-        if entry is None:
+        if entry is None or entry.offloaded:
             return None
         self._resident.move_to_end(key)
         return entry.module
 
+    def _bring_back(self, key: ModelKey, entry: _Resident) -> torch.nn.Module:
+        """An offloaded module moved back to the compute device (room made for it first)."""
+        with self.out_of_memory_guard(f"moving {key.name} back"):
+            self._make_room(entry.nbytes)
+            entry.module.to(self.device)
+        with self._lock:
+            entry.offloaded = False
+            self._resident[key] = entry
+            self._resident.move_to_end(key)
+        log.info("moved %s back to %s", key.name, self.device)
+        return entry.module
+
+    def _stream(self, module: Module) -> Module:
+        """The module's blocks kept in host memory, each moved to the device just before it runs and back
+        after; the rest (embeddings, final layers: a few percent of the weights) stays on the device."""
+        lists = {
+            name: found
+            for name in BLOCK_LISTS
+            if isinstance(found := module._modules.get(name), torch.nn.ModuleList)
+        }
+        for name in lists:  # set aside while the rest moves, so they never have to fit on the device
+            module._modules[name] = torch.nn.ModuleList()
+        module.to(self.device)
+        module._modules.update(lists)
+        blocks = [block for block_list in lists.values() for block in block_list]
+        for block in blocks:
+            block.to(HOST)
+            block.register_forward_pre_hook(partial(_move_block, device=self.device))
+            block.register_forward_hook(partial(_move_block, device=HOST))
+        log.info("streaming %s from host memory, %d blocks one at a time", type(module).__name__, len(blocks))
+        return module
+
+    def release_text_encoder(self, key: ModelKey) -> None:
+        """A text encoder has encoded: move it to host memory if the policy says so (always, or "auto"
+        while the GPU has less free than a sampling run wants); the next encode moves it back."""
+        policy = self.performance.offload_text_encoders
+        if self.device.type != "cuda" or policy == "never":
+            return
+        if policy == "auto" and self.device_free_bytes() >= self.performance.offload_reserve_bytes:
+            return
+        self.offload(key)
+
+    def offload(self, key: ModelKey) -> bool:
+        """Move a resident module to host memory, off the device budget; False if it is not resident."""
+        with self._lock:
+            entry = self._resident.get(key)
+            if entry is None or entry.offloaded:
+                return False
+            entry.offloaded = True
+        entry.module.to(HOST)
+        self._release_memory()
+        log.info("moved %s to host memory", key.name)
+        return True
+
+    def offloaded(self) -> list[ModelKey]:
+        with self._lock:
+            return [key for key, entry in self._resident.items() if entry.offloaded]
+
+    def device_free_bytes(self) -> int:
+        """Free memory on the compute device, counting what torch holds unused (it can be reused)."""
+        return self.device_stats().vram_free
+
     def _make_room(self, nbytes: int) -> None:
         with self._lock:
             evicted = []
-            while self._resident and self.used_bytes + nbytes > self.budget_bytes:
-                key, _ = self._resident.popitem(last=False)
+            on_device = [key for key, entry in self._resident.items() if not entry.offloaded]
+            while on_device and self.used_bytes + nbytes > self.budget_bytes:
+                key = on_device.pop(0)
+                del self._resident[key]
                 evicted.append(key)
         for key in evicted:
             log.info("unloaded %s to make room", key.name)
@@ -203,12 +320,12 @@ class ModelManager:
 
     @property
     def used_bytes(self) -> int:
-        return sum(entry.nbytes for entry in self._resident.values())
+        return sum(entry.nbytes for entry in self._resident.values() if not entry.offloaded)
 
     def resident(self) -> list[ModelKey]:
-        """The resident models, least recently used first."""
+        """The models on the compute device, least recently used first."""
         with self._lock:
-            return list(self._resident)
+            return [key for key, entry in self._resident.items() if not entry.offloaded]
 
     def memory_in_use(self) -> dict[str, float]:
         """Bytes held by resident weights and, on a GPU, allocated and reserved by torch."""

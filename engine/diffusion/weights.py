@@ -14,6 +14,7 @@ import torch
 from diffusers.hooks import apply_layerwise_casting
 from diffusers.models.modeling_utils import ModelMixin
 
+from engine.diffusion.fp8 import quantize_linears
 from engine.diffusion.safetensors_file import WeightsFileError
 
 Model = TypeVar("Model", bound=ModelMixin)
@@ -44,6 +45,8 @@ def instantiate(
     state_dict: Mapping[str, torch.Tensor],
     dtype: torch.dtype,
     storage_dtype: torch.dtype | None = None,
+    fp8_matmul: bool = False,
+    compute_device: torch.device | None = None,
 ) -> Model:
     """`factory()`'s module holding exactly `state_dict`, converted to `dtype` for computing.
 
@@ -51,6 +54,9 @@ def instantiate(
     model runs, as ComfyUI runs fp8 checkpoints: half the memory, the same arithmetic. As in ComfyUI,
     every linear and convolution is stored so (diffusers' default would keep the modulation layers
     wide); only the position embedding and parameters outside such layers (norm scales) are not.
+    With `fp8_matmul` (weight_dtype fp8_e4m3fn_fast) the blocks' linear layers are instead made scaled
+    fp8 layers (engine.diffusion.fp8) and the rest kept in `dtype`; whether fp8 arithmetic runs is
+    decided for `compute_device` (by default where the tensors are).
     """
     with torch.device("meta"):
         module = factory()
@@ -69,6 +75,8 @@ def instantiate(
         raise WeightsFileError(
             f"{name}: the file's tensors do not fit the model its shapes describe: {error}"
         ) from None
-    if storage_dtype is not None and storage_dtype != dtype:
+    if fp8_matmul:
+        quantize_linears(module, compute_device)
+    elif storage_dtype is not None and storage_dtype != dtype:
         apply_layerwise_casting(module, storage_dtype, dtype, skip_modules_pattern=("pos_embed",))
     return module

@@ -8,6 +8,11 @@ the warm-up goes below what requests may ask: the graph is built from the endpoi
 every constant node input a run's cost grows with (latent size, batch, sampling steps) is set to the
 least value the node itself declares (`min` in its INPUT_TYPES: 16 pixels, 1 step, a batch of 1). The
 models load and every node runs exactly as for a request; only the tensors are tiny.
+
+When the diffusion transformer is compiled, the warm-up is also what compiles it, and the first shapes
+compiled are the ones given a static graph (and CUDA graphs; see engine.diffusion.acceleration). Then
+only the steps are cut: the size and batch stay at the endpoint's defaults, the size most requests ask
+for, and one step at 1024x1024 costs a GPU a fraction of a second.
 """
 
 from __future__ import annotations
@@ -20,10 +25,15 @@ from engine.graph.registry import NodeRegistry
 
 COST_INPUTS = frozenset({"width", "height", "batch_size", "steps"})
 """Node inputs whose value the run time grows with: latent size, batch size, sampling steps."""
+SHAPE_INPUTS = frozenset({"width", "height", "batch_size"})
 
 
-def warm_up_prompt(endpoint: Endpoint, registry: NodeRegistry, output_prefix: str) -> dict[str, Any]:
-    """The endpoint's graph at its defaults, with each cost input at its node's declared minimum."""
+def warm_up_prompt(
+    endpoint: Endpoint, registry: NodeRegistry, output_prefix: str, keep_shapes: bool = False
+) -> dict[str, Any]:
+    """The endpoint's graph at its defaults, with each cost input at its node's declared minimum (with
+    `keep_shapes`, the steps only: the size and batch a compiled model should be compiled for stay)."""
+    cut = COST_INPUTS - SHAPE_INPUTS if keep_shapes else COST_INPUTS
     prompt = copy.deepcopy(endpoint.build(endpoint.defaults(), output_prefix=output_prefix))
     for node in prompt.values():
         class_type = node.get("class_type")
@@ -33,7 +43,7 @@ def warm_up_prompt(endpoint: Endpoint, registry: NodeRegistry, output_prefix: st
         inputs = node.get("inputs", {})
         for name, value in inputs.items():
             spec = specs.get(name)
-            if name not in COST_INPUTS or spec is None or isinstance(value, list | bool):
+            if name not in cut or spec is None or isinstance(value, list | bool):
                 continue
             least = spec.options.get("min")
             # A minimum of 0 often means "keep the other side's ratio" (ImageScale): leave those alone.

@@ -70,7 +70,10 @@ def test_fp8_weight_dtypes_store_fp8_and_stay_close_to_the_full_precision_model(
     sigma = torch.tensor([0.7])
     given = ModelInputs(torch.randn(1, 8, 32), torch.randn(1, 64))
 
-    stored = {m.weight.dtype for m in small.module().modules() if isinstance(m, torch.nn.Linear)}
+    linears = {name: m for name, m in small.module().named_modules() if isinstance(m, torch.nn.Linear)}
+    if weight_dtype == "fp8_e4m3fn_fast":  # scaled fp8 in the blocks; embeddings and final layer wide
+        linears = {name: m for name, m in linears.items() if "transformer_blocks." in name}
+    stored = {m.weight.dtype for m in linears.values()}
     assert stored == {torch.float8_e5m2 if weight_dtype == "fp8_e5m2" else torch.float8_e4m3fn}
     assert cosine(small.apply_model(x, sigma, given), full.apply_model(x, sigma, given)) > 0.98
     assert len(manager.resident()) == 2

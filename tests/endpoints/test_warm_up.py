@@ -48,3 +48,19 @@ def test_fal_aura_flow_which_has_no_size_field_warms_up_tiny(
     assert [(inputs["width"], inputs["height"], inputs["batch_size"]) for inputs in latents] == [(16, 16, 1)]
     steps = [node["inputs"]["steps"] for node in prompt.values() if "steps" in node["inputs"]]
     assert steps == [1]
+
+
+def test_a_compiling_engine_warms_up_at_the_default_size_with_the_least_steps(
+    endpoints: dict[str, Endpoint], registry: NodeRegistry
+) -> None:
+    """The warm-up compiles the transformer for the shapes it runs, so it runs the size requests ask for."""
+    endpoint = endpoints["fal-ai/aura-flow"]
+    request = endpoint.build(endpoint.defaults(), output_prefix="w")
+    prompt = warm_up_prompt(endpoint, registry, output_prefix="w", keep_shapes=True)
+    latents = [node["inputs"] for node in prompt.values() if node["class_type"] == "EmptyLatentImage"]
+    assert [(inputs["width"], inputs["height"], inputs["batch_size"]) for inputs in latents] == [
+        (1024, 1024, 1)
+    ]
+    steps = [node["inputs"]["steps"] for node in prompt.values() if "steps" in node["inputs"]]
+    assert steps == [comfy_minimum("KSampler", "steps")]
+    assert [n["inputs"]["steps"] for n in request.values() if "steps" in n["inputs"]] != steps

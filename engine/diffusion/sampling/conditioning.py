@@ -352,13 +352,19 @@ class Forward:
     inputs: ModelInputs
 
 
-def plan_forwards(entries: Sequence[CondEntry]) -> list[Forward]:
-    """Group entries into forwards as ComfyUI does: the first remaining entry and all batchable with it."""
+def plan_forwards(entries: Sequence[CondEntry], batch_prompts: bool = True) -> list[Forward]:
+    """Group entries into forwards as ComfyUI does: the first remaining entry and all batchable with it
+    (with `batch_prompts` off, only those of the same prompt: the positive and negative run apart)."""
     remaining = list(entries)
     forwards = []
     while remaining:
         first = remaining[0]
-        group = [entry for entry in remaining if entry is first or first.batchable_with(entry)]
+        group = [
+            entry
+            for entry in remaining
+            if entry is first
+            or (first.batchable_with(entry) and (batch_prompts or entry.slot == first.slot))
+        ]
         remaining = [entry for entry in remaining if all(entry is not member for member in group)]
         forwards.append(Forward(tuple(group), _concat_inputs(group)))
     return forwards

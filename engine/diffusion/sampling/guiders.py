@@ -33,8 +33,10 @@ class GuidedDenoiser:
     the latent), each prompt's predictions averaged cell by cell by the entries' weights, then CFG.
 
     The forwards (which entries share a batch, their concatenated inputs) are planned once per run,
-    or per call when an entry is limited to part of the schedule. Checks for an interrupt before each
-    evaluation, so adaptive samplers stop promptly too.
+    or per call when an entry is limited to part of the schedule. The positive and negative prompt share
+    a batch when their shapes agree, unless the model says otherwise (its `batch_cfg`, from
+    PerformanceSettings: one forward per prompt takes less activation memory). Checks for an interrupt
+    before each evaluation, so adaptive samplers stop promptly too.
     """
 
     def __init__(
@@ -51,8 +53,9 @@ class GuidedDenoiser:
         self.keep_uncond = keep_uncond
         run_negative = has_negative and (keep_uncond or not math.isclose(cfg, 1.0))
         self.entries = [entry for entry in entries if entry.slot == POSITIVE or run_negative]
+        self.batch_prompts = bool(getattr(model, "batch_cfg", True))
         ranged = any(e.sigma_start is not None or e.sigma_end is not None for e in self.entries)
-        self.forwards = None if ranged else plan_forwards(self.entries)
+        self.forwards = None if ranged else plan_forwards(self.entries, self.batch_prompts)
         self._uncond: torch.Tensor | None = None
 
     @property
@@ -63,7 +66,8 @@ class GuidedDenoiser:
         throw_if_interrupted()
         forwards = self.forwards
         if forwards is None:
-            forwards = plan_forwards([e for e in self.entries if e.active_at(float(sigma[0]))])
+            active = [e for e in self.entries if e.active_at(float(sigma[0]))]
+            forwards = plan_forwards(active, self.batch_prompts)
         sums: list[WeightedSum | None] = [None, None]
         for forward in forwards:
             n = len(forward.entries)

@@ -15,13 +15,14 @@ a layer, and the windows still go through as one batch.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from engine.diffusion.embedding_cache import EmbeddingCache, EmbeddingKey
 from engine.diffusion.lora.patches import WeightPatch, patched
 from engine.diffusion.text_encoders.spec import TextEncoderFamily, TextEncoderSpec
 from engine.diffusion.text_encoders.tokenization import (
@@ -53,6 +54,9 @@ class TextEncoder:
     """A text encoder of one family; `module` returns its transformer, resident on the compute device.
 
     `patches` (LoRAs) are taken on by the shared module for this encoder's passes only (lora.patches).
+    With a `cache`, outputs are kept by (`identity`, tokens) so a repeated prompt skips the transformer
+    (embedding_cache); `release` is called after each pass the transformer made (the model manager may
+    then move it off the GPU).
     """
 
     def __init__(
@@ -60,6 +64,9 @@ class TextEncoder:
         spec: TextEncoderSpec,
         tokenizer: SegmentTokenizer,
         module: Callable[[], torch.nn.Module],
+        identity: Hashable | None = None,
+        cache: EmbeddingCache | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.family: TextEncoderFamily = spec.family
@@ -67,6 +74,9 @@ class TextEncoder:
         self.traits = FAMILY_TRAITS[spec.family]
         self._tokenizer = tokenizer
         self._module = module
+        self._identity = identity
+        self._cache = cache
+        self._release = release
         self.patches: tuple[WeightPatch, ...] = ()
 
     def with_patches(self, patches: Sequence[WeightPatch]) -> TextEncoder:
@@ -81,6 +91,19 @@ class TextEncoder:
     def encode(self, windows: list[TokenWeights]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """States [1, tokens, width] of the windows laid end to end, and the pooled vector [1, width]
         (None for T5 encoders); float32 on the CPU."""
+        key = None
+        if self._cache is not None and self._identity is not None and not self.patches:
+            key = EmbeddingKey.of(self._identity, windows)
+            if (found := self._cache.get(key)) is not None:
+                return found
+        encoded = self._encode(windows)
+        if key is not None and self._cache is not None:
+            self._cache.put(key, encoded)
+        if self._release is not None:
+            self._release()
+        return encoded
+
+    def _encode(self, windows: list[TokenWeights]) -> tuple[torch.Tensor, torch.Tensor | None]:
         rows = [[token for token, _ in window] for window in windows]
         weights = torch.tensor([[weight for _, weight in window] for window in windows]).unsqueeze(-1)
         emphasised = bool((weights != 1.0).any())

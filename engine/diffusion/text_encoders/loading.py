@@ -138,7 +138,12 @@ def load_clip(
         build = partial(build_module, source, manager.dtype)
         size = weight_bytes(source.spec, manager.dtype)
         encoders[FAMILY_TRAITS[family].token_key] = TextEncoder(
-            source.spec, tokenizer, partial(manager.load, key, build, size)
+            source.spec,
+            tokenizer,
+            partial(manager.load, key, build, size),
+            identity=(key, str(manager.dtype)),
+            cache=manager.embedding_cache,
+            release=partial(manager.release_text_encoder, key),
         )
     return CLIP(encoders, recipe.cond_from, recipe.pooled_from)
 
