@@ -20,51 +20,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 import aiohttp
+from harness import MS, SOLID_COLOR, line, served_engine, timed_sync_request
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+WIDTH = 21
+"""Report labels' width, so the figures line up under the throughput's."""
 
 
 async def drive(
     url: str, endpoint: str, clients: int, requests: int
 ) -> tuple[list[float], list[float], float]:
-    body = {"width": 8, "height": 8, "output_format": "png"}
     round_trips: list[float] = []
     overheads: list[float] = []
     remaining = iter(range(requests))
 
     async def client(session: aiohttp.ClientSession) -> None:
         for _ in remaining:
-            started = time.perf_counter()
-            async with session.post(f"{url}/v1/{endpoint}", json=body) as response:
-                await response.read()
-                assert response.status == 200, await response.text()
-            elapsed = time.perf_counter() - started
-            server_side = float(response.headers["x-queue-time"]) + float(
-                response.headers["x-inference-time"]
-            )
-            round_trips.append(elapsed)
-            overheads.append(elapsed - server_side)
+            round_trip, overhead = await timed_sync_request(session, url, endpoint)
+            round_trips.append(round_trip)
+            overheads.append(overhead)
 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -78,7 +55,6 @@ async def burst(
     url: str, endpoint: str, clients: int, requests: int
 ) -> tuple[list[float], list[float], float]:
     """(submit latencies, /health latencies during the burst, wall seconds of the burst)."""
-    body = {"width": 8, "height": 8, "output_format": "png"}
     submits: list[float] = []
     health: list[float] = []
     done = asyncio.Event()
@@ -86,7 +62,7 @@ async def burst(
     async def submitter(session: aiohttp.ClientSession) -> None:
         for _ in range(requests):
             started = time.perf_counter()
-            async with session.post(f"{url}/v2/{endpoint}", json=body) as response:
+            async with session.post(f"{url}/v2/{endpoint}", json=SOLID_COLOR) as response:
                 await response.read()
                 assert response.status == 200, await response.text()
             submits.append(time.perf_counter() - started)
@@ -114,40 +90,27 @@ async def burst(
 def report_sync(
     args: argparse.Namespace, round_trips: list[float], overheads: list[float], wall: float
 ) -> None:
-    ms = 1000.0
     print(
         f"{args.requests} sync requests to /v1/{args.endpoint}, {args.clients} clients at once, {wall:.1f} s"
     )
     print(f"  throughput            {args.requests / wall:8.1f} requests/s")
-    print(
-        f"  round trip            p50 {percentile(round_trips, 0.5) * ms:7.2f} ms   "
-        f"p99 {percentile(round_trips, 0.99) * ms:7.2f} ms"
-    )
-    print(
-        f"  API overhead          p50 {percentile(overheads, 0.5) * ms:7.2f} ms   "
-        f"p99 {percentile(overheads, 0.99) * ms:7.2f} ms   mean {statistics.mean(overheads) * ms:.2f} ms"
-    )
+    print(line("round trip", round_trips, WIDTH))
+    print(line("API overhead", overheads, WIDTH) + f"   mean {statistics.mean(overheads) * MS:.2f} ms")
     print(
         "  (overhead = round trip - the request's own queue wait - its execution, as the server reports them)"
     )
 
 
 def report_burst(args: argparse.Namespace, submits: list[float], health: list[float], wall: float) -> None:
-    ms = 1000.0
     total = args.burst_clients * args.burst_requests
     print(
         f"{total} submissions to /v2/{args.endpoint}, {args.burst_clients} clients at once "
         f"({args.burst_requests} each), {wall:.1f} s; /health polled back to back meanwhile"
     )
     print(f"  submit throughput     {total / wall:8.1f} requests/s")
-    print(
-        f"  submit                p50 {percentile(submits, 0.5) * ms:7.2f} ms   "
-        f"p99 {percentile(submits, 0.99) * ms:7.2f} ms"
-    )
-    print(
-        f"  /health ({len(health):5d} polls) p50 {percentile(health, 0.5) * ms:7.2f} ms   "
-        f"p99 {percentile(health, 0.99) * ms:7.2f} ms   max {max(health) * ms:.2f} ms   (target p99 < 50 ms)"
-    )
+    print(line("submit", submits, WIDTH))
+    polls = f"/health ({len(health):5d} polls)"
+    print(line(polls, health, WIDTH) + f"   max {max(health) * MS:.2f} ms   (target p99 < 50 ms)")
 
 
 def main() -> None:
@@ -162,47 +125,14 @@ def main() -> None:
     parser.add_argument("--burst-requests", type=int, default=20, help="submissions per burst client")
     args = parser.parse_args()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as base:
-        command = [
-            sys.executable,
-            "-m",
-            "engine",
-            "--base-dir",
-            base,
-            "serve",
-            "--port",
-            str(port),
-            "--graphs",
-            str(REPO / "graphs"),
-            "--no-test-models",
-            "--open-access",
-            "--warmup",
-            args.endpoint,
-        ]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/ready").status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not become ready")
-                time.sleep(0.1)
-            asyncio.run(drive(url, args.endpoint, args.clients, 100))  # warm the connections and caches
-            if args.scenario in ("all", "sync"):
-                report_sync(args, *asyncio.run(drive(url, args.endpoint, args.clients, args.requests)))
-            if args.scenario in ("all", "burst"):
-                report_burst(
-                    args, *asyncio.run(burst(url, args.endpoint, args.burst_clients, args.burst_requests))
-                )
-        finally:
-            server.terminate()
-            server.wait(30)
+    with served_engine(args.endpoint) as url:
+        asyncio.run(drive(url, args.endpoint, args.clients, 100))  # warm the connections and caches
+        if args.scenario in ("all", "sync"):
+            report_sync(args, *asyncio.run(drive(url, args.endpoint, args.clients, args.requests)))
+        if args.scenario in ("all", "burst"):
+            report_burst(
+                args, *asyncio.run(burst(url, args.endpoint, args.burst_clients, args.burst_requests))
+            )
 
 
 if __name__ == "__main__":

@@ -19,31 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-REPO = Path(__file__).resolve().parents[1]
-MS = 1000.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+from harness import MS, line, served_engine, timed_sync_request
 
 
 def graph(text: str) -> dict[str, Any]:
@@ -92,27 +73,14 @@ async def comfy(url: str, requests: int) -> tuple[list[float], list[float], list
 
 async def segmind(url: str, endpoint: str, requests: int) -> tuple[list[float], list[float]]:
     """(round trip, overhead) per request, in seconds."""
-    body = {"width": 8, "height": 8, "output_format": "png"}
     round_trips: list[float] = []
     overheads: list[float] = []
     async with aiohttp.ClientSession() as session:
         for _ in range(requests):
-            started = time.perf_counter()
-            async with session.post(f"{url}/v1/{endpoint}", json=body) as response:
-                await response.read()
-                assert response.status == 200, await response.text()
-            elapsed = time.perf_counter() - started
-            server_side = float(response.headers["x-queue-time"]) + float(
-                response.headers["x-inference-time"]
-            )
-            round_trips.append(elapsed)
-            overheads.append(elapsed - server_side)
+            round_trip, overhead = await timed_sync_request(session, url, endpoint)
+            round_trips.append(round_trip)
+            overheads.append(overhead)
     return round_trips, overheads
-
-
-def line(label: str, values: list[float]) -> str:
-    p50, p99 = percentile(values, 0.5) * MS, percentile(values, 0.99) * MS
-    return f"  {label:34s} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms"
 
 
 def main() -> None:
@@ -123,44 +91,11 @@ def main() -> None:
     parser.add_argument("--endpoint", default="solid-color")
     args = parser.parse_args()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as base:
-        command = [
-            sys.executable,
-            "-m",
-            "engine",
-            "--base-dir",
-            base,
-            "serve",
-            "--port",
-            str(port),
-            "--graphs",
-            str(REPO / "graphs"),
-            "--no-test-models",
-            "--open-access",
-            "--warmup",
-            args.endpoint,
-        ]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/ready").status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not become ready")
-                time.sleep(0.1)
-            asyncio.run(comfy(url, 20))  # warm the connections and caches
-            asyncio.run(segmind(url, args.endpoint, 20))
-            to_success, to_done, comfy_overhead = asyncio.run(comfy(url, args.requests))
-            round_trips, segmind_overhead = asyncio.run(segmind(url, args.endpoint, args.requests))
-        finally:
-            server.terminate()
-            server.wait(30)
+    with served_engine(args.endpoint) as url:
+        asyncio.run(comfy(url, 20))  # warm the connections and caches
+        asyncio.run(segmind(url, args.endpoint, 20))
+        to_success, to_done, comfy_overhead = asyncio.run(comfy(url, args.requests))
+        round_trips, segmind_overhead = asyncio.run(segmind(url, args.endpoint, args.requests))
 
     print(f"{args.requests} requests each, one at a time")
     print("ComfyUI API: POST /prompt (PrimitiveString -> PreviewAny), websocket")

@@ -20,7 +20,13 @@ def physical_memory_bytes() -> int:
 
 def cgroup_limit_bytes() -> int | None:
     """The container's memory limit, or None when there is none (or no cgroup file to read)."""
-    for name in CGROUP_LIMIT_FILES:
+    return _cgroup_bytes(CGROUP_LIMIT_FILES)
+
+
+def _cgroup_bytes(names: tuple[str, ...]) -> int | None:
+    """The number in the first of the cgroup files (v2's, then v1's) that can be read, or None when none
+    can or it holds no number ("max")."""
+    for name in names:
         try:
             text = (CGROUP_ROOT / name).read_text().strip()
         except OSError:
@@ -46,7 +52,7 @@ def free_memory_bytes() -> int:
     free = _meminfo_available()
     if free is None:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    limit, usage = cgroup_limit_bytes(), _cgroup_usage_bytes()
+    limit, usage = cgroup_limit_bytes(), _cgroup_bytes(CGROUP_USAGE_FILES)
     if limit is not None and usage is not None:
         free = min(free, max(0, limit - usage))
     return free
@@ -62,14 +68,4 @@ def _meminfo_available() -> int | None:
         fields = value.split()
         if name == "MemAvailable" and fields and fields[0].isdigit():
             return int(fields[0]) * 1024
-    return None
-
-
-def _cgroup_usage_bytes() -> int | None:
-    for name in CGROUP_USAGE_FILES:
-        try:
-            text = (CGROUP_ROOT / name).read_text().strip()
-        except OSError:
-            continue
-        return int(text) if text.isdigit() else None
     return None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from engine.host_memory import available_memory_bytes
 from engine.performance import PerformanceSettings
@@ -39,6 +41,7 @@ belong in an archive of their own."""
 
 
 def _quantity(text: str, units: dict[str, int], what: str, example: str) -> float:
+    """A number with an optional unit; what is not one is refused with the units and an example."""
     match = _QUANTITY.fullmatch(text)
     if match is None or match.group(2).lower() not in units:
         raise argparse.ArgumentTypeError(
@@ -48,9 +51,13 @@ def _quantity(text: str, units: dict[str, int], what: str, example: str) -> floa
     return float(match.group(1)) * units[match.group(2).lower()]
 
 
+def _size(text: str, example: str) -> int:
+    return int(_quantity(text, SIZE_UNITS, "size", example))
+
+
 def cache_size(text: str) -> int:
     """A byte count such as 2GiB, 512MiB or 0 (no caching), no more than the memory this process has."""
-    size = int(_quantity(text, SIZE_UNITS, "size", "2GiB"))
+    size = _size(text, "2GiB")
     available = available_memory_bytes()
     if size > available:
         raise argparse.ArgumentTypeError(
@@ -62,7 +69,7 @@ def cache_size(text: str) -> int:
 
 def asset_size(text: str) -> int:
     """A byte count such as 100MiB or 2GB, at least one byte."""
-    size = int(_quantity(text, SIZE_UNITS, "size", "100MiB"))
+    size = _size(text, "100MiB")
     if size < 1:
         raise argparse.ArgumentTypeError(f"{text} is less than one byte: no upload could be stored")
     return size
@@ -74,7 +81,7 @@ MAX_UPLOAD_CAP_BYTES = 2**30
 
 def upload_size(text: str) -> int:
     """A byte count such as 50MiB for ComfyUI's image uploads, between 1 KiB and 1 GiB."""
-    size = int(_quantity(text, SIZE_UNITS, "size", "50MiB"))
+    size = _size(text, "50MiB")
     if not 1024 <= size <= MAX_UPLOAD_CAP_BYTES:
         raise argparse.ArgumentTypeError(f"{text} is outside 1KiB to 1GiB")
     return size
@@ -227,32 +234,37 @@ def add_performance_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+OPTIONAL_SETTINGS = {
+    "host": "host",
+    "port": "port",
+    "public_url": "public_url",
+    "test_models": "test_models",
+    "cache_size": "cache_bytes",
+    "retention": "retention_seconds",
+    "max_asset_size": "max_asset_bytes",
+    "max_upload_size": "max_upload_bytes",
+    "max_event_streams": "max_event_streams",
+}
+"""Parsed option -> the Settings field it sets when given (else the Settings default stands); not every
+command has every option."""
+SWITCHES = {"open_access": "ENGINE_OPEN_ACCESS", "multi_user": "ENGINE_MULTI_USER"}
+"""`engine serve`'s on/off flags, each also turned on by its variable."""
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     base = Path(args.base_dir).resolve() if args.base_dir else Path.cwd()
-    extra = {}
-    for name in ("host", "port", "public_url"):
-        if getattr(args, name, None) is not None:
-            extra[name] = getattr(args, name)
-    if hasattr(args, "open_access"):  # only `engine serve` has the switch
-        extra["open_access"] = args.open_access or env_switch("ENGINE_OPEN_ACCESS")
-    if getattr(args, "test_models", None) is not None:
-        extra["test_models"] = args.test_models
+    extra: dict[str, Any] = {
+        setting: getattr(args, option)
+        for option, setting in OPTIONAL_SETTINGS.items()
+        if getattr(args, option, None) is not None
+    }
+    for switch, variable in SWITCHES.items():
+        if hasattr(args, switch):
+            extra[switch] = getattr(args, switch) or env_switch(variable)
     if getattr(args, "warmup", None) is not None:
         extra["warmup_endpoints"] = tuple(args.warmup)
-    if getattr(args, "cache_size", None) is not None:
-        extra["cache_bytes"] = args.cache_size
-    if getattr(args, "retention", None) is not None:
-        extra["retention_seconds"] = args.retention
-    if getattr(args, "max_asset_size", None) is not None:
-        extra["max_asset_bytes"] = args.max_asset_size
-    if getattr(args, "max_event_streams", None) is not None:
-        extra["max_event_streams"] = args.max_event_streams
-    if getattr(args, "max_upload_size", None) is not None:
-        extra["max_upload_bytes"] = args.max_upload_size
     if getattr(args, "broker", None):
         extra["broker"] = broker_url(args.broker)
-    if hasattr(args, "multi_user"):
-        extra["multi_user"] = args.multi_user or env_switch("ENGINE_MULTI_USER")
     for name in ("tls_cert", "tls_key"):
         if getattr(args, name, None):
             extra[name] = Path(getattr(args, name)).resolve()
@@ -269,6 +281,26 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
+def _add_quantity(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    parse: Callable[[str], float],
+    metavar: str,
+    help: str,
+    default: str,
+) -> None:
+    """`--flag` with its ENGINE_ variable as the default; argparse parses a default given as text like a
+    flag's value, so a variable out of bounds stops start-up with the same message a flag would get."""
+    variable = "ENGINE_" + flag.removeprefix("--").replace("-", "_").upper()
+    parser.add_argument(
+        flag,
+        type=parse,
+        default=os.environ.get(variable),
+        metavar=metavar,
+        help=f"{help} (default {default}; env {variable})",
+    )
+
+
 def add_service_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default=os.environ.get("ENGINE_HOST"), help=f"address to bind (default {LOCALHOST})"
@@ -280,44 +312,45 @@ def add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--public-url", default=os.environ.get("ENGINE_PUBLIC_URL"), help="base of absolute URLs"
     )
     parser.add_argument("--graphs", metavar="DIR", help="endpoint templates (default: ./graphs)")
-    parser.add_argument(
+    _add_quantity(
+        parser,
         "--cache-size",
-        type=cache_size,
-        default=os.environ.get("ENGINE_CACHE_SIZE"),
-        metavar="SIZE",
-        help="memory for node outputs kept between runs, e.g. 2GiB or 0 for none "
-        "(default: 1/16 of memory, at most 4GiB; env ENGINE_CACHE_SIZE)",
+        cache_size,
+        "SIZE",
+        "memory for node outputs kept between runs, e.g. 2GiB or 0 for none",
+        "1/16 of memory, at most 4GiB",
     )
-    parser.add_argument(
+    _add_quantity(
+        parser,
         "--retention",
-        type=retention,
-        default=os.environ.get("ENGINE_RETENTION"),
-        metavar="PERIOD",
-        help="how long finished jobs and their images are kept, e.g. 3600, 90m, 24h, 7d "
-        "(default 1h; env ENGINE_RETENTION)",
+        retention,
+        "PERIOD",
+        "how long finished jobs and their images are kept, e.g. 3600, 90m, 24h, 7d",
+        "1h",
     )
-    parser.add_argument(
+    _add_quantity(
+        parser,
         "--max-asset-size",
-        type=asset_size,
-        default=os.environ.get("ENGINE_MAX_ASSET_SIZE"),
-        metavar="SIZE",
-        help="largest Comfy API v2 asset upload, e.g. 100MiB or 2GB (default 100MiB; "
-        "env ENGINE_MAX_ASSET_SIZE)",
+        asset_size,
+        "SIZE",
+        "largest Comfy API v2 asset upload, e.g. 100MiB or 2GB",
+        "100MiB",
     )
-    parser.add_argument(
+    _add_quantity(
+        parser,
         "--max-event-streams",
-        type=event_streams,
-        default=os.environ.get("ENGINE_MAX_EVENT_STREAMS"),
-        metavar="N",
-        help="most Comfy API v2 event streams one key may hold open; one more is refused with 429 "
-        "too_many_streams (default 16; env ENGINE_MAX_EVENT_STREAMS)",
+        event_streams,
+        "N",
+        "most Comfy API v2 event streams one key may hold open; more get 429 too_many_streams",
+        "16",
     )
-    parser.add_argument(
+    _add_quantity(
+        parser,
         "--max-upload-size",
-        type=upload_size,
-        default=os.environ.get("ENGINE_MAX_UPLOAD_SIZE"),
-        metavar="SIZE",
-        help="largest image the editor may upload, e.g. 100MiB (default 50MiB; env ENGINE_MAX_UPLOAD_SIZE)",
+        upload_size,
+        "SIZE",
+        "largest image the editor may upload, e.g. 100MiB",
+        "50MiB",
     )
     parser.add_argument(
         "--multi-user",

@@ -13,7 +13,6 @@ prompts are counted with are read here, once, and shared by every endpoint.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from engine.graph.registry import NodeRegistry
 from engine.graph.types import Prompt
 from engine.graph.validate import ValidationError, validate_prompt
 from engine.graph.workflow import WorkflowError, workflow_to_prompt
+from engine.json_file import read_json_file
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 RESERVED = {
@@ -64,12 +64,7 @@ def load_endpoints(directory: Path, registry: NodeRegistry) -> dict[str, Endpoin
 def load_endpoint(
     path: Path, endpoint_id: str, registry: NodeRegistry, tokenizers: Tokenizers | None = None
 ) -> Endpoint:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EndpointError(f"{path}: cannot be read ({exc.strerror})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EndpointError(f"{path}: not a JSON file ({exc})") from exc
+    data = read_json_file(path, EndpointError)
     return check_template(data, path, endpoint_id, registry, tokenizers)
 
 

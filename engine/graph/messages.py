@@ -90,10 +90,7 @@ def message(event: Event, timestamp: int) -> Message | None:
         return "execution_success", {"prompt_id": event.prompt_id, "timestamp": timestamp}
     if isinstance(event, ExecutionFailed):
         return "execution_error", {
-            "prompt_id": event.prompt_id,
-            "node_id": event.node_id,
-            "node_type": event.node_type,
-            "executed": list(event.executed),
+            **_where_it_stopped(event),
             "exception_message": event.exception_message,
             "exception_type": event.exception_type,
             "traceback": list(event.traceback),
@@ -102,11 +99,16 @@ def message(event: Event, timestamp: int) -> Message | None:
             "timestamp": timestamp,
         }
     if isinstance(event, ExecutionInterrupted):
-        return "execution_interrupted", {
-            "prompt_id": event.prompt_id,
-            "node_id": event.node_id,
-            "node_type": event.node_type,
-            "executed": list(event.executed),
-            "timestamp": timestamp,
-        }
+        return "execution_interrupted", {**_where_it_stopped(event), "timestamp": timestamp}
     assert_never(event)
+
+
+def _where_it_stopped(event: ExecutionFailed | ExecutionInterrupted) -> dict[str, Any]:
+    """What ComfyUI's execution_error and execution_interrupted both begin with: the prompt, the node the
+    run stopped at and the nodes that had run."""
+    return {
+        "prompt_id": event.prompt_id,
+        "node_id": event.node_id,
+        "node_type": event.node_type,
+        "executed": list(event.executed),
+    }

@@ -10,6 +10,7 @@ from typing import Any
 from engine.graph.registry import NodeRegistry
 from engine.graph.types import Prompt
 from engine.graph.workflow import is_workflow, workflow_to_prompt
+from engine.json_file import read_json_file
 
 
 class GraphFileError(ValueError):
@@ -28,12 +29,7 @@ def read_graph(data: Any, registry: NodeRegistry) -> Prompt:
 
 
 def load_graph(path: Path, registry: NodeRegistry) -> Prompt:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise GraphFileError(f"{path}: cannot be read ({exc.strerror})") from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GraphFileError(f"{path}: not a JSON file ({exc})") from exc
+    data = read_json_file(path, GraphFileError)
     try:
         return read_graph(data, registry)
     except GraphFileError as exc:

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 MULTILINE = ("STRING", {"multiline": True})
+CASE_SENSITIVE = ("BOOLEAN", {"default": True})
 CASE_MODES = ["UPPERCASE", "lowercase", "Capitalize", "Title Case"]
 TRIM_MODES = ["Both", "Left", "Right"]
 COMPARE_MODES = ["Starts With", "Ends With", "Equal"]
@@ -26,12 +27,28 @@ class _StringNode:
     RETURN_NAMES: tuple[str, ...] = ("STRING",)
 
 
+REGEX_FLAG_INPUTS = {
+    "case_insensitive": ("BOOLEAN", {"default": True}),
+    "multiline": ("BOOLEAN", {"default": False}),
+    "dotall": ("BOOLEAN", {"default": False}),
+}
+"""The switches every regular expression node has, in ComfyUI's order."""
+
+
 def regex_flags(case_insensitive: bool, multiline: bool, dotall: bool) -> int:
     return (
         (re.IGNORECASE if case_insensitive else 0)
         | (re.MULTILINE if multiline else 0)
         | (re.DOTALL if dotall else 0)
     )
+
+
+def compiled(pattern: str, case_insensitive: bool, multiline: bool, dotall: bool) -> re.Pattern[str] | None:
+    """The graph's pattern, or None when it does not compile (the matching nodes then find nothing)."""
+    try:
+        return re.compile(pattern, regex_flags(case_insensitive, multiline, dotall))
+    except re.error:
+        return None
 
 
 class StringConcatenate(_StringNode):
@@ -110,13 +127,7 @@ class StringReplace(_StringNode):
 class StringContains(_StringNode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "string": MULTILINE,
-                "substring": MULTILINE,
-                "case_sensitive": ("BOOLEAN", {"default": True}),
-            }
-        }
+        return {"required": {"string": MULTILINE, "substring": MULTILINE, "case_sensitive": CASE_SENSITIVE}}
 
     RETURN_TYPES = ("BOOLEAN",)
     RETURN_NAMES = ("contains",)
@@ -135,7 +146,7 @@ class StringCompare(_StringNode):
                 "string_a": MULTILINE,
                 "string_b": MULTILINE,
                 "mode": ("COMBO", {"options": COMPARE_MODES}),
-                "case_sensitive": ("BOOLEAN", {"default": True}),
+                "case_sensitive": CASE_SENSITIVE,
             }
         }
 
@@ -156,15 +167,7 @@ class StringCompare(_StringNode):
 class RegexMatch(_StringNode):
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {
-            "required": {
-                "string": MULTILINE,
-                "regex_pattern": MULTILINE,
-                "case_insensitive": ("BOOLEAN", {"default": True}),
-                "multiline": ("BOOLEAN", {"default": False}),
-                "dotall": ("BOOLEAN", {"default": False}),
-            }
-        }
+        return {"required": {"string": MULTILINE, "regex_pattern": MULTILINE, **REGEX_FLAG_INPUTS}}
 
     RETURN_TYPES = ("BOOLEAN",)
     RETURN_NAMES = ("matches",)
@@ -173,11 +176,8 @@ class RegexMatch(_StringNode):
         self, string: str, regex_pattern: str, case_insensitive: bool, multiline: bool, dotall: bool
     ) -> tuple[bool]:
         """Whether the pattern matches anywhere in the string."""
-        try:
-            found = re.search(regex_pattern, string, regex_flags(case_insensitive, multiline, dotall))
-        except re.error:
-            return (False,)
-        return (found is not None,)
+        pattern = compiled(regex_pattern, case_insensitive, multiline, dotall)
+        return (pattern is not None and pattern.search(string) is not None,)
 
 
 class RegexExtract(_StringNode):
@@ -188,9 +188,7 @@ class RegexExtract(_StringNode):
                 "string": MULTILINE,
                 "regex_pattern": MULTILINE,
                 "mode": ("COMBO", {"options": EXTRACT_MODES}),
-                "case_insensitive": ("BOOLEAN", {"default": True}),
-                "multiline": ("BOOLEAN", {"default": False}),
-                "dotall": ("BOOLEAN", {"default": False}),
+                **REGEX_FLAG_INPUTS,
                 "group_index": ("INT", {"default": 1, "min": 0, "max": 100}),
             }
         }
@@ -207,9 +205,8 @@ class RegexExtract(_StringNode):
     ) -> tuple[str]:
         """The first match, all matches (a pattern with groups gives each match's first group), the first
         match's group `group_index`, or that group of every match having it; "" when nothing matches."""
-        try:
-            pattern = re.compile(regex_pattern, regex_flags(case_insensitive, multiline, dotall))
-        except re.error:
+        pattern = compiled(regex_pattern, case_insensitive, multiline, dotall)
+        if pattern is None:
             return ("",)
         if mode == "First Match":
             found = pattern.search(string)
@@ -237,8 +234,7 @@ class RegexReplace(_StringNode):
         return {
             "required": {"string": MULTILINE, "regex_pattern": MULTILINE, "replace": MULTILINE},
             "optional": {
-                "case_insensitive": ("BOOLEAN", {"default": True}),
-                "multiline": ("BOOLEAN", {"default": False}),
+                **REGEX_FLAG_INPUTS,
                 "dotall": (
                     "BOOLEAN",
                     {

@@ -125,3 +125,25 @@ def test_the_default_cache_is_a_sixteenth_of_memory_at_most_4_gib(
     (tmp_path / "memory").mkdir()
     (tmp_path / "memory" / "memory.limit_in_bytes").write_text(str(3 * GIB))  # cgroup v1
     assert Settings().cache_bytes == 192 * 2**20
+
+
+def test_free_memory_is_what_is_left_of_a_containers_limit_when_that_is_less(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ComfyUI's ram_free: the kernel's MemAvailable, or the cgroup's limit less its usage when lower."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16777216 kB\nMemAvailable:    8388608 kB\n")  # 8 GiB available
+    monkeypatch.setattr(host_memory, "MEMINFO", meminfo)
+    monkeypatch.setattr(host_memory, "CGROUP_ROOT", tmp_path)
+    assert host_memory.free_memory_bytes() == 8 * GIB  # no container
+    (tmp_path / "memory.max").write_text(f"{2 * GIB}\n")  # cgroup v2: 2 GiB, 1.5 GiB of it in use
+    (tmp_path / "memory.current").write_text(f"{3 * GIB // 2}\n")
+    assert host_memory.free_memory_bytes() == GIB // 2
+    (tmp_path / "memory.max").write_text("max\n")  # no limit
+    assert host_memory.free_memory_bytes() == 8 * GIB
+    for name in ("memory.max", "memory.current"):
+        (tmp_path / name).unlink()
+    (tmp_path / "memory").mkdir()  # cgroup v1: 3 GiB, 1 GiB of it in use
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text(str(3 * GIB))
+    (tmp_path / "memory" / "memory.usage_in_bytes").write_text(str(GIB))
+    assert host_memory.free_memory_bytes() == 2 * GIB

@@ -287,6 +287,41 @@ def test_v3_validation_errors_are_those_of_the_same_v1_node(
     assert errors["ExampleV3TextJoin"] == {**errors["TextJoinV1"], "class_type": "ExampleV3TextJoin"}
 
 
+class ColorInput(io.WidgetInput):
+    """A custom widget type declared as ComfyUI's own `_io.py` declares its widget inputs: by calling
+    `WidgetInput.__init__` positionally (id, display_name, optional, tooltip, lazy, default, socketless,
+    widget_type, force_input, extra_dict, raw_link)."""
+
+    def __init__(self, id: str, default: str, optional: bool = False) -> None:
+        super().__init__(id, "Colour", optional, None, None, default, None, "COLOR", None, {"alpha": False})
+
+
+def test_custom_widget_inputs_and_positional_combo_options_keep_comfyuis_constructors() -> None:
+    schema = io.Schema(
+        node_id="Paint",
+        inputs=[
+            ColorInput("fill", "#ff0000"),
+            ColorInput("edge", "#000000", optional=True),
+            io.Combo.Input("mode", ["add", "multiply"], default="add"),
+        ],
+    )
+    assert schema.input_types() == {
+        "required": {
+            "fill": (
+                "COLOR",
+                {"display_name": "Colour", "alpha": False, "default": "#ff0000", "widgetType": "COLOR"},
+            ),
+            "mode": ("COMBO", {"default": "add", "multiselect": False, "options": ["add", "multiply"]}),
+        },
+        "optional": {
+            "edge": (
+                "COLOR",
+                {"display_name": "Colour", "alpha": False, "default": "#000000", "widgetType": "COLOR"},
+            )
+        },
+    }
+
+
 def test_a_combo_value_outside_the_v3_options_is_refused(registry: NodeRegistry) -> None:
     """ComfyUI's recorded value_not_in_list shape (validation.json); the V3 declaration is the config."""
     prompt = {

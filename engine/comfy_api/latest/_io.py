@@ -10,8 +10,8 @@ Only pure-Python types are here: tensors and models are passed through as opaque
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import Field, dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, TypeVar
 
@@ -71,10 +71,34 @@ class _ComfyType:
     Type: ClassVar[Any] = Any
 
 
+OPTION = "option"
+"""Field metadata naming the `/object_info` key a setting is shown under."""
+
+
+def _option(key: str, default: Any = None, *, positional: bool = False) -> Any:
+    """A setting shown in the input's `/object_info` options under `key` (ComfyUI's spelling) unless None."""
+    return field(default=default, kw_only=not positional, metadata={OPTION: key})
+
+
+@dataclass(eq=False, kw_only=True, init=False)
 class Input:
-    """One declared input; `Parent` is the type it belongs to (bound by `comfytype`)."""
+    """One declared input; `Parent` is the type it belongs to (bound by `comfytype`).
+
+    Settings are fields whose metadata names their `/object_info` key, so each type's input declares a
+    setting once and `as_dict` shows them all. `Input` and `WidgetInput` keep ComfyUI's positional
+    constructors (custom widget types call them so); the types' own inputs take every setting after `id`
+    by name, as ComfyUI's nodes pass them (Combo's `options` may also come second).
+    """
 
     Parent: ClassVar[type[_ComfyType]] = _ComfyType
+
+    id: str = field(kw_only=False)
+    display_name: str | None = _option("display_name")
+    optional: bool = _option("optional", False)
+    tooltip: str | None = _option("tooltip")
+    lazy: bool | None = _option("lazy")
+    extra_dict: Mapping[str, Any] | None = None
+    raw_link: bool | None = _option("rawLink")
 
     def __init__(
         self,
@@ -91,8 +115,12 @@ class Input:
         self.optional = optional
         self.tooltip = tooltip
         self.lazy = lazy
-        self.extra_dict = dict(extra_dict or {})
+        self.extra_dict = extra_dict
         self.raw_link = raw_link
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        self.extra_dict = dict(self.extra_dict or {})
 
     @property
     def io_type(self) -> str:
@@ -102,19 +130,33 @@ class Input:
         return self.io_type
 
     def as_dict(self) -> dict[str, Any]:
-        return prune_dict(
-            {
-                "display_name": self.display_name,
-                "optional": self.optional,
-                "tooltip": self.tooltip,
-                "lazy": self.lazy,
-                "rawLink": self.raw_link,
-            }
-        ) | prune_dict(self.extra_dict)
+        """The options ComfyUI shows: `extra_dict` overrides the base settings, and the settings a widget
+        type adds override `extra_dict` (ComfyUI merges them in that order)."""
+        base = {declared.name for declared in fields(Input)}
+        settings = [declared for declared in fields(self) if OPTION in declared.metadata]
+        return (
+            self._shown(declared for declared in settings if declared.name in base)
+            | prune_dict(self.extra_dict or {})
+            | self._shown(declared for declared in settings if declared.name not in base)
+        )
+
+    def _shown(self, settings: Iterable[Field[Any]]) -> dict[str, Any]:
+        """Enum settings (display mode, image folder) are shown by their value."""
+        shown = {}
+        for declared in settings:
+            value = getattr(self, declared.name)
+            shown[declared.metadata[OPTION]] = value.value if isinstance(value, Enum) else value
+        return prune_dict(shown)
 
 
+@dataclass(eq=False, kw_only=True, init=False)
 class WidgetInput(Input):
     """An input the editor can show as a widget (it has a default and may be forced to a socket)."""
+
+    default: Any = _option("default")
+    socketless: bool | None = _option("socketless")
+    widget_type: str | None = _option("widgetType")
+    force_input: bool | None = _option("forceInput")
 
     def __init__(
         self,
@@ -138,16 +180,6 @@ class WidgetInput(Input):
 
     def get_io_type(self) -> str:
         return self.widget_type if self.widget_type is not None else self.io_type
-
-    def as_dict(self) -> dict[str, Any]:
-        return super().as_dict() | prune_dict(
-            {
-                "default": self.default,
-                "socketless": self.socketless,
-                "widgetType": self.widget_type,
-                "forceInput": self.force_input,
-            }
-        )
 
 
 class Output:
@@ -196,229 +228,61 @@ def comfytype(io_type: str) -> Callable[[T], T]:
     return bind
 
 
-def Custom(io_type: str) -> type[ComfyTypeIO]:
-    """A socket type by name, for types this module does not list (what custom packages pass around)."""
-    return comfytype(io_type)(type(f"Custom_{io_type}", (ComfyTypeIO,), {}))
-
-
+@dataclass(eq=False, kw_only=True)
 class _BooleanInput(WidgetInput):
-    def __init__(
-        self,
-        id: str,
-        display_name: str | None = None,
-        optional: bool = False,
-        tooltip: str | None = None,
-        lazy: bool | None = None,
-        default: bool | None = None,
-        label_on: str | None = None,
-        label_off: str | None = None,
-        socketless: bool | None = None,
-        force_input: bool | None = None,
-        extra_dict: Mapping[str, Any] | None = None,
-        raw_link: bool | None = None,
-    ) -> None:
-        super().__init__(
-            id,
-            display_name,
-            optional,
-            tooltip,
-            lazy,
-            default,
-            socketless,
-            None,
-            force_input,
-            extra_dict,
-            raw_link,
-        )
-        self.label_on = label_on
-        self.label_off = label_off
-
-    def as_dict(self) -> dict[str, Any]:
-        return super().as_dict() | prune_dict({"label_on": self.label_on, "label_off": self.label_off})
+    default: bool | None = _option("default")
+    label_on: str | None = _option("label_on")
+    label_off: str | None = _option("label_off")
 
 
+@dataclass(eq=False, kw_only=True)
 class _IntInput(WidgetInput):
-    def __init__(
-        self,
-        id: str,
-        display_name: str | None = None,
-        optional: bool = False,
-        tooltip: str | None = None,
-        lazy: bool | None = None,
-        default: int | None = None,
-        min: int | None = None,
-        max: int | None = None,
-        step: int | None = None,
-        control_after_generate: bool | None = None,
-        display_mode: NumberDisplay | None = None,
-        socketless: bool | None = None,
-        force_input: bool | None = None,
-        extra_dict: Mapping[str, Any] | None = None,
-        raw_link: bool | None = None,
-    ) -> None:
-        super().__init__(
-            id,
-            display_name,
-            optional,
-            tooltip,
-            lazy,
-            default,
-            socketless,
-            None,
-            force_input,
-            extra_dict,
-            raw_link,
-        )
-        self.min, self.max, self.step = min, max, step
-        self.control_after_generate = control_after_generate
-        self.display_mode = display_mode
-
-    def as_dict(self) -> dict[str, Any]:
-        return super().as_dict() | prune_dict(
-            {
-                "min": self.min,
-                "max": self.max,
-                "step": self.step,
-                "control_after_generate": self.control_after_generate,
-                "display": self.display_mode.value if self.display_mode else None,
-            }
-        )
+    default: int | None = _option("default")
+    min: int | None = _option("min")
+    max: int | None = _option("max")
+    step: int | None = _option("step")
+    control_after_generate: bool | None = _option("control_after_generate")
+    display_mode: NumberDisplay | None = _option("display")
 
 
+@dataclass(eq=False, kw_only=True)
 class _FloatInput(WidgetInput):
-    def __init__(
-        self,
-        id: str,
-        display_name: str | None = None,
-        optional: bool = False,
-        tooltip: str | None = None,
-        lazy: bool | None = None,
-        default: float | None = None,
-        min: float | None = None,
-        max: float | None = None,
-        step: float | None = None,
-        round: float | None = None,
-        display_mode: NumberDisplay | None = None,
-        socketless: bool | None = None,
-        force_input: bool | None = None,
-        extra_dict: Mapping[str, Any] | None = None,
-        raw_link: bool | None = None,
-    ) -> None:
-        super().__init__(
-            id,
-            display_name,
-            optional,
-            tooltip,
-            lazy,
-            default,
-            socketless,
-            None,
-            force_input,
-            extra_dict,
-            raw_link,
-        )
-        self.min, self.max, self.step, self.round = min, max, step, round
-        self.display_mode = display_mode
-
-    def as_dict(self) -> dict[str, Any]:
-        return super().as_dict() | prune_dict(
-            {
-                "min": self.min,
-                "max": self.max,
-                "step": self.step,
-                "round": self.round,
-                "display": self.display_mode.value if self.display_mode else None,
-            }
-        )
+    default: float | None = _option("default")
+    min: float | None = _option("min")
+    max: float | None = _option("max")
+    step: float | None = _option("step")
+    round: float | None = _option("round")
+    display_mode: NumberDisplay | None = _option("display")
 
 
+@dataclass(eq=False, kw_only=True)
 class _StringInput(WidgetInput):
-    def __init__(
-        self,
-        id: str,
-        display_name: str | None = None,
-        optional: bool = False,
-        tooltip: str | None = None,
-        lazy: bool | None = None,
-        multiline: bool = False,
-        placeholder: str | None = None,
-        default: str | None = None,
-        dynamic_prompts: bool | None = None,
-        socketless: bool | None = None,
-        force_input: bool | None = None,
-        extra_dict: Mapping[str, Any] | None = None,
-        raw_link: bool | None = None,
-    ) -> None:
-        super().__init__(
-            id,
-            display_name,
-            optional,
-            tooltip,
-            lazy,
-            default,
-            socketless,
-            None,
-            force_input,
-            extra_dict,
-            raw_link,
-        )
-        self.multiline = multiline
-        self.placeholder = placeholder
-        self.dynamic_prompts = dynamic_prompts
-
-    def as_dict(self) -> dict[str, Any]:
-        return super().as_dict() | prune_dict(
-            {
-                "multiline": self.multiline,
-                "placeholder": self.placeholder,
-                "dynamicPrompts": self.dynamic_prompts,
-            }
-        )
+    default: str | None = _option("default")
+    multiline: bool = _option("multiline", False)
+    placeholder: str | None = _option("placeholder")
+    dynamic_prompts: bool | None = _option("dynamicPrompts")
 
 
+@dataclass(eq=False, kw_only=True)
 class _ComboInput(WidgetInput):
-    def __init__(
-        self,
-        id: str,
-        options: list[Any] | type[Enum] | None = None,
-        display_name: str | None = None,
-        optional: bool = False,
-        tooltip: str | None = None,
-        lazy: bool | None = None,
-        default: Any = None,
-        control_after_generate: bool | None = None,
-        upload: UploadType | None = None,
-        image_folder: FolderType | None = None,
-        socketless: bool | None = None,
-        extra_dict: Mapping[str, Any] | None = None,
-        raw_link: bool | None = None,
-    ) -> None:
-        if isinstance(options, type) and issubclass(options, Enum):
-            options = [member.value for member in options]
-        if isinstance(default, Enum):
-            default = default.value
-        super().__init__(
-            id, display_name, optional, tooltip, lazy, default, socketless, None, None, extra_dict, raw_link
-        )
-        self.multiselect = False
-        self.options = options
-        self.control_after_generate = control_after_generate
-        self.upload = upload
-        self.image_folder = image_folder
+    """A choice among `options` (a list, or an Enum whose values are the choices)."""
+
+    multiselect: bool = field(default=False, init=False, metadata={OPTION: "multiselect"})
+    options: list[Any] | type[Enum] | None = _option("options", positional=True)
+    control_after_generate: bool | None = _option("control_after_generate")
+    upload: UploadType | None = None
+    image_folder: FolderType | None = _option("image_folder")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.options, type) and issubclass(self.options, Enum):
+            self.options = [member.value for member in self.options]
+        if isinstance(self.default, Enum):
+            self.default = self.default.value
 
     def as_dict(self) -> dict[str, Any]:
-        return (
-            super().as_dict()
-            | prune_dict(
-                {
-                    "multiselect": self.multiselect,
-                    "options": self.options,
-                    "control_after_generate": self.control_after_generate,
-                    "image_folder": self.image_folder.value if self.image_folder else None,
-                }
-            )
-            | ({self.upload.value: True} if self.upload is not None else {})
-        )
+        """An upload widget is shown as its kind's key set to true (`"image_upload": true`)."""
+        return super().as_dict() | ({self.upload.value: True} if self.upload is not None else {})
 
 
 @comfytype("BOOLEAN")
@@ -451,64 +315,28 @@ class Combo(ComfyTypeIO):
     Input = _ComboInput
 
 
-@comfytype("IMAGE")
-class Image(ComfyTypeIO):
-    """[batch, height, width, channels] floats in 0..1."""
+def _socket_type(name: str, io_type: str, doc: str | None = None) -> type[ComfyTypeIO]:
+    """A type whose values the engine passes between nodes without looking inside (tensors, models)."""
+    return comfytype(io_type)(type(name, (ComfyTypeIO,), {"__doc__": doc, "__module__": __name__}))
 
 
-@comfytype("MASK")
-class Mask(ComfyTypeIO):
-    """[batch, height, width] floats in 0..1."""
+def Custom(io_type: str) -> type[ComfyTypeIO]:
+    """A socket type by name, for types this module does not list (what custom packages pass around)."""
+    return _socket_type(f"Custom_{io_type}", io_type)
 
 
-@comfytype("LATENT")
-class Latent(ComfyTypeIO):
-    """{"samples": tensor, ...}."""
-
-
-@comfytype("CONDITIONING")
-class Conditioning(ComfyTypeIO):
-    pass
-
-
-@comfytype("MODEL")
-class Model(ComfyTypeIO):
-    pass
-
-
-@comfytype("CLIP")
-class Clip(ComfyTypeIO):
-    pass
-
-
-@comfytype("VAE")
-class Vae(ComfyTypeIO):
-    pass
-
-
-@comfytype("SIGMAS")
-class Sigmas(ComfyTypeIO):
-    pass
-
-
-@comfytype("NOISE")
-class Noise(ComfyTypeIO):
-    pass
-
-
-@comfytype("SAMPLER")
-class Sampler(ComfyTypeIO):
-    pass
-
-
-@comfytype("GUIDER")
-class Guider(ComfyTypeIO):
-    pass
-
-
-@comfytype("*")
-class AnyType(ComfyTypeIO):
-    """Connects to any socket."""
+Image = _socket_type("Image", "IMAGE", "[batch, height, width, channels] floats in 0..1.")
+Mask = _socket_type("Mask", "MASK", "[batch, height, width] floats in 0..1.")
+Latent = _socket_type("Latent", "LATENT", '{"samples": tensor, ...}.')
+Conditioning = _socket_type("Conditioning", "CONDITIONING")
+Model = _socket_type("Model", "MODEL")
+Clip = _socket_type("Clip", "CLIP")
+Vae = _socket_type("Vae", "VAE")
+Sigmas = _socket_type("Sigmas", "SIGMAS")
+Noise = _socket_type("Noise", "NOISE")
+Sampler = _socket_type("Sampler", "SAMPLER")
+Guider = _socket_type("Guider", "GUIDER")
+AnyType = _socket_type("AnyType", "*", "Connects to any socket.")
 
 
 class _MatchTemplate:
