@@ -7,7 +7,7 @@ so every API process of the fleet sees the same records over the blobs of a shar
     {p}assets:{owner}:{digest}      sorted set: the owner's records over one blob, by seq
     {p}assetjob:{owner}:{job}       sorted set: the owner's records of a job's outputs, by seq
     {p}jobassets:{job}              set: every record of a job's outputs, any owner (forgetting the job's)
-    {p}assetjobs                    set: every job that has output records (the sweep of forgotten jobs' outputs)
+    {p}assetjobs                    set: every job that has output records (sweeping forgotten jobs')
     {p}assetexpiry                  sorted set: the records with an `expires_at`, by it
     {p}assethold:{id}               set: the jobs that hold the record (referenced it when submitted)
     {p}assetholds                   set: every record that has holds (the sweep of finished jobs' holds)
