@@ -35,8 +35,8 @@ def following(client: httpx.Client, job_id: str) -> Iterator[httpx.Response]:
 
 def test_a_key_may_hold_only_so_many_event_streams(settings: Settings) -> None:
     with LiveServer(replace(settings, max_event_streams=LIMIT)) as server:
-        _, alice = server.service.database.add_key("alice", credits=10, rate_per_minute=600)
-        _, bob = server.service.database.add_key("bob", credits=10, rate_per_minute=600)
+        _, alice = server.service.keys.add_key("alice", credits=10, rate_per_minute=600)
+        _, bob = server.service.keys.add_key("bob", credits=10, rate_per_minute=600)
         spec = SpecChecker(server.url)
         with http(server, alice) as own, http(server, alice) as second, http(server, bob) as other:
             job_id = spec.check(own.post(JOBS, json={"workflow": slow(60)})).json()["id"]
