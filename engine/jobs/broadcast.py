@@ -1,5 +1,9 @@
 """Job updates fanned out from the worker thread to listeners on the event loop (SSE, waiting requests,
-ComfyUI's websocket).
+ComfyUI's websocket), and cancellation requests handed to the worker that runs the job.
+
+`JobBroadcast` is the embedded default: everything in one process. A fleet uses
+`engine.jobs.redis_broadcast.RedisBroadcast`, the same interface over Redis pub/sub, so that an update
+published by a worker process reaches listeners in every API process.
 
 Updates are a convenience for speed, never the source of truth: a listener that misses one still
 sees the job's state in the store, so a lost event can delay an answer by a poll interval but can
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,11 +42,36 @@ class JobUpdate:
     """For an "event" of sampler progress with a preview: the preview as JPEG bytes."""
 
 
+CancelHandler = Callable[[str], None]
+"""Told the id of a job whose cancellation was asked for (the worker interrupts it if it runs it)."""
+
+
 class JobBroadcast:
+    """In-process: updates published on any thread reach this process's listeners on its loop."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._listeners: defaultdict[str, set[asyncio.Queue[JobUpdate]]] = defaultdict(set)
         self._all: set[asyncio.Queue[JobUpdate]] = set()
+        self._cancel_handlers: list[CancelHandler] = []
+
+    async def start(self) -> None:
+        """Connect to whatever carries updates between processes (nothing here)."""
+
+    async def close(self) -> None:
+        """Stop carrying updates (nothing to stop here)."""
+
+    def on_cancel(self, handler: CancelHandler) -> None:
+        """Hear every cancellation request (a worker registers its own `cancel`)."""
+        self._cancel_handlers.append(handler)
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask whichever worker runs the job to interrupt it; called on the event loop."""
+        self._cancelled(job_id)
+
+    def _cancelled(self, job_id: str) -> None:
+        for handler in self._cancel_handlers:
+            handler(job_id)
 
     @property
     def listening_to_all(self) -> bool:
@@ -80,7 +109,12 @@ class JobBroadcast:
         """Every update of every job, executor events included, while the block runs."""
         queue: asyncio.Queue[JobUpdate] = asyncio.Queue(ALL_JOBS_QUEUE_LIMIT)
         self._all.add(queue)
+        self._all_changed()
         try:
             yield queue
         finally:
             self._all.discard(queue)
+            self._all_changed()
+
+    def _all_changed(self) -> None:
+        """Someone began or stopped listening to every job (a fleet subscribes to executor events then)."""
