@@ -71,6 +71,11 @@ class Settings:
     decompression bomb), and a float IMAGE tensor of 8192x8192 already takes 800 MB."""
     max_userdata_bytes: int = 16 * 1024**2
     """Largest file written through /userdata (workflows, which may embed images) or /settings."""
+    broker: str | None = None
+    """A fleet's Redis (redis://host:port/db): job store, queues and updates shared by every API and worker
+    process. None: the embedded default (SQLite, one process)."""
+    device: str | None = None
+    """The compute device this process runs graphs on ("cpu", "cuda:1"); None: the first GPU, else the CPU."""
     multi_user: bool = False
     """ComfyUI's --multi-user: each client names its user in the `comfy-user` header and gets its own
     settings and workflows; without it every client is the user "default"."""

@@ -89,6 +89,47 @@ def retention(text: str) -> float:
     return seconds
 
 
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def broker_url(text: str) -> str:
+    """A Redis URL (redis://host:port/db, rediss:// for TLS, unix:///path/redis.sock)."""
+    if not text.startswith(BROKER_SCHEMES) or len(text) <= len("unix://"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Redis URL: give redis://HOST:PORT/DB (or rediss://, unix://PATH)"
+        )
+    return text
+
+
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,3})?")
+
+
+def device_name(text: str) -> str:
+    """cpu, cuda or cuda:N."""
+    if _DEVICE.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give cpu, cuda or cuda:N")
+    return text
+
+
+def add_broker_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--broker",
+        type=broker_url,
+        default=os.environ.get("ENGINE_BROKER"),
+        metavar="URL",
+        help=f"{help_text} (env ENGINE_BROKER)",
+    )
+
+
+def add_output_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for job outputs (default: BASE/output); in a fleet, one folder that every API and "
+        "worker process reaches (a shared mount)",
+    )
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     base = Path(args.base_dir).resolve() if args.base_dir else Path.cwd()
     extra = {}
@@ -101,6 +142,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["test_models"] = args.test_models
     if getattr(args, "warmup", None) is not None:
         extra["warmup_endpoints"] = tuple(args.warmup)
+    for name in ("broker", "device"):
+        if getattr(args, name, None) is not None:
+            extra[name] = getattr(args, name)
     if getattr(args, "cache_size", None) is not None:
         extra["cache_bytes"] = args.cache_size
     if getattr(args, "retention", None) is not None:

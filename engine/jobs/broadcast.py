@@ -44,6 +44,7 @@ class JobUpdate:
 
 CancelHandler = Callable[[str], None]
 """Told the id of a job whose cancellation was asked for (the worker interrupts it if it runs it)."""
+UpdateHandler = Callable[["JobUpdate"], None]
 
 
 class JobBroadcast:
@@ -54,6 +55,7 @@ class JobBroadcast:
         self._listeners: defaultdict[str, set[asyncio.Queue[JobUpdate]]] = defaultdict(set)
         self._all: set[asyncio.Queue[JobUpdate]] = set()
         self._cancel_handlers: list[CancelHandler] = []
+        self._update_handlers: list[UpdateHandler] = []
 
     async def start(self) -> None:
         """Connect to whatever carries updates between processes (nothing here)."""
@@ -64,6 +66,11 @@ class JobBroadcast:
     def on_cancel(self, handler: CancelHandler) -> None:
         """Hear every cancellation request (a worker registers its own `cancel`)."""
         self._cancel_handlers.append(handler)
+
+    def on_update(self, handler: UpdateHandler) -> None:
+        """Hear every job's updates but the executor's events, on the event loop (the webhook sender
+        wakes when any process finishes a job)."""
+        self._update_handlers.append(handler)
 
     def request_cancel(self, job_id: str) -> None:
         """Ask whichever worker runs the job to interrupt it; called on the event loop."""
@@ -85,6 +92,9 @@ class JobBroadcast:
         self._loop.call_soon_threadsafe(self._deliver, update)
 
     def _deliver(self, update: JobUpdate) -> None:
+        if update.kind != "event":
+            for handler in self._update_handlers:
+                handler(update)
         job_listeners = self._listeners.get(update.job_id, ()) if update.kind != "event" else ()
         for queue in (*job_listeners, *self._all):
             if queue.full():  # a slow listener loses the oldest updates, not the newest

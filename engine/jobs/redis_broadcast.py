@@ -43,13 +43,13 @@ ORIGIN_BYTES = 32
 
 class Channels:
     def __init__(self, prefix: str) -> None:
-        self.updates = f"{prefix}:updates"
-        self.events = f"{prefix}:events"
-        self.cancel = f"{prefix}:cancel"
+        self.updates = f"{prefix}updates"
+        self.events = f"{prefix}events"
+        self.cancel = f"{prefix}cancel"
 
 
 class RedisBroadcast(JobBroadcast):
-    def __init__(self, loop: asyncio.AbstractEventLoop, url: str, prefix: str = "engine") -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, url: str, prefix: str = "engine:") -> None:
         super().__init__(loop)
         self._redis: Redis = Redis.from_url(url)
         self.channels = Channels(prefix)

@@ -31,7 +31,7 @@ async def _get(queue: asyncio.Queue[JobUpdate]) -> JobUpdate:
 def _run(body: Callable[[RedisBroadcast, RedisBroadcast], Awaitable[None]], url: str) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        worker, api = RedisBroadcast(loop, url, prefix="t"), RedisBroadcast(loop, url, prefix="t")
+        worker, api = RedisBroadcast(loop, url, prefix="t:"), RedisBroadcast(loop, url, prefix="t:")
         await worker.start()
         await api.start()
         try:
