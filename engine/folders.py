@@ -236,12 +236,7 @@ def relative_name(name: str) -> Path:
     if not isinstance(name, str) or not name or "\0" in name:
         raise PathEscapeError(f"invalid file name {name!r}")
     parts = [part for part in name.replace("\\", "/").split("/") if part not in ("", ".")]
-    if (
-        name.startswith(("/", "\\"))
-        or PureWindowsPath(name).drive
-        or ".." in parts
-        or not parts
-    ):
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive or ".." in parts or not parts:
         raise PathEscapeError(f"file name {name!r} would leave its folder")
     return Path(*parts)
 

@@ -49,9 +49,11 @@ from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.durations import Durations, MemoryDurations, RedisDurations, expected_wait
 from engine.jobs.fleet import BEAT_SECONDS, WorkerInfo, WorkerRegistry
 from engine.jobs.outputs import JobOutputs
+from engine.jobs.redis_keys import RedisKeyAdmin
+from engine.jobs.redis_store import RedisStore
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
-from engine.jobs.store import JobQuery, JobStore, StoreUnavailable
+from engine.jobs.store import LOCAL_WORKER, JobQuery, JobStore, KeyAdmin, StoreUnavailable
 from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
 from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
@@ -106,11 +108,19 @@ class Service:
         self.registry: NodeRegistry
         self.registry, self.package_reports = create_registry(settings.custom_nodes_dirs)
         self.endpoints: dict[str, Endpoint] = load_endpoints(settings.graphs_dir, self.registry)
-        self.database = SqliteStore(settings.database_path)
-        self.recovered = self.database.recover()
-        sqlite = AsyncSqliteStore(self.database)
-        self.store: JobStore = sqlite
-        self.assets = AssetLibrary(sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
+        database = SqliteStore(settings.database_path)
+        self._sqlite = AsyncSqliteStore(database)
+        self.store: JobStore
+        self.keys: KeyAdmin
+        """API keys, managed synchronously (the command line, tests); the routes use `store`."""
+        if settings.broker is None:
+            self.recovered = database.recover()
+            self.store, self.keys = self._sqlite, database
+        else:  # a fleet: its workers' leases, not this process's start, decide what runs again
+            self.recovered = (0, 0)
+            self.store = RedisStore(settings.broker, retention_seconds=settings.retention_seconds)
+            self.keys = RedisKeyAdmin(settings.broker)
+        self.assets = AssetLibrary(self._sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
         self.models = ModelManager(torch.device(settings.device) if settings.device else None)
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
@@ -168,7 +178,13 @@ class Service:
             self._tasks.append(asyncio.create_task(self.webhooks.run_forever(), name="webhooks"))
         if self.runs_worker:
             self.worker = Worker(
-                self.store, self.executor, self.broadcast, self.outputs, on_finished=self._finished
+                self.store,
+                self.executor,
+                self.broadcast,
+                self.outputs,
+                on_finished=self._finished,
+                worker_id=self.worker_id if broker is not None else LOCAL_WORKER,
+                preferred=self._loaded_endpoints,
             )
             self.broadcast.on_cancel(self.worker.cancel)
             self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
@@ -197,6 +213,8 @@ class Service:
         await self.durations.close()
         self.models.remove_load_listener(self._model_loaded)
         await self.store.close()
+        if self.store is not self._sqlite:  # still the asset index
+            await self._sqlite.close()
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         """A store or broker write that nothing waits for, kept until it is done (and awaited at stop)."""
@@ -235,6 +253,22 @@ class Service:
                 log.warning("worker heartbeat not recorded: %s", exc)
             await asyncio.sleep(BEAT_SECONDS)
 
+    def _loaded_endpoints(self) -> frozenset[str]:
+        """The endpoints whose graphs name a model file resident on this worker's device: it claims
+        their jobs first, since they run without loading anything."""
+        files = {Path(key.path).name for key in self.models.resident()}
+        if not files:
+            return frozenset()
+        return frozenset(
+            name
+            for name, endpoint in self.endpoints.items()
+            if any(
+                isinstance(value, str) and Path(value).name in files
+                for node in endpoint.graph.values()
+                for value in node.get("inputs", {}).values()
+            )
+        )
+
     def worker_info(self) -> WorkerInfo:
         current = self.worker.current if self.worker is not None else None
         return WorkerInfo(
@@ -259,11 +293,7 @@ class Service:
 
     async def queue_depths(self) -> dict[str, int]:
         """Jobs waiting per endpoint."""
-        queued, _ = await self.store.list_jobs(JobQuery(statuses=frozenset({JobStatus.QUEUED})))
-        depths: dict[str, int] = {}
-        for job in queued:
-            depths[job.endpoint] = depths.get(job.endpoint, 0) + 1
-        return depths
+        return await self.store.queue_depths()
 
     def health(self) -> WorkerHealth | None:
         """The worker's state once it exists; None while the service is starting."""

@@ -72,8 +72,8 @@ class Settings:
     max_userdata_bytes: int = 16 * 1024**2
     """Largest file written through /userdata (workflows, which may embed images) or /settings."""
     broker: str | None = None
-    """A fleet's Redis (redis://host:port/db): job store, queues and updates shared by every API and worker
-    process. None: the embedded default (SQLite, one process)."""
+    """A Redis URL (redis://host:port/db): jobs, keys and the queue live there, shared by every process
+    of a fleet. None: the embedded SQLite store in the data folder, for this process alone."""
     device: str | None = None
     """The compute device this process runs graphs on ("cpu", "cuda:1"); None: the first GPU, else the CPU."""
     multi_user: bool = False

@@ -6,10 +6,9 @@ from aiohttp import web
 
 from engine.api import admin, comfy, docs, fal, login, meta, segmind
 from engine.api.auth import auth_middleware, notice_middleware
-from engine.api.context import BASE_URL, RATE_LIMITER, SERVICE, SESSIONS
+from engine.api.context import BASE_URL, SERVICE, SESSIONS
 from engine.api.errors import error_middleware
 from engine.api.origin import origin_middleware
-from engine.api.rate_limit import RateLimiter
 from engine.api.render import webhook_body
 from engine.api.sessions import SECRET_FILE, Sessions
 from engine.api.v2 import add_routes as add_v2_routes
@@ -32,7 +31,6 @@ def create_app(service: Service, listen_url: str) -> web.Application:
     )
     app[SERVICE] = service
     app[BASE_URL] = (service.settings.public_url or listen_url).rstrip("/")
-    app[RATE_LIMITER] = RateLimiter()
     app[SESSIONS] = Sessions(load_or_create_secret(service.settings.data_path / SECRET_FILE).encode())
     meta.add_routes(app)
     docs.add_routes(app)  # before comfy: its /docs/{node}/{file} would take /docs/assets/{name}

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from engine.api.context import API_KEY, RATE_LIMITER, SERVICE, SESSIONS
+from engine.api.context import API_KEY, SERVICE, SESSIONS
 from engine.api.errors import ApiError, Handler
 from engine.api.rate_limit import retry_after_header
 from engine.api.sessions import COOKIE
@@ -93,7 +93,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "(`engine keys add NAME --admin`)",
         )
     if getattr(route_handler, "engine_rate_limited", False):
-        wait = request.app[RATE_LIMITER].acquire(key.id, key.rate_per_minute)
+        wait = await service.store.rate_limit(key.id, key.rate_per_minute)
         if wait > 0:
             raise ApiError(
                 429,

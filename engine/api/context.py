@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from engine.api.rate_limit import RateLimiter
 from engine.api.sessions import Sessions
 from engine.jobs.types import ApiKey
 from engine.service import Service
 
 SERVICE = web.AppKey("service", Service)
-RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 SESSIONS = web.AppKey("sessions", Sessions)
 BASE_URL = web.AppKey("base_url", str)
 """Base of the absolute URLs in responses, fixed at start-up (see engine.api.listen)."""

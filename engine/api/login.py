@@ -20,7 +20,7 @@ from aiohttp import web
 
 from engine.api.auth import LOGIN_PATH, no_keys_hint, public
 from engine.api.bodies import read_fields
-from engine.api.context import RATE_LIMITER, SESSIONS, base_url, service
+from engine.api.context import SESSIONS, base_url, service
 from engine.api.rate_limit import retry_after_header
 from engine.api.sessions import delete_cookie, is_secure, set_cookie
 
@@ -94,7 +94,7 @@ async def log_in(request: web.Request) -> web.StreamResponse:
     engine = service(request)
     if engine.settings.open_access:
         return see_other(EDITOR_PATH)
-    wait = request.app[RATE_LIMITER].acquire(f"login {request.remote}", LOGIN_ATTEMPTS_PER_MINUTE)
+    wait = await engine.store.rate_limit(f"login {request.remote}", LOGIN_ATTEMPTS_PER_MINUTE)
     if wait > 0:
         return login_page(
             f"Too many sign-in attempts from this address; try again in {retry_after_header(wait)} s.",

@@ -1,39 +1,8 @@
-"""Per-key request rate limits: a token bucket that refills continuously, burst up to a minute's worth."""
+"""The Retry-After a rate-limited request is answered with (the limits are the job store's)."""
 
 from __future__ import annotations
 
 import math
-import threading
-import time
-from dataclasses import dataclass
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-class RateLimiter:
-    def __init__(self, clock=time.monotonic) -> None:
-        self._clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, key: str, per_minute: int) -> float:
-        """Take one token; returns 0 when allowed, else the seconds until a token is free."""
-        if per_minute <= 0:
-            return 0.0
-        rate = per_minute / 60.0
-        now = self._clock()
-        with self._lock:
-            bucket = self._buckets.setdefault(key, _Bucket(float(per_minute), now))
-            bucket.tokens = min(float(per_minute), bucket.tokens + (now - bucket.updated) * rate)
-            bucket.updated = now
-            if bucket.tokens >= 1.0:
-                bucket.tokens -= 1.0
-                return 0.0
-            return (1.0 - bucket.tokens) / rate
 
 
 def retry_after_header(seconds: float) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import folders
-from engine.cli import endpoints, global_options, graphs, keys, models, serve, worker
+from engine.cli import endpoints, fleet, global_options, graphs, keys, models, serve, worker
 from engine.cli.console import configure_logging
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve.add_commands(commands)
     worker.add_commands(commands)
+    fleet.add_commands(commands)
     graphs.add_commands(commands)
     keys.add_commands(commands)
     endpoints.add_commands(commands)

@@ -1,4 +1,5 @@
-"""`engine keys add|list|revoke|credit`: API keys and their credit balances."""
+"""`engine keys add|list|revoke|credit`: API keys and their credit balances, in the embedded store or,
+with --broker, in a fleet's Redis."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.cli import global_options
-from engine.cli.settings_args import settings_from
+from engine.cli.settings_args import add_broker_argument, settings_from
+from engine.jobs.redis_keys import RedisKeyAdmin
 from engine.jobs.sqlite_store import SqliteStore
+from engine.jobs.store import KeyAdmin
 
 
-def _store(args: argparse.Namespace) -> SqliteStore:
-    return SqliteStore(settings_from(args).database_path)
+def _store(args: argparse.Namespace) -> KeyAdmin:
+    settings = settings_from(args)
+    if settings.broker is not None:
+        return RedisKeyAdmin(settings.broker)
+    return SqliteStore(settings.database_path)
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -79,3 +85,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     credit.set_defaults(handler=cmd_credit)
     for action in (add, listing, revoke, credit):
         global_options.add_to_command(action, global_options.KEYS)
+        add_broker_argument(action)

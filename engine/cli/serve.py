@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "OPEN ACCESS (--open-access): no API key is asked for; anyone on this machine can call the "
             "API and read every job. Restart without it, after `engine keys add NAME`, to require keys."
         )
-    elif not service.database.has_keys():
+    elif not service.keys.has_keys():
         log.warning(
             "no API keys exist: every request will be refused (401) until one is created with "
             "`engine keys add NAME` (or restart with --open-access for local use without keys)"

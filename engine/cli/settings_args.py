@@ -93,14 +93,18 @@ BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def broker_url(text: str) -> str:
-    """A Redis URL (redis://host:port/db, rediss:// for TLS, unix:///path/redis.sock)."""
-    if not text.startswith(BROKER_SCHEMES) or len(text) <= len("unix://"):
+    """A Redis URL: redis://host:port/db, rediss:// (TLS) or unix:///path/to/socket."""
+    if not text.startswith(BROKER_SCHEMES):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a Redis URL: give redis://HOST:PORT/DB (or rediss://, unix://PATH)"
+            f"{text!r} is not a Redis URL: give redis://HOST:PORT/DB, rediss://... or unix:///PATH"
         )
     return text
 
 
+DEFAULT_BROKER_HELP = (
+    "Redis holding the jobs, keys and queue of a fleet, e.g. redis://127.0.0.1:6379/0 "
+    "(default: the embedded SQLite store; env ENGINE_BROKER)"
+)
 _DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,3})?")
 
 
@@ -111,13 +115,13 @@ def device_name(text: str) -> str:
     return text
 
 
-def add_broker_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+def add_broker_argument(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
     parser.add_argument(
         "--broker",
         type=broker_url,
         default=os.environ.get("ENGINE_BROKER"),
         metavar="URL",
-        help=f"{help_text} (env ENGINE_BROKER)",
+        help=f"{help_text} (env ENGINE_BROKER)" if help_text else DEFAULT_BROKER_HELP,
     )
 
 
@@ -142,9 +146,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["test_models"] = args.test_models
     if getattr(args, "warmup", None) is not None:
         extra["warmup_endpoints"] = tuple(args.warmup)
-    for name in ("broker", "device"):
-        if getattr(args, name, None) is not None:
-            extra[name] = getattr(args, name)
+    if getattr(args, "device", None) is not None:
+        extra["device"] = args.device
     if getattr(args, "cache_size", None) is not None:
         extra["cache_bytes"] = args.cache_size
     if getattr(args, "retention", None) is not None:
@@ -153,6 +156,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["max_asset_bytes"] = args.max_asset_size
     if getattr(args, "max_upload_size", None) is not None:
         extra["max_upload_bytes"] = args.max_upload_size
+    if getattr(args, "broker", None):
+        extra["broker"] = broker_url(args.broker)
     if hasattr(args, "multi_user"):
         extra["multi_user"] = args.multi_user or env_switch("ENGINE_MULTI_USER")
     for name in ("tls_cert", "tls_key"):

@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from engine.assets.types import Asset, NewAsset
+from engine.jobs.rate_limit import RateLimiter
 from engine.jobs.sqlite_store import SqliteStore
-from engine.jobs.store import Delivery, JobQuery, StoreUnavailable, WebhookDue
+from engine.jobs.store import LOCAL_WORKER, Delivery, JobQuery, StoreUnavailable, WebhookDue
 from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile, RunReport
 
 T = TypeVar("T")
@@ -48,8 +49,13 @@ def _unavailable(exc: sqlite3.Error) -> StoreUnavailable | None:
 
 
 class AsyncSqliteStore:
+    """The embedded store. Its worker is the one in this process, so the worker names passed in are
+    not recorded: `recover` queues running jobs again when the store opens, and no other worker can
+    take a job over. Rate limits are counted in this process's memory."""
+
     def __init__(self, database: SqliteStore) -> None:
         self.database = database
+        self._rates = RateLimiter()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
 
     async def _run(self, call: Callable[[], T]) -> T:
@@ -82,14 +88,27 @@ class AsyncSqliteStore:
     async def queue_depth(self) -> int:
         return await self._run(self.database.queue_depth)
 
+    async def queue_depths(self) -> dict[str, int]:
+        return await self._run(self.database.queue_depths)
+
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
         return await self._run(lambda: self.database.list_jobs(query))
 
     async def forget(self, query: JobQuery) -> int:
         return await self._run(lambda: self.database.forget(query))
 
-    async def claim(self) -> Job | None:
-        return await self._run(self.database.claim)
+    async def claim(
+        self,
+        *,
+        worker: str = LOCAL_WORKER,
+        endpoints: frozenset[str] | None = None,
+        preferred: frozenset[str] = frozenset(),
+    ) -> Job | None:
+        return await self._run(lambda: self.database.claim(endpoints, preferred))
+
+    async def heartbeat(self, job_id: str, worker: str) -> bool:
+        job = await self.get(job_id)
+        return job is not None and job.status == JobStatus.PROCESSING
 
     async def set_progress(self, job_id: str, value: float, total: float) -> None:
         await self._run(lambda: self.database.set_progress(job_id, value, total))
@@ -100,6 +119,8 @@ class AsyncSqliteStore:
         outputs: list[OutputFile],
         metrics: dict[str, float],
         report: RunReport | None = None,
+        *,
+        worker: str | None = None,
     ) -> Job | None:
         return await self._run(lambda: self.database.complete(job_id, outputs, metrics, report))
 
@@ -109,6 +130,8 @@ class AsyncSqliteStore:
         error: str,
         metrics: dict[str, float] | None = None,
         report: RunReport | None = None,
+        *,
+        worker: str | None = None,
     ) -> Job | None:
         return await self._run(lambda: self.database.fail(job_id, error, metrics, report))
 
@@ -118,10 +141,12 @@ class AsyncSqliteStore:
     async def dequeue(self, job_id: str) -> Job | None:
         return await self._run(lambda: self.database.dequeue(job_id))
 
-    async def requeue(self, job_id: str) -> None:
+    async def requeue(self, job_id: str, *, worker: str | None = None) -> None:
         await self._run(lambda: self.database.requeue(job_id))
 
-    async def mark_cancelled(self, job_id: str, report: RunReport | None = None) -> Job | None:
+    async def mark_cancelled(
+        self, job_id: str, report: RunReport | None = None, *, worker: str | None = None
+    ) -> Job | None:
         return await self._run(lambda: self.database.mark_cancelled(job_id, report))
 
     async def add_log(self, job_id: str, message: str) -> None:
@@ -159,6 +184,9 @@ class AsyncSqliteStore:
 
     async def key(self, key_id: str) -> ApiKey | None:
         return await self._run(lambda: self.database.key(key_id))
+
+    async def rate_limit(self, key_id: str, per_minute: int) -> float:
+        return self._rates.acquire(key_id, per_minute)
 
     # -- Comfy API v2 idempotency keys -------------------------------------------------------------------
 

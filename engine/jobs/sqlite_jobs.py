@@ -217,14 +217,32 @@ class JobTable(SqliteConnection):
     def queue_depth(self) -> int:
         return self._query("SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus.QUEUED,))[0][0]
 
-    def claim(self) -> Job | None:
-        """Move the first job in queue order to PROCESSING and return it."""
+    def queue_depths(self) -> dict[str, int]:
+        """Queued jobs per endpoint (endpoints with none are left out)."""
+        rows = self._query(
+            "SELECT endpoint, COUNT(*) FROM jobs WHERE status = ? GROUP BY endpoint", (JobStatus.QUEUED,)
+        )
+        return {row[0]: row[1] for row in rows}
+
+    def claim(
+        self, endpoints: frozenset[str] | None = None, preferred: frozenset[str] = frozenset()
+    ) -> Job | None:
+        """Move the first job in queue order to PROCESSING and return it: only of `endpoints` (None:
+        any), and of the `preferred` ones before any other."""
+        where, args = "status = ?", [str(JobStatus.QUEUED)]
+        if endpoints is not None:
+            where += " AND endpoint IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(sorted(endpoints)))
+        order = QUEUE_ORDER
+        if preferred:
+            order = f"endpoint IN (SELECT value FROM json_each(?)) DESC, {QUEUE_ORDER}"
+            args.append(json.dumps(sorted(preferred)))
         with self._transaction() as db:
             row = db.execute(
                 f"""UPDATE jobs SET status = ?, started_at = ?, attempts = attempts + 1
-                   WHERE seq = (SELECT seq FROM jobs WHERE status = ? ORDER BY {QUEUE_ORDER} LIMIT 1)
+                   WHERE seq = (SELECT seq FROM jobs WHERE {where} ORDER BY {order} LIMIT 1)
                    RETURNING *""",
-                (JobStatus.PROCESSING, time.time(), JobStatus.QUEUED),
+                (JobStatus.PROCESSING, time.time(), *args),
             ).fetchone()
         return _job(row) if row is not None else None
 

@@ -10,6 +10,9 @@ The loop is a task on the event loop and the graph runs on a thread, so every st
 failed; a store that cannot write (a full disk) is retried with backoff while the worker keeps the
 result it holds, and `health` says so until the store accepts it. Nothing accepted is lost: a job
 whose result could not be recorded stays PROCESSING and is queued again after a restart.
+
+While a job runs the worker sends the store a heartbeat: a fleet's store gives the job of a worker
+whose heartbeats stop to another worker, and tells a worker that lost its job so, which stops it.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from engine.graph.validate import validate_prompt
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.outputs import JobOutputs
 from engine.jobs.run_report import RunRecorder
-from engine.jobs.store import JobStore, StoreUnavailable
+from engine.jobs.store import LOCAL_WORKER, JobStore, StoreUnavailable
 from engine.jobs.types import Job, JobStatus, OutputFile
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IDLE_POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 2.0
+"""How often a running job's worker tells the store it is alive: well inside a fleet store's lease."""
 PROGRESS_INTERVAL_SECONDS = 0.2
 PREVIEW_MAX_SIZE = 256
 STORE_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -99,8 +104,20 @@ class Worker:
         broadcast: JobBroadcast,
         outputs: JobOutputs,
         on_finished: Callable[[Job], None] = lambda _: None,
+        *,
+        worker_id: str = LOCAL_WORKER,
+        endpoints: frozenset[str] | None = None,
+        preferred: Callable[[], frozenset[str]] = frozenset,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.store = store
+        self.worker_id = worker_id
+        """This worker's name in the store (a fleet's consumer name)."""
+        self.endpoints = endpoints
+        """The endpoints whose jobs it takes (None: every one)."""
+        self.preferred = preferred
+        """The endpoints it takes first (those whose models it has loaded), asked before each claim."""
+        self.heartbeat_seconds = heartbeat_seconds
         self.executor = executor
         self.broadcast = broadcast
         self.outputs = outputs
@@ -170,7 +187,14 @@ class Worker:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            job = await self._stored(self.store.claim)
+            job = await self._stored(
+                partial(
+                    self.store.claim,
+                    worker=self.worker_id,
+                    endpoints=self.endpoints,
+                    preferred=self.preferred(),
+                )
+            )
             if job is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -180,7 +204,11 @@ class Worker:
                 await self.run(job)
             except Exception:  # the loop must survive anything a job does
                 log.exception("job %s crashed while running", job.id)
-                await self._finished(await self._stored(partial(self.store.fail, job.id, INTERNAL_ERROR)))
+                await self._finished(
+                    await self._stored(
+                        partial(self.store.fail, job.id, INTERNAL_ERROR, worker=self.worker_id)
+                    )
+                )
 
     async def _stored(self, call: Callable[[], Awaitable[T]]) -> T:
         """A store call that must happen: retried with backoff while the store refuses it, whatever
@@ -221,9 +249,28 @@ class Worker:
             self.broadcast.publish(JobUpdate(job.id, "status", {"status": JobStatus.PROCESSING}))
             await self._noted(self.store.add_log(job.id, "started"))
             self.outputs.clear(job.id)
-            await self._execute(job)
+            heartbeat = asyncio.create_task(self._heartbeat(job), name=f"heartbeat-{job.id}")
+            try:
+                await self._execute(job)
+            finally:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
         finally:
             self.current = None
+
+    async def _heartbeat(self, job: Job) -> None:
+        """Tell the store the job is alive until cancelled; stop the run once the job is not ours."""
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            try:
+                ours = await self.store.heartbeat(job.id, self.worker_id)
+            except StoreUnavailable as exc:
+                log.warning("heartbeat of job %s not stored: %s", job.id, exc)
+                continue
+            if not ours:
+                log.warning("job %s is no longer this worker's (its lease ran out): stopping it", job.id)
+                self._interrupt.set()
+                return
 
     async def _execute(self, job: Job) -> None:
         queue_time = (job.started_at or time.time()) - job.created_at
@@ -239,7 +286,9 @@ class Worker:
             )
             error = f"the graph is invalid: {reason}"
             await self._finished(
-                await self._stored(lambda: self.store.fail(job.id, error, {"queue_time": queue_time}))
+                await self._stored(
+                    lambda: self.store.fail(job.id, error, {"queue_time": queue_time}, worker=self.worker_id)
+                )
             )
             return
 
@@ -264,19 +313,27 @@ class Worker:
             outputs = [_output_file(entry) for entry in images]
             await self._noted(self.store.add_log(job.id, f"completed in {metrics['inference_time']:.2f}s"))
             await self._finished(
-                await self._stored(lambda: self.store.complete(job.id, outputs, metrics, report))
+                await self._stored(
+                    lambda: self.store.complete(job.id, outputs, metrics, report, worker=self.worker_id)
+                )
             )
         elif result.status == "interrupted":
             if self._stopping:
-                await self._stored(lambda: self.store.requeue(job.id))
+                await self._stored(lambda: self.store.requeue(job.id, worker=self.worker_id))
             else:
-                await self._finished(await self._stored(lambda: self.store.mark_cancelled(job.id, report)))
+                await self._finished(
+                    await self._stored(
+                        lambda: self.store.mark_cancelled(job.id, report, worker=self.worker_id)
+                    )
+                )
         else:
             assert isinstance(result.failure, ExecutionFailed)
             message = _describe_failure(result.failure)
             await self._noted(self.store.add_log(job.id, message))
             await self._finished(
-                await self._stored(lambda: self.store.fail(job.id, message, metrics, report))
+                await self._stored(
+                    lambda: self.store.fail(job.id, message, metrics, report, worker=self.worker_id)
+                )
             )
 
     async def _finished(self, job: Job | None) -> None:

@@ -114,5 +114,5 @@ def server(settings: Settings) -> Iterator[LiveServer]:
 def keyed_server(settings: Settings) -> Iterator[tuple[LiveServer, str]]:
     """A server that requires keys, and the secret of one with 10 credits and 600 requests/minute."""
     with LiveServer(settings) as live:
-        _, secret = live.service.database.add_key("tester", credits=10, rate_per_minute=600)
+        _, secret = live.service.keys.add_key("tester", credits=10, rate_per_minute=600)
         yield live, secret

@@ -25,8 +25,8 @@ def test_revoking_the_last_key_closes_the_api(keyed_server: tuple[LiveServer, st
     server, secret = keyed_server
     with server.client(secret) as client:
         job = client.post("/v2/solid-color", json={}).json()
-    (key,) = server.service.database.list_keys()
-    assert server.service.database.revoke_key(key.id)
+    (key,) = server.service.keys.list_keys()
+    assert server.service.keys.revoke_key(key.id)
     path = f"/v2/requests/{job['request_id']}"
     with server.client() as anonymous:
         response = anonymous.get(path)
@@ -52,7 +52,7 @@ def test_with_keys_the_401_does_not_suggest_open_access(keyed_server: tuple[Live
 
 def test_open_access_needs_no_key_even_when_keys_exist(settings: Settings) -> None:
     with LiveServer(replace(settings, open_access=True)) as server, server.client() as client:
-        server.service.database.add_key("unused", credits=1, rate_per_minute=1)
+        server.service.keys.add_key("unused", credits=1, rate_per_minute=1)
         assert client.post("/v1/solid-color", json={}).status_code == 200
 
 

@@ -17,7 +17,7 @@ from tests.api.test_comfy_queue import slow
 
 def test_another_keys_prompts_are_invisible_and_untouchable(keyed_server: tuple[LiveServer, str]) -> None:
     live, secret = keyed_server
-    _, other_secret = live.service.database.add_key("other", credits=10, rate_per_minute=600)
+    _, other_secret = live.service.keys.add_key("other", credits=10, rate_per_minute=600)
     mine = ComfyClient(live.url, key=secret)
     with mine, ComfyClient(live.url, key=other_secret, client_id=mine.client_id) as other:
         done = mine.queue(slow(0, color=60))

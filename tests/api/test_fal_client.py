@@ -119,7 +119,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
 def tls_server(settings: Settings, chain: Chain) -> Iterator[tuple[LiveServer, str]]:
     """An HTTPS server that requires keys, and the secret of one."""
     with LiveServer(replace(settings, tls_cert=chain.cert, tls_key=chain.key)) as live:
-        _, secret = live.service.database.add_key("fal-client", credits=100, rate_per_minute=600)
+        _, secret = live.service.keys.add_key("fal-client", credits=100, rate_per_minute=600)
         yield live, secret
 
 
@@ -283,7 +283,7 @@ def test_status_stream_sends_only_status_bodies_with_the_logs(
 def test_run_past_the_timeout_answers_504_and_the_request_continues(settings: Settings, chain: Chain) -> None:
     short = replace(settings, tls_cert=chain.cert, tls_key=chain.key, sync_timeout_seconds=0.0)
     with LiveServer(short) as server:
-        _, secret = server.service.database.add_key("fal-client", credits=100, rate_per_minute=600)
+        _, secret = server.service.keys.add_key("fal-client", credits=100, rate_per_minute=600)
         raised = run_fal_client(
             server,
             secret,

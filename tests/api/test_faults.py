@@ -66,7 +66,7 @@ def wait_until(condition, timeout: float = 60.0) -> None:
 
 def test_a_full_disk_pauses_the_worker_and_loses_nothing(settings: Settings, small_disk: Path) -> None:
     with LiveServer(replace(settings, data_dir=small_disk)) as server:
-        key, secret = server.service.database.add_key("tester", credits=10, rate_per_minute=600)
+        key, secret = server.service.keys.add_key("tester", credits=10, rate_per_minute=600)
         with server.client(secret) as client:
             first = client.post("/v2/slow", json={"seconds": 1.5}).json()
             second = client.post("/v2/solid-color", json={}).json()
@@ -90,7 +90,7 @@ def test_a_full_disk_pauses_the_worker_and_loses_nothing(settings: Settings, sma
             assert status(client, running) == "COMPLETED"
             assert client.get(f"/v2/requests/{running}").json()["output"]
             assert client.get("/health").status_code == 200
-        charged = server.service.database.key(key.id)
+        charged = server.service.keys.key(key.id)
         assert charged is not None
         assert charged.reserved == 0
         assert charged.balance == pytest.approx(10 - first["cost"] - second["cost"], abs=1e-9)
@@ -126,10 +126,10 @@ def test_the_worker_outlives_a_broken_store(server: LiveServer) -> None:
     """A store that fails in a way nobody planned for: the worker reports it through /health and
     /ready (so a supervisor can act) and carries on once the store works again."""
 
-    def broken_claim() -> None:
+    def broken_claim(**_: object) -> None:
         raise RuntimeError("the store's driver broke")
 
-    database = server.service.database
+    database = server.service.store
     working_claim = database.claim
     with server.client() as client:
         assert client.get("/health").status_code == 200

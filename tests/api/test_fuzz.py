@@ -214,7 +214,7 @@ def fuzz_every_operation(server: LiveServer, subtests: pytest.Subtests, secret: 
 def test_the_server_answers_only_as_documented(fuzz_server: LiveServer, subtests: pytest.Subtests) -> None:
     secret = None
     if not fuzz_server.service.settings.open_access:
-        _, secret = fuzz_server.service.database.add_key("fuzzer", credits=1e9, rate_per_minute=0)
+        _, secret = fuzz_server.service.keys.add_key("fuzzer", credits=1e9, rate_per_minute=0)
     fuzz_every_operation(fuzz_server, subtests, secret)
 
 

@@ -66,7 +66,7 @@ def test_the_cookie_is_secure_over_tls(settings: Settings, tmp_path: Path) -> No
     (tmp_path / "tls").mkdir()
     chain: Chain = make_chain(tmp_path / "tls")
     with LiveServer(replace(settings, tls_cert=chain.cert, tls_key=chain.key)) as server:
-        _, secret = server.service.database.add_key("tls", credits=1, rate_per_minute=60)
+        _, secret = server.service.keys.add_key("tls", credits=1, rate_per_minute=60)
         with server.client(verify=ssl.create_default_context(cafile=chain.ca)) as client:
             response = log_in(client, secret)
     assert response.status_code == 303
@@ -76,7 +76,7 @@ def test_the_cookie_is_secure_over_tls(settings: Settings, tmp_path: Path) -> No
 def test_the_cookie_is_secure_behind_an_https_public_url(settings: Settings) -> None:
     """A TLS-terminating proxy: the browser speaks https to it, the proxy plain HTTP to the server."""
     with LiveServer(replace(settings, public_url="https://engine.example")) as server:
-        _, secret = server.service.database.add_key("proxied", credits=1, rate_per_minute=60)
+        _, secret = server.service.keys.add_key("proxied", credits=1, rate_per_minute=60)
         with server.client() as client:
             response = log_in(client, secret)
     assert set_cookie(response)[COOKIE]["secure"] is True
@@ -129,11 +129,11 @@ def test_a_session_authenticates_the_api_as_its_key(keyed_server: tuple[LiveServ
 
 def test_a_revoked_keys_sessions_stop_working(keyed_server: tuple[LiveServer, str]) -> None:
     server, secret = keyed_server
-    (key,) = server.service.database.list_keys()
+    (key,) = server.service.keys.list_keys()
     with server.client() as client:
         log_in(client, secret)
         assert client.get("/templates/index.json").status_code == 200
-        assert server.service.database.revoke_key(key.id)
+        assert server.service.keys.revoke_key(key.id)
         api = client.get("/templates/index.json")
         page = client.get("/")
     assert api.status_code == 401 and "revoked" in api.json()["error"]
@@ -164,7 +164,7 @@ def test_a_forged_or_malformed_cookie_is_no_session(keyed_server: tuple[LiveServ
 
 def test_a_cookie_altered_to_name_another_key_is_refused(keyed_server: tuple[LiveServer, str]) -> None:
     server, secret = keyed_server
-    other, _ = server.service.database.add_key("other", credits=1000, rate_per_minute=60)
+    other, _ = server.service.keys.add_key("other", credits=1000, rate_per_minute=60)
     with server.client() as client:
         token = set_cookie(log_in(client, secret))[COOKIE].value
     version, _, *rest = token.split(".")

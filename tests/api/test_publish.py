@@ -239,8 +239,8 @@ def test_a_file_this_server_cannot_run_is_refused_naming_what_is_missing(publish
 
 def test_only_admin_keys_manage_endpoints(settings: Settings, tmp_path: Path) -> None:
     with LiveServer(replace(settings, graphs_dir=own_graphs(tmp_path / "graphs"))) as live:
-        _, client_secret = live.service.database.add_key("client", credits=10, rate_per_minute=600)
-        _, admin_secret = live.service.database.add_key("ops", credits=0, rate_per_minute=600, admin=True)
+        _, client_secret = live.service.keys.add_key("client", credits=10, rate_per_minute=600)
+        _, admin_secret = live.service.keys.add_key("ops", credits=0, rate_per_minute=600, admin=True)
         calls = [
             ("POST", "/v1/admin/endpoints", SOLID),
             ("POST", "/v1/admin/endpoints/import", {}),

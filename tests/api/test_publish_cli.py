@@ -45,8 +45,8 @@ def test_publish_list_export_import_unpublish_against_a_running_server(
     declaration = tmp_path / "green.json"
     declaration.write_text(json.dumps(SOLID))
     with LiveServer(replace(settings, graphs_dir=own_graphs(tmp_path / "graphs"))) as live:
-        _, ordinary = live.service.database.add_key("client", credits=10, rate_per_minute=600)
-        _, admin = live.service.database.add_key("ops", credits=10, rate_per_minute=600, admin=True)
+        _, ordinary = live.service.keys.add_key("client", credits=10, rate_per_minute=600)
+        _, admin = live.service.keys.add_key("ops", credits=10, rate_per_minute=600, admin=True)
         server = ("--server", live.url)
 
         refused = engine("publish", str(declaration), *server, key=ordinary)

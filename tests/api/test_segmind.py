@@ -210,7 +210,7 @@ def test_credits_reserved_charged_released_and_short_balance(keyed_server: tuple
 
 def test_rate_limit_answers_429_with_retry_after(keyed_server: tuple[LiveServer, str]) -> None:
     server, _ = keyed_server
-    _, secret = server.service.database.add_key("slow-client", credits=10, rate_per_minute=2)
+    _, secret = server.service.keys.add_key("slow-client", credits=10, rate_per_minute=2)
     with server.client(secret) as client:
         assert [client.post("/v2/solid-color", json={}).status_code for _ in range(2)] == [200, 200]
         limited = client.post("/v2/solid-color", json={})
@@ -221,7 +221,7 @@ def test_rate_limit_answers_429_with_retry_after(keyed_server: tuple[LiveServer,
 
 def test_requests_of_other_keys_are_invisible(keyed_server: tuple[LiveServer, str]) -> None:
     server, secret = keyed_server
-    _, other = server.service.database.add_key("other", credits=10, rate_per_minute=60)
+    _, other = server.service.keys.add_key("other", credits=10, rate_per_minute=60)
     with server.client(secret) as mine, server.client(other) as theirs:
         submitted = mine.post("/v2/solid-color", json={}).json()
         assert theirs.get(f"/v2/requests/{submitted['request_id']}/status").status_code == 404
@@ -235,7 +235,7 @@ def test_idempotency_key_returns_the_existing_job(keyed_server: tuple[LiveServer
         again = client.post("/v2/slow", json={"seconds": 0}, headers=headers)
         assert again.json()["request_id"] == first.json()["request_id"]
         assert again.headers["Idempotent-Replayed"] == "true"
-        assert server.service.database.key(server.service.database.authenticate(secret).id).reserved <= 1
+        assert server.service.keys.key(server.service.keys.authenticate(secret).id).reserved <= 1
 
 
 def test_cancel_queued_and_running_jobs(keyed_server: tuple[LiveServer, str]) -> None:
@@ -249,7 +249,7 @@ def test_cancel_queued_and_running_jobs(keyed_server: tuple[LiveServer, str]) ->
         cancelled = wait_for(client, running["request_id"], "FAILED", timeout=10)
         assert "cancelled" in cancelled["error"]
         assert client.post(f"/v2/requests/{running['request_id']}/cancel").status_code == 409
-        key = server.service.database.authenticate(secret)
+        key = server.service.keys.authenticate(secret)
         assert key.balance == 10 and key.reserved == 0
 
 

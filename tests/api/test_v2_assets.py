@@ -196,8 +196,8 @@ def test_head_by_hash_and_minting_from_a_hash(open_server: tuple[LiveServer, Spe
 def test_another_keys_assets_are_not_found_on_every_route(asset_settings: Settings) -> None:
     with LiveServer(asset_settings) as server:
         spec = SpecChecker(server.url)
-        _, alice_key = server.service.database.add_key("alice", credits=1, rate_per_minute=600)
-        _, bob_key = server.service.database.add_key("bob", credits=1, rate_per_minute=600)
+        _, alice_key = server.service.keys.add_key("alice", credits=1, rate_per_minute=600)
+        _, bob_key = server.service.keys.add_key("bob", credits=1, rate_per_minute=600)
         alice, bob = bearer(server, alice_key), bearer(server, bob_key)
         data = png(color=(5, 6, 7))
         with alice, bob:
@@ -508,8 +508,8 @@ def test_an_idempotency_key_is_single_use_unless_its_request_was_refused(
 ) -> None:
     with LiveServer(asset_settings) as server:
         spec = SpecChecker(server.url)
-        _, alice_key = server.service.database.add_key("alice", credits=1, rate_per_minute=600)
-        _, bob_key = server.service.database.add_key("bob", credits=1, rate_per_minute=600)
+        _, alice_key = server.service.keys.add_key("alice", credits=1, rate_per_minute=600)
+        _, bob_key = server.service.keys.add_key("bob", credits=1, rate_per_minute=600)
         alice, bob = bearer(server, alice_key), bearer(server, bob_key)
         key = {"Idempotency-Key": "3b0c2a47-0d7e-4c1e-9a55-0f3c1f0d9a11"}
         with alice, bob:

@@ -73,8 +73,8 @@ def png_file(path: Path) -> Path:
 def keys(settings: Settings) -> Iterator[tuple[LiveServer, str, str]]:
     """A server that requires keys, and two keys' secrets."""
     with LiveServer(settings) as live:
-        _, alice = live.service.database.add_key("alice", credits=10, rate_per_minute=600)
-        _, bob = live.service.database.add_key("bob", credits=10, rate_per_minute=600)
+        _, alice = live.service.keys.add_key("alice", credits=10, rate_per_minute=600)
+        _, bob = live.service.keys.add_key("bob", credits=10, rate_per_minute=600)
         yield live, alice, bob
 
 

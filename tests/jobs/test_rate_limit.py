@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from engine.api.rate_limit import RateLimiter, retry_after_header
+from engine.api.rate_limit import retry_after_header
+from engine.jobs.rate_limit import RateLimiter
 
 
 def test_burst_then_refill() -> None:
