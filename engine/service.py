@@ -118,7 +118,11 @@ class Service:
             self.store, self.keys = self._sqlite, database
         else:  # a fleet: its workers' leases, not this process's start, decide what runs again
             self.recovered = (0, 0)
-            self.store = RedisStore(settings.broker, retention_seconds=settings.retention_seconds)
+            self.store = RedisStore(
+                settings.broker,
+                retention_seconds=settings.retention_seconds,
+                lease_seconds=settings.lease_seconds,
+            )
             self.keys = RedisKeyAdmin(settings.broker)
         self.assets = AssetLibrary(self._sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
@@ -136,6 +140,7 @@ class Service:
         self.jobs_done = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._beat_now = asyncio.Event()
         self._publishing = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -230,6 +235,7 @@ class Service:
         """A job this process's worker ran reached its final state."""
         self.metrics.observe_job(job)
         self.jobs_done += 1
+        self._beat_now.set()
         seconds = job.metrics.get("inference_time")
         if job.status == JobStatus.COMPLETED and seconds is not None:
             self._in_background(self.durations.observe(job.endpoint, seconds), "durations")
@@ -240,18 +246,23 @@ class Service:
         status = update.data.get("status") if update.kind == "status" else None
         if status == JobStatus.QUEUED and self.worker is not None:
             self.worker.wake()
+        if status == JobStatus.PROCESSING and self.running() is not None:
+            self._beat_now.set()  # the registry shows the new job now, not at the next beat
         if isinstance(status, JobStatus) and status.terminal and self.webhooks is not None:
             self.webhooks.wake()
 
     async def _beat_forever(self) -> None:
-        """Tell the registry this worker lives, what it holds and what it runs, every BEAT_SECONDS."""
+        """Tell the registry this worker lives, what it holds and what it runs: every BEAT_SECONDS, and
+        at once when it starts or finishes a job."""
         assert self.registry_of_workers is not None
         while True:
+            self._beat_now.clear()
             try:
                 await self.registry_of_workers.beat(self.worker_info())
             except Exception as exc:  # the broker is away: the next beat tries again
                 log.warning("worker heartbeat not recorded: %s", exc)
-            await asyncio.sleep(BEAT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), BEAT_SECONDS)
 
     def _loaded_endpoints(self) -> frozenset[str]:
         """The endpoints whose graphs name a model file resident on this worker's device: it claims

@@ -74,6 +74,9 @@ class Settings:
     broker: str | None = None
     """A Redis URL (redis://host:port/db): jobs, keys and the queue live there, shared by every process
     of a fleet. None: the embedded SQLite store in the data folder, for this process alone."""
+    lease_seconds: float = 30.0
+    """In a fleet: how long a running job stays its worker's without a heartbeat (one every 2 s) before
+    another worker takes it over; a worker claiming jobs is what takes over, so workers use this."""
     device: str | None = None
     """The compute device this process runs graphs on ("cpu", "cuda:1"); None: the first GPU, else the CPU."""
     multi_user: bool = False

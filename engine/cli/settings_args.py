@@ -115,6 +115,19 @@ def device_name(text: str) -> str:
     return text
 
 
+MIN_LEASE_SECONDS = 5.0
+"""Two heartbeats and a margin: a shorter lease would hand a job to a second worker while its first
+still runs it, whenever a beat comes a little late."""
+
+
+def lease(text: str) -> float:
+    """A period such as 30 or 2m, at least MIN_LEASE_SECONDS."""
+    seconds = _quantity(text, DURATION_UNITS, "duration", "30")
+    if seconds < MIN_LEASE_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} is less than {MIN_LEASE_SECONDS:g} seconds")
+    return seconds
+
+
 def add_broker_argument(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
     parser.add_argument(
         "--broker",
@@ -148,6 +161,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         extra["warmup_endpoints"] = tuple(args.warmup)
     if getattr(args, "device", None) is not None:
         extra["device"] = args.device
+    if getattr(args, "lease", None) is not None:
+        extra["lease_seconds"] = args.lease
     if getattr(args, "cache_size", None) is not None:
         extra["cache_bytes"] = args.cache_size
     if getattr(args, "retention", None) is not None:

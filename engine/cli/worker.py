@@ -20,6 +20,7 @@ from engine.cli.settings_args import (
     add_output_argument,
     cache_size,
     device_name,
+    lease,
     settings_from,
 )
 from engine.settings import LOCALHOST, Settings
@@ -95,6 +96,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--device",
         type=device_name,
         help="where graphs run: cpu, cuda or cuda:N (default: the first GPU, else the CPU)",
+    )
+    worker.add_argument(
+        "--lease",
+        type=lease,
+        metavar="SECONDS",
+        help="how long another worker's running job may go without a heartbeat before this worker takes "
+        "it over (default 30; at least 5)",
     )
     worker.add_argument(
         "--metrics-port", type=int, metavar="PORT", help="serve this worker's /metrics and /health here"
