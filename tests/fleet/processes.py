@@ -49,13 +49,16 @@ class Process:
         self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(30)
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.alive():
             self.popen.terminate()
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.popen.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
         self._log.close()
 
     def log(self) -> str:
@@ -131,18 +134,22 @@ class Fleet:
         return asyncio.run(read())
 
     def stop(self) -> None:
-        for process in [*self.workers, *(api for api, _ in self.apis)]:
+        """Every process asked to stop at once, then waited for (each takes seconds to wind down)."""
+        processes = [*self.workers, *(api for api, _ in self.apis)]
+        for process in processes:
+            process.terminate()
+        for process in processes:
             process.stop()
 
 
 @contextmanager
 def fleet(
-    base: Path, broker: str, *, apis: int, workers: int, lease_seconds: float = 30.0
+    base: Path, broker: str, *, apis: int, workers: int, lease_seconds: float = 30.0, open_access: bool = True
 ) -> Iterator[Fleet]:
     running = Fleet(base, broker, lease_seconds=lease_seconds)
     try:
         for _ in range(apis):
-            running.start_api()
+            running.start_api(open_access=open_access)
         for _ in range(workers):
             running.start_worker()
         running.wait_until_ready(workers)

@@ -13,8 +13,8 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,9 +22,39 @@ import pytest
 from PIL import Image
 
 from engine.jobs.redis_keys import RedisKeyAdmin
-from tests.fleet.processes import fleet
+from engine.jobs.redis_store import RedisStore
+from engine.jobs.types import Job, JobStatus
+from tests.fleet.processes import Fleet, fleet
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
+LEASE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Running:
+    """One fleet for the module (starting its processes is most of the time): two API processes that
+    require keys, two workers, and a key with credits to spare."""
+
+    fleet: Fleet
+    urls: list[str]
+    broker: str
+    secret: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"x-api-key": self.secret}
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, redis_session: RedisServer) -> Iterator[Running]:
+    redis_session.flush()
+    _, secret = RedisKeyAdmin(redis_session.url).add_key("fleet", credits=1000, rate_per_minute=100_000)
+    base = tmp_path_factory.mktemp("fleet")
+    with fleet(
+        base, redis_session.url, apis=2, workers=2, lease_seconds=LEASE_SECONDS, open_access=False
+    ) as started:
+        yield Running(started, [url for _, url in started.apis], redis_session.url, secret)
 
 
 def _until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
@@ -35,64 +65,30 @@ def _until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
     return found
 
 
-def _status(url: str, request_id: str, key: str | None = None) -> dict[str, Any]:
-    headers = {"x-api-key": key} if key else {}
-    return httpx.get(f"{url}/v2/requests/{request_id}/status", headers=headers, timeout=30).json()
+def _status(url: str, request_id: str, key: str) -> dict[str, Any]:
+    return httpx.get(f"{url}/v2/requests/{request_id}/status", headers={"x-api-key": key}, timeout=30).json()
 
 
-def test_two_workers_run_two_jobs_at_once(tmp_path: Path, redis_url: str) -> None:
-    with fleet(tmp_path, redis_url, apis=1, workers=2) as running:
-        url = running.apis[0][1]
-        ids = [httpx.post(f"{url}/v2/slow", json={"seconds": 3}).json()["request_id"] for _ in range(2)]
+def test_two_workers_run_two_jobs_at_once(running: Running) -> None:
+    url, key = running.urls[0], running.secret
+    ids = [
+        httpx.post(f"{url}/v2/slow", json={"seconds": 3}, headers=running.auth).json()["request_id"]
+        for _ in range(2)
+    ]
 
-        def both_running() -> list[Any] | None:
-            busy = [w for w in running.alive_workers() if w.current_job is not None]
-            statuses = [_status(url, i)["status"] for i in ids]
-            return busy if len(busy) == 2 and statuses == ["PROCESSING"] * 2 else None
+    def both_running() -> list[Any] | None:
+        busy = [w for w in running.fleet.alive_workers() if w.current_job is not None]
+        statuses = [_status(url, i, key)["status"] for i in ids]
+        return busy if len(busy) == 2 and statuses == ["PROCESSING"] * 2 else None
 
-        busy = _until(both_running, "both jobs running at once")
-        assert {w.current_job for w in busy} == set(ids)  # one job on each worker
-        assert len({w.id for w in busy}) == 2 and all(w.device == "cpu" for w in busy)
-        _until(lambda: all(_status(url, i)["status"] == "COMPLETED" for i in ids), "both results")
-
-
-def test_a_job_whose_worker_is_killed_completes_on_another_once_and_is_charged_once(
-    tmp_path: Path, redis_url: str
-) -> None:
-    key, secret = RedisKeyAdmin(redis_url).add_key("fleet", credits=10, rate_per_minute=1000)
-    with fleet(tmp_path, redis_url, apis=0, workers=2, lease_seconds=5) as running:
-        url = running.start_api(open_access=False)
-        running.wait_until_ready(2)
-        auth = {"x-api-key": secret}
-        request_id = httpx.post(f"{url}/v2/slow", json={"seconds": 4}, headers=auth).json()["request_id"]
-        holder = _until(
-            lambda: next((w for w in running.alive_workers() if w.current_job == request_id), None),
-            "a worker running the job",
-        )
-        victim = next(p for p in running.workers if str(p.popen.pid) == str(holder.pid))
-        victim.kill()
-        assert _status(url, request_id, secret)["status"] == "PROCESSING"  # nobody has it yet
-        done = _until(
-            lambda: (body := _status(url, request_id, secret))["status"] in ("COMPLETED", "FAILED") and body,
-            "the job finished by the other worker",
-            timeout=90,
-        )
-        assert done["status"] == "COMPLETED", done
-        survivor = _until(
-            lambda: next(
-                (w for w in running.alive_workers() if w.pid != holder.pid and w.current_job is None), None
-            ),
-            "the other worker idle again",
-        )
-        assert survivor.jobs_done == 1  # it ran the job to completion once
-        result = httpx.get(f"{url}/v2/requests/{request_id}", headers=auth).json()
-        assert result["cost"] == 1.0
-        charged = RedisKeyAdmin(redis_url).key(key.id)
-        assert charged is not None and (charged.balance, charged.reserved) == (9.0, 0.0)
+    busy = _until(both_running, "both jobs running at once")
+    assert {w.current_job for w in busy} == set(ids)  # one job on each worker
+    assert len({w.id for w in busy}) == 2 and all(w.device == "cpu" for w in busy)
+    _until(lambda: all(_status(url, i, key)["status"] == "COMPLETED" for i in ids), "both results")
 
 
-def _events(url: str, request_id: str, into: list[tuple[str, dict[str, Any]]]) -> None:
-    with httpx.stream("GET", f"{url}/v2/requests/{request_id}/events", timeout=60) as response:
+def _events(url: str, request_id: str, auth: dict[str, str], into: list[tuple[str, dict[str, Any]]]) -> None:
+    with httpx.stream("GET", f"{url}/v2/requests/{request_id}/events", headers=auth, timeout=60) as response:
         assert response.status_code == 200
         event = "message"
         for line in response.iter_lines():
@@ -103,52 +99,125 @@ def _events(url: str, request_id: str, into: list[tuple[str, dict[str, Any]]]) -
                 event = "message"
 
 
-def test_any_api_process_serves_status_events_and_result_of_a_job(tmp_path: Path, redis_url: str) -> None:
-    with fleet(tmp_path, redis_url, apis=2, workers=1) as running:
-        (_, first), (_, second) = running.apis
-        submitted = httpx.post(f"{first}/v2/slow", json={"seconds": 2}).json()
-        request_id = submitted["request_id"]
-        seen: list[tuple[str, dict[str, Any]]] = []
-        _events(second, request_id, seen)  # through the other API process, to the end of the job
-        kinds = [kind for kind, _ in seen]
-        assert kinds[0] == "status" and kinds[-1] == "status"
-        assert seen[-1][1]["status"] == "COMPLETED"
-        progress = [data for kind, data in seen if kind == "progress"]
-        assert progress and progress[-1]["max"] == 40  # 2 s in 0.05 s steps, heard from the worker
-        assert any(kind == "log" for kind in kinds)
-        for url in (first, second):
-            assert _status(url, request_id)["status"] == "COMPLETED"
-            result = httpx.get(f"{url}/v2/requests/{request_id}").json()
-            image = Image.open(io.BytesIO(httpx.get(result["output"].replace(first, url)).content))
-            assert image.size == (64, 64) and image.getpixel((0, 0)) == (0, 0, 255)  # the graph's blue
+def test_any_api_process_serves_status_events_and_result_of_a_job(running: Running) -> None:
+    first, second = running.urls
+    submitted = httpx.post(f"{first}/v2/slow", json={"seconds": 2}, headers=running.auth).json()
+    request_id = submitted["request_id"]
+    seen: list[tuple[str, dict[str, Any]]] = []
+    _events(second, request_id, running.auth, seen)  # through the other API process, to the job's end
+    kinds = [kind for kind, _ in seen]
+    assert kinds[0] == "status" and kinds[-1] == "status"
+    assert seen[-1][1]["status"] == "COMPLETED"
+    progress = [data for kind, data in seen if kind == "progress"]
+    assert progress and progress[-1]["max"] == 40  # 2 s in 0.05 s steps, heard from the worker
+    assert any(kind == "log" for kind in kinds)
+    for url in (first, second):
+        assert _status(url, request_id, running.secret)["status"] == "COMPLETED"
+        result = httpx.get(f"{url}/v2/requests/{request_id}", headers=running.auth).json()
+        image = Image.open(io.BytesIO(httpx.get(result["output"].replace(first, url)).content))
+        assert image.size == (64, 64) and image.getpixel((0, 0)) == (0, 0, 255)  # the graph's blue
 
 
-def test_credits_hold_under_500_concurrent_submits_through_two_api_processes(
-    tmp_path: Path, redis_url: str
-) -> None:
-    admin = RedisKeyAdmin(redis_url)
+def test_credits_hold_under_500_concurrent_submits_through_two_api_processes(running: Running) -> None:
+    admin = RedisKeyAdmin(running.broker)
     key, secret = admin.add_key("burst", credits=37, rate_per_minute=100_000)
-    with fleet(tmp_path, redis_url, apis=0, workers=2) as running:
-        urls = [running.start_api(open_access=False) for _ in range(2)]
-        running.wait_until_ready(2)
+    urls = running.urls
 
-        async def burst() -> list[httpx.Response]:
-            limits = httpx.Limits(max_connections=500)
-            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-                calls = [
-                    client.post(f"{urls[i % 2]}/v2/slow", json={"seconds": 0}, headers={"x-api-key": secret})
-                    for i in range(500)
-                ]
-                return await asyncio.gather(*calls)
+    async def burst() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=500)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            calls = [
+                client.post(f"{urls[i % 2]}/v2/slow", json={"seconds": 0}, headers={"x-api-key": secret})
+                for i in range(500)
+            ]
+            return await asyncio.gather(*calls)
 
-        answers = asyncio.run(burst())
-        codes = [answer.status_code for answer in answers]
-        assert codes.count(200) == 37 and codes.count(406) == 500 - 37, sorted(set(codes))
-        accepted = [answer.json()["request_id"] for answer in answers if answer.status_code == 200]
-        _until(
-            lambda: all(_status(urls[0], i, secret)["status"] == "COMPLETED" for i in accepted),
-            "every accepted job to finish",
-            timeout=120,
-        )
-        spent = admin.key(key.id)
-        assert spent is not None and (spent.balance, spent.reserved) == (0.0, 0.0)
+    answers = asyncio.run(burst())
+    codes = [answer.status_code for answer in answers]
+    assert codes.count(200) == 37 and codes.count(406) == 500 - 37, sorted(set(codes))
+    accepted = [answer.json()["request_id"] for answer in answers if answer.status_code == 200]
+    _until(
+        lambda: all(_status(urls[0], i, secret)["status"] == "COMPLETED" for i in accepted),
+        "every accepted job to finish",
+        timeout=120,
+    )
+    spent = admin.key(key.id)
+    assert spent is not None and (spent.balance, spent.reserved) == (0.0, 0.0)
+
+
+def test_a_cancellation_through_one_api_process_stops_the_job_on_its_worker(running: Running) -> None:
+    first, second = running.urls
+    request_id = httpx.post(f"{second}/v2/slow", json={"seconds": 30}, headers=running.auth).json()[
+        "request_id"
+    ]
+    _until(lambda: any(w.current_job == request_id for w in running.fleet.alive_workers()), "the job running")
+    asked = time.monotonic()
+    answer = httpx.post(f"{first}/v2/requests/{request_id}/cancel", headers=running.auth)
+    assert answer.status_code == 200 and answer.json()["cancel_requested"] is True
+    _until(
+        lambda: _status(first, request_id, running.secret)["status"] == "FAILED",  # Segmind's "cancelled"
+        "the job to stop",
+        timeout=30,
+    )
+    assert time.monotonic() - asked < 10  # interrupted, not run to its end 30 s later
+    job = asyncio.run(_job(running.broker, request_id))
+    assert job.status == JobStatus.CANCELLED
+    _until(lambda: all(w.current_job != request_id for w in running.fleet.alive_workers()), "the worker free")
+
+
+async def _job(broker: str, job_id: str) -> Job:
+    store = RedisStore(broker)
+    try:
+        job = await store.get(job_id)
+    finally:
+        await store.close()
+    assert job is not None
+    return job
+
+
+def _log_lines(broker: str, job_id: str) -> list[str]:
+    async def read() -> list[str]:
+        store = RedisStore(broker)
+        try:
+            return [line.message for line in await store.logs(job_id)]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_a_job_whose_worker_is_killed_completes_on_another_once_and_is_charged_once(running: Running) -> None:
+    """Last in the module: it kills a worker (and starts another, so that the fleet is whole again)."""
+    admin = RedisKeyAdmin(running.broker)
+    key, secret = admin.add_key("killed", credits=10, rate_per_minute=1000)
+    url, auth = running.urls[0], {"x-api-key": secret}
+    done_before = {w.pid: w.jobs_done for w in running.fleet.alive_workers()}
+    request_id = httpx.post(f"{url}/v2/slow", json={"seconds": 4}, headers=auth).json()["request_id"]
+    holder = _until(
+        lambda: next((w for w in running.fleet.alive_workers() if w.current_job == request_id), None),
+        "a worker running the job",
+    )
+    victim = next(p for p in running.fleet.workers if p.popen.pid == holder.pid)
+    victim.kill()
+    assert _status(url, request_id, secret)["status"] == "PROCESSING"  # its lease has not run out yet
+    done = _until(
+        lambda: (body := _status(url, request_id, secret))["status"] in ("COMPLETED", "FAILED") and body,
+        "the job finished by the other worker",
+        timeout=90,
+    )
+    assert done["status"] == "COMPLETED", done
+    survivor = _until(
+        lambda: next(
+            (w for w in running.fleet.alive_workers() if w.pid != holder.pid and w.current_job is None), None
+        ),
+        "the other worker idle again",
+    )
+    assert survivor.jobs_done == done_before[survivor.pid] + 1  # the other worker finished it
+    lines = _log_lines(running.broker, request_id)
+    assert lines.count("started") == 2  # run on both workers: at least once
+    assert sum(line.startswith("completed in") for line in lines) == 1  # completed exactly once
+    assert httpx.get(f"{url}/v2/requests/{request_id}", headers=auth).json()["cost"] == 1.0
+    charged = admin.key(key.id)
+    assert charged is not None and (charged.balance, charged.reserved) == (9.0, 0.0)  # charged once
+    running.fleet.workers.remove(victim)
+    running.fleet.start_worker()
