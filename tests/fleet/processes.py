@@ -1,6 +1,7 @@
-"""A fleet of real processes for tests and the benchmark: `engine serve --broker` API processes and
-`engine worker --broker` workers on free ports, sharing one base folder (so one output folder) and one
-redis-server, each stopped (or killed) by the test."""
+"""A fleet of real processes for tests and the benchmark (bench/fleet.py): `engine serve --broker` API
+processes and `engine worker --broker` workers on free ports, sharing one base folder (so one output
+folder) and one redis-server, each stopped (or killed) by the test. Without a broker, the one
+`engine serve` process is the embedded default (SQLite, its own worker)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def prepare_graphs(directory: Path) -> Path:
 
 
 class Process:
-    def __init__(self, name: str, command: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, command: list[str], log_path: Path, url: str = "") -> None:
         self.name = name
+        self.url = url
+        """Where it serves HTTP: an API process's API, a worker's /metrics and /health."""
         self.log_path = log_path
         self._log = log_path.open("wb")
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -66,7 +69,7 @@ class Process:
 
 
 class Fleet:
-    def __init__(self, base: Path, broker: str, *, lease_seconds: float = 30.0) -> None:
+    def __init__(self, base: Path, broker: str | None, *, lease_seconds: float = 30.0) -> None:
         self.base = base
         self.broker = broker
         self.lease_seconds = lease_seconds
@@ -75,6 +78,7 @@ class Fleet:
         self.workers: list[Process] = []
 
     def _common(self) -> list[str]:
+        broker = ["--broker", self.broker] if self.broker is not None else []
         return [
             "--base-dir",
             str(self.base),
@@ -82,8 +86,7 @@ class Fleet:
             str(self.graphs),
             "--custom-nodes",
             str(TEST_NODES),
-            "--broker",
-            self.broker,
+            *broker,
             "--no-test-models",
             "--warmup",
         ]
@@ -92,15 +95,18 @@ class Fleet:
         port = free_port()
         command = [sys.executable, "-m", "engine", "serve", "--port", str(port), *self._common()]
         command += ["--open-access"] if open_access else ["--host", "127.0.0.1"]
-        process = Process(f"api{len(self.apis)}", command, self.base / f"api{len(self.apis)}.log")
         url = f"http://127.0.0.1:{port}"
+        process = Process(f"api{len(self.apis)}", command, self.base / f"api{len(self.apis)}.log", url)
         self.apis.append((process, url))
         return url
 
     def start_worker(self) -> Process:
+        assert self.broker is not None, "the embedded default runs its worker in its API process"
         command = [sys.executable, "-m", "engine", "worker", "--device", "cpu", *self._common()]
-        command += ["--lease", repr(self.lease_seconds), "--cache-size", "0"]
-        process = Process(f"worker{len(self.workers)}", command, self.base / f"worker{len(self.workers)}.log")
+        port = free_port()
+        command += ["--lease", repr(self.lease_seconds), "--cache-size", "0", "--metrics-port", str(port)]
+        name = f"worker{len(self.workers)}"
+        process = Process(name, command, self.base / f"{name}.log", f"http://127.0.0.1:{port}")
         self.workers.append(process)
         return process
 
@@ -124,8 +130,12 @@ class Fleet:
             time.sleep(0.1)
 
     def alive_workers(self) -> list[WorkerInfo]:
+        broker = self.broker
+        if broker is None:
+            return []
+
         async def read() -> list[WorkerInfo]:
-            registry = WorkerRegistry(self.broker)
+            registry = WorkerRegistry(broker)
             try:
                 return await registry.workers()
             finally:
@@ -144,7 +154,13 @@ class Fleet:
 
 @contextmanager
 def fleet(
-    base: Path, broker: str, *, apis: int, workers: int, lease_seconds: float = 30.0, open_access: bool = True
+    base: Path,
+    broker: str | None,
+    *,
+    apis: int,
+    workers: int,
+    lease_seconds: float = 30.0,
+    open_access: bool = True,
 ) -> Iterator[Fleet]:
     running = Fleet(base, broker, lease_seconds=lease_seconds)
     try:

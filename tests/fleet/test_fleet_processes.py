@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,11 +22,12 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.jobs.redis_keys import RedisKeyAdmin
 from engine.jobs.redis_store import RedisStore
 from engine.jobs.types import Job, JobStatus
-from tests.fleet.processes import Fleet, fleet
+from tests.fleet.processes import REPO, Fleet, fleet
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -143,6 +146,49 @@ def test_credits_hold_under_500_concurrent_submits_through_two_api_processes(run
     )
     spent = admin.key(key.id)
     assert spent is not None and (spent.balance, spent.reserved) == (0.0, 0.0)
+
+
+def _gauges(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_fleet_status_and_metrics_show_workers_jobs_and_queues(running: Running) -> None:
+    url = running.urls[1]
+    busy = [
+        httpx.post(f"{url}/v2/slow", json={"seconds": 4}, headers=running.auth).json()["request_id"]
+        for _ in range(2)
+    ]
+    _until(lambda: {w.current_job for w in running.fleet.alive_workers()} == set(busy), "both workers busy")
+    waiting = [
+        httpx.post(f"{url}/v2/slow", json={"seconds": 0}, headers=running.auth).json()["request_id"]
+        for _ in range(3)
+    ]
+    command = [sys.executable, "-m", "engine", "fleet", "status", "--broker", running.broker, "--json"]
+    shown = json.loads(subprocess.run(command, capture_output=True, check=True, cwd=REPO).stdout)
+    assert shown["queues"] == {"slow": 3} and shown["queued"] == 3
+    assert sorted(w["current_job"] for w in shown["workers"]) == sorted(busy)
+    assert {w["device"] for w in shown["workers"]} == {"cpu"} and len(shown["workers"]) == 2
+    for api in running.urls:  # every API process reports the fleet's figures, not its own
+        gauges = _gauges(api)
+        assert gauges[("engine_fleet_queue_depth", (("endpoint", "slow"),))] == 3
+        assert gauges[("engine_fleet_workers_alive", ())] == 2
+        assert gauges[("engine_queue_depth", ())] == 3
+    _until(
+        lambda: all(_status(url, i, running.secret)["status"] == "COMPLETED" for i in busy + waiting),
+        "the jobs to finish",
+    )
+    assert ("engine_fleet_queue_depth", (("endpoint", "slow"),)) not in _gauges(url)  # an empty queue
+    registered = {w.pid: w.jobs_done for w in running.fleet.alive_workers()}
+    for worker in running.fleet.workers:  # each worker's own /metrics: the jobs it ran itself
+        finished = _gauges(worker.url)[
+            ("engine_jobs_finished_total", (("endpoint", "slow"), ("status", "COMPLETED")))
+        ]
+        assert finished == registered[worker.popen.pid] and finished >= 1
 
 
 def test_a_cancellation_through_one_api_process_stops_the_job_on_its_worker(running: Running) -> None:
