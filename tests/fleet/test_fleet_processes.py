@@ -27,6 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.jobs.redis_keys import RedisKeyAdmin
 from engine.jobs.redis_store import RedisStore
 from engine.jobs.types import Job, JobStatus
+from tests.api.comfy_client import ComfyClient
+from tests.api.test_comfy_queue import slow
 from tests.fleet.processes import REPO, Fleet, fleet
 from tests.redis_server import RedisServer
 
@@ -146,6 +148,27 @@ def test_credits_hold_under_500_concurrent_submits_through_two_api_processes(run
     )
     spent = admin.key(key.id)
     assert spent is not None and (spent.balance, spent.reserved) == (0.0, 0.0)
+
+
+def test_comfyui_websocket_on_one_api_process_hears_a_prompt_queued_on_another(running: Running) -> None:
+    first, second = running.urls
+    with ComfyClient(second, running.secret) as watcher:
+        queued = httpx.post(
+            f"{first}/prompt",
+            json={"prompt": slow(3), "client_id": watcher.client_id},
+            headers=running.auth,
+        )
+        assert queued.status_code == 200, queued.text
+        prompt_id = queued.json()["prompt_id"]
+        frames = watcher.until_done(prompt_id, timeout=60)
+    texts = [frame for frame in frames if isinstance(frame, tuple)]
+    steps = [data for kind, data in texts if kind == "progress" and data["prompt_id"] == prompt_id]
+    assert steps and steps[-1]["value"] == steps[-1]["max"] == 60  # 3 s in 0.05 s steps, node 2's
+    executed = [data for kind, data in texts if kind == "executed" and data["prompt_id"] == prompt_id]
+    assert [data["node"] for data in executed] == ["3"] and executed[0]["output"]["images"][0][
+        "type"
+    ] == "output"
+    assert any(kind == "execution_success" and data["prompt_id"] == prompt_id for kind, data in texts)
 
 
 def _gauges(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
