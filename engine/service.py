@@ -37,6 +37,8 @@ import torch
 from engine import folders
 from engine.assets.blobs import BlobFolder
 from engine.assets.library import AssetLibrary
+from engine.assets.redis_assets import RedisAssetStore
+from engine.assets.store import AssetStore
 from engine.diffusion.model_manager import ModelManager
 from engine.endpoints import Endpoint, Params, load_endpoints
 from engine.endpoints import publish as publishing
@@ -108,23 +110,25 @@ class Service:
         self.registry: NodeRegistry
         self.registry, self.package_reports = create_registry(settings.custom_nodes_dirs)
         self.endpoints: dict[str, Endpoint] = load_endpoints(settings.graphs_dir, self.registry)
-        database = SqliteStore(settings.database_path)
-        self._sqlite = AsyncSqliteStore(database)
         self.store: JobStore
         self.keys: KeyAdmin
         """API keys, managed synchronously (the command line, tests); the routes use `store`."""
+        asset_store: AssetStore
         if settings.broker is None:
+            database = SqliteStore(settings.database_path)
             self.recovered = database.recover()
-            self.store, self.keys = self._sqlite, database
+            sqlite = AsyncSqliteStore(database)
+            self.store, self.keys, asset_store = sqlite, database, sqlite
         else:  # a fleet: its workers' leases, not this process's start, decide what runs again
             self.recovered = (0, 0)
-            self.store = RedisStore(
+            fleet = RedisStore(
                 settings.broker,
                 retention_seconds=settings.retention_seconds,
                 lease_seconds=settings.lease_seconds,
             )
-            self.keys = RedisKeyAdmin(settings.broker)
-        self.assets = AssetLibrary(self._sqlite, BlobFolder(settings.assets_path), settings.max_asset_bytes)
+            self.store, self.keys = fleet, RedisKeyAdmin(settings.broker)
+            asset_store = RedisAssetStore(fleet.redis, fleet.prefix, settings.broker)
+        self.assets = AssetLibrary(asset_store, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
         self.models = ModelManager(torch.device(settings.device) if settings.device else None)
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
@@ -218,8 +222,6 @@ class Service:
         await self.durations.close()
         self.models.remove_load_listener(self._model_loaded)
         await self.store.close()
-        if self.store is not self._sqlite:  # still the asset index
-            await self._sqlite.close()
 
     def _in_background(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         """A store or broker write that nothing waits for, kept until it is done (and awaited at stop)."""

@@ -59,6 +59,11 @@ class RedisKeyAdmin:
     def has_keys(self) -> bool:
         return bool(self.redis.scard(self.prefix + "keys:live"))
 
+    def authenticate(self, secret: str) -> ApiKey | None:
+        key_id = cast(str | None, self.redis.get(self.prefix + "keyhash:" + hash_secret(secret)))
+        key = self.key(key_id) if key_id is not None else None
+        return key if key is not None and key.revoked_at is None else None
+
     def revoke_key(self, key_id: str) -> bool:
         return bool(self._revoke(args=[self.prefix, key_id, repr(time.time())]))
 

@@ -16,11 +16,11 @@ A Redis server that cannot be reached, or refuses writes for memory, raises `Sto
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
-from typing import Any, cast
+from collections.abc import Awaitable
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -42,6 +42,8 @@ from engine.jobs.types import (
     OutputFile,
     RunReport,
 )
+
+T = TypeVar("T")
 
 DEFAULT_LEASE_SECONDS = 30.0
 """How long a running job's worker may go without a heartbeat before another worker takes the job."""
@@ -120,6 +122,20 @@ def _selected(job: Job, query: JobQuery) -> bool:
     return True
 
 
+async def guarded(url: str, awaitable: Awaitable[T]) -> T:
+    """Await a Redis call, its failures that are the server's, not the request's, as `StoreUnavailable`
+    (503). Shielded: a caller cancelled mid-command (a task stopping) leaves the command to finish on its
+    connection, which redis-py would otherwise drop, at times swallowing the cancellation with it."""
+    try:
+        return await asyncio.shield(awaitable)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise StoreUnavailable(f"the Redis server at {url} cannot be reached: {exc}") from exc
+    except ResponseError as exc:
+        if str(exc).startswith(("OOM", "MISCONF", "READONLY")):
+            raise StoreUnavailable(f"the Redis server refused a write: {exc}", full=True) from exc
+        raise
+
+
 class RedisStore:
     def __init__(
         self,
@@ -157,25 +173,12 @@ class RedisStore:
             )
         }
 
-    @asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise StoreUnavailable(f"the Redis server at {self.url} cannot be reached: {exc}") from exc
-        except ResponseError as exc:
-            if str(exc).startswith(("OOM", "MISCONF", "READONLY")):
-                raise StoreUnavailable(f"the Redis server refused a write: {exc}", full=True) from exc
-            raise
-
     async def _script(self, name: str, *args: str | int | float) -> Any:
-        async with self._guard():
-            return await cast(Awaitable[Any], self._scripts[name](args=[self.prefix, *args]))
+        return await self._call(cast(Awaitable[Any], self._scripts[name](args=[self.prefix, *args])))
 
     async def _call(self, awaitable: Awaitable[Any]) -> Any:
-        """A plain command's reply (redis-py types replies loosely: they are str with decode_responses)."""
-        async with self._guard():
-            return await awaitable
+        """A command's reply (redis-py types replies loosely: they are str with decode_responses)."""
+        return await guarded(self.url, awaitable)
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -206,10 +209,10 @@ class RedisStore:
 
     async def _jobs(self, job_ids: list[str]) -> list[Job]:
         """The jobs that still exist, in the order asked."""
-        async with self._guard(), self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hgetall(self._key("job", job_id))
-            found = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self._key("job", job_id))
+        found = await self._call(pipe.execute())
         return [job_from_hash(fields) for fields in found if fields]
 
     async def get(self, job_id: str) -> Job | None:
@@ -217,10 +220,10 @@ class RedisStore:
         return job_from_hash(fields) if fields else None
 
     async def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
-        async with self._guard(), self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hget(self._key("job", job_id), "status")
-            found = await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(self._key("job", job_id), "status")
+        found = await self._call(pipe.execute())
         return {
             job_id: JobStatus(status)
             for job_id, status in zip(job_ids, found, strict=True)
@@ -243,10 +246,10 @@ class RedisStore:
         endpoints = sorted(await self._call(self.redis.smembers(self._key("endpoints"))))
         if not endpoints:
             return {}
-        async with self._guard(), self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             for endpoint in endpoints:
                 pipe.zcard(self._key("queue", endpoint))
-            counts = await pipe.execute()
+            counts = await self._call(pipe.execute())
         return {endpoint: int(count) for endpoint, count in zip(endpoints, counts, strict=True) if count}
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
@@ -269,21 +272,21 @@ class RedisStore:
         """Delete finished jobs with their logs, webhook records and idempotency key."""
         if not jobs:
             return
-        async with self._guard(), self.redis.pipeline(transaction=True) as pipe:
-            for job in jobs:
-                pipe.delete(
-                    self._key("job", job.id),
-                    self._key("log", job.id),
-                    self._key("deliveries", job.id),
-                    self._key("outbox", job.id),
-                )
-                if job.idempotency_key is not None:
-                    pipe.delete(self._key("idem", job.key_id or "", job.idempotency_key))
-            ids = [job.id for job in jobs]
-            pipe.zrem(self._key("outbox"), *ids)
-            pipe.zrem(self._key("jobs"), *ids)
-            pipe.zrem(self._key("finished"), *ids)
-            await pipe.execute()
+        pipe = self.redis.pipeline(transaction=True)
+        for job in jobs:
+            pipe.delete(
+                self._key("job", job.id),
+                self._key("log", job.id),
+                self._key("deliveries", job.id),
+                self._key("outbox", job.id),
+            )
+            if job.idempotency_key is not None:
+                pipe.delete(self._key("idem", job.key_id or "", job.idempotency_key))
+        ids = [job.id for job in jobs]
+        pipe.zrem(self._key("outbox"), *ids)
+        pipe.zrem(self._key("jobs"), *ids)
+        pipe.zrem(self._key("finished"), *ids)
+        await self._call(pipe.execute())
 
     async def claim(
         self,
@@ -385,10 +388,9 @@ class RedisStore:
         jobs = await self._jobs(ids)
         await self._delete(jobs)
         if len(jobs) < len(ids):  # dropped by Redis already (their TTL ran out): only the indexes remain
-            async with self._guard():
-                gone = set(ids) - {job.id for job in jobs}
-                await self.redis.zrem(self._key("jobs"), *gone)
-                await self.redis.zrem(self._key("finished"), *gone)
+            gone = set(ids) - {job.id for job in jobs}
+            await self._call(self.redis.zrem(self._key("jobs"), *gone))
+            await self._call(self.redis.zrem(self._key("finished"), *gone))
         return jobs
 
     # -- webhooks --------------------------------------------------------------------------------------

@@ -187,16 +187,9 @@ class Worker:
 
     async def _loop(self) -> None:
         while not self._stopping:
-            job = await self._stored(
-                partial(
-                    self.store.claim,
-                    worker=self.worker_id,
-                    endpoints=self.endpoints,
-                    preferred=self.preferred(),
-                )
-            )
+            self._wake.clear()  # before claiming: a wake-up that comes during the claim is kept
+            job = await self._stored(partial(self._claim, self.preferred()))
             if job is None:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
                 continue
@@ -209,6 +202,10 @@ class Worker:
                         partial(self.store.fail, job.id, INTERNAL_ERROR, worker=self.worker_id)
                     )
                 )
+
+    async def _claim(self, preferred: frozenset[str]) -> Job | None:
+        """Looks the store's claim up at each attempt: a retried claim reaches a store that was repaired."""
+        return await self.store.claim(worker=self.worker_id, endpoints=self.endpoints, preferred=preferred)
 
     async def _stored(self, call: Callable[[], Awaitable[T]]) -> T:
         """A store call that must happen: retried with backoff while the store refuses it, whatever

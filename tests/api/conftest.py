@@ -88,9 +88,20 @@ def graphs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def broker(request: pytest.FixtureRequest) -> str | None:
+    """Every API test runs on both stores: the embedded SQLite default and a fleet's Redis (a real,
+    empty redis-server), which must behave the same. A test of one store's own failure modes overrides
+    this with `@pytest.mark.parametrize("broker", [None], ids=["sqlite"])`."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("redis_url"))
+
+
 @pytest.fixture
-def settings(tmp_path: Path, test_models: Path, graphs_dir: Path) -> Settings:
+def settings(tmp_path: Path, test_models: Path, graphs_dir: Path, broker: str | None) -> Settings:
     return Settings(
+        broker=broker,
         base_dir=tmp_path,
         models_dir=test_models,
         graphs_dir=graphs_dir,

@@ -64,6 +64,11 @@ def wait_until(condition, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+SQLITE_ONLY = pytest.mark.parametrize("broker", [None], ids=["sqlite"])
+"""A full disk and a held file lock are the embedded store's failures; a fleet's are Redis's."""
+
+
+@SQLITE_ONLY
 def test_a_full_disk_pauses_the_worker_and_loses_nothing(settings: Settings, small_disk: Path) -> None:
     with LiveServer(replace(settings, data_dir=small_disk)) as server:
         key, secret = server.service.keys.add_key("tester", credits=10, rate_per_minute=600)
@@ -96,6 +101,7 @@ def test_a_full_disk_pauses_the_worker_and_loses_nothing(settings: Settings, sma
         assert charged.balance == pytest.approx(10 - first["cost"] - second["cost"], abs=1e-9)
 
 
+@SQLITE_ONLY
 def test_storage_waits_happen_off_the_event_loop(settings: Settings) -> None:
     """While another process holds the database's write lock, a submission waits for it, and the
     server keeps answering everything else (a loop blocked on the lock would answer nothing until the

@@ -60,6 +60,13 @@ def test_upload_size_and_multi_user_come_from_flags_or_the_environment(
     assert from_environment.max_upload_bytes == 10**7 and from_environment.multi_user is True
 
 
+def test_the_broker_comes_from_a_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert serve_settings().broker is None  # the embedded SQLite store by default
+    assert serve_settings("--broker", "redis://10.0.0.5:6379/2").broker == "redis://10.0.0.5:6379/2"
+    monkeypatch.setenv("ENGINE_BROKER", "rediss://cache.internal:6380/0")
+    assert serve_settings().broker == "rediss://cache.internal:6380/0"
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "says"),
     [
@@ -75,6 +82,8 @@ def test_upload_size_and_multi_user_come_from_flags_or_the_environment(
         ("--max-upload-size", "big", "not a size"),
         ("--max-upload-size", "2GiB", "outside 1KiB to 1GiB"),
         ("--max-upload-size", "10", "outside 1KiB to 1GiB"),
+        ("--broker", "localhost:6379", "not a Redis URL"),
+        ("--broker", "http://redis/0", "not a Redis URL"),
     ],
 )
 def test_a_bad_value_is_a_clear_command_line_error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import pytest
 
 from engine.cli import main
 from engine.diffusion.safetensors_file import read_header
+from engine.jobs.redis_store import RedisStore
 from engine.jobs.sqlite_store import SqliteStore
+from engine.jobs.types import ApiKey
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +50,37 @@ def test_add_an_admin_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert [store.authenticate(secret).admin for secret in secrets] == [True, False]
     assert engine(tmp_path, "keys", "list") == 0
     assert "admin" in capsys.readouterr().out
+
+
+def test_keys_in_a_fleets_redis(tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --broker the keys live in Redis, where every API process of the fleet finds them; the
+    embedded database is not touched."""
+    assert engine(tmp_path, "keys", "add", "acme", "--credits", "5", "--broker", redis_url) == 0
+    secret = capsys.readouterr().out.splitlines()[-1]
+
+    async def authenticate() -> ApiKey | None:
+        store = RedisStore(redis_url)
+        try:
+            return await store.authenticate(secret)
+        finally:
+            await store.close()
+
+    key = asyncio.run(authenticate())
+    assert key is not None and (key.name, key.balance) == ("acme", 5)
+    assert not (tmp_path / "data" / "engine.sqlite3").exists()
+    assert engine(tmp_path, "keys", "credit", key.id, "2.5", "--broker", redis_url) == 0
+    assert engine(tmp_path, "keys", "list", "--broker", redis_url) == 0
+    assert "7.5" in capsys.readouterr().out
+    assert engine(tmp_path, "keys", "revoke", key.id, "--broker", redis_url) == 0
+    assert asyncio.run(authenticate()) is None
+
+
+def test_a_broker_that_is_not_a_redis_url_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        engine(tmp_path, "keys", "list", "--broker", "postgres://db/0")
+    assert "is not a Redis URL" in capsys.readouterr().err
 
 
 def test_make_test_models_writes_marked_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
