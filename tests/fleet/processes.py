@@ -24,7 +24,8 @@ from tests.redis_server import free_port
 REPO = Path(__file__).resolve().parents[2]
 TEST_NODES = REPO / "tests" / "api" / "custom_nodes"
 TEST_GRAPHS = REPO / "tests" / "api" / "graphs"
-START_SECONDS = 120.0
+START_SECONDS = 300.0
+"""Starting imports torch and loads every node package: seconds alone, minutes on a busy small machine."""
 
 
 def prepare_graphs(directory: Path) -> Path:
@@ -69,8 +70,16 @@ class Process:
 
 
 class Fleet:
-    def __init__(self, base: Path, broker: str | None, *, lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        base: Path,
+        broker: str | None,
+        *,
+        lease_seconds: float = 30.0,
+        start_seconds: float = START_SECONDS,
+    ) -> None:
         self.base = base
+        self.start_seconds = start_seconds
         self.broker = broker
         self.lease_seconds = lease_seconds
         self.graphs = prepare_graphs(base / "graphs")
@@ -112,7 +121,7 @@ class Fleet:
 
     def wait_until_ready(self, workers: int) -> None:
         """Every API process answers /ready and `workers` workers beat in the registry."""
-        deadline = time.monotonic() + START_SECONDS
+        deadline = time.monotonic() + self.start_seconds
         for process, url in self.apis:
             while True:
                 assert process.alive(), f"{process.name} exited:\n{process.log()}"
@@ -161,8 +170,9 @@ def fleet(
     workers: int,
     lease_seconds: float = 30.0,
     open_access: bool = True,
+    start_seconds: float = START_SECONDS,
 ) -> Iterator[Fleet]:
-    running = Fleet(base, broker, lease_seconds=lease_seconds)
+    running = Fleet(base, broker, lease_seconds=lease_seconds, start_seconds=start_seconds)
     try:
         for _ in range(apis):
             running.start_api(open_access=open_access)
