@@ -208,10 +208,10 @@ def test_fleet_status_and_metrics_show_workers_jobs_and_queues(running: Running)
     assert ("engine_fleet_queue_depth", (("endpoint", "slow"),)) not in _gauges(url)  # an empty queue
     registered = {w.pid: w.jobs_done for w in running.fleet.alive_workers()}
     for worker in running.fleet.workers:  # each worker's own /metrics: the jobs it ran itself
-        finished = _gauges(worker.url)[
-            ("engine_jobs_finished_total", (("endpoint", "slow"), ("status", "COMPLETED")))
+        finished = [
+            value for (name, _), value in _gauges(worker.url).items() if name == "engine_jobs_finished_total"
         ]
-        assert finished == registered[worker.popen.pid] and finished >= 1
+        assert sum(finished) == registered[worker.popen.pid] >= 1
 
 
 def test_a_cancellation_through_one_api_process_stops_the_job_on_its_worker(running: Running) -> None:
