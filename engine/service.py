@@ -56,6 +56,7 @@ from engine.jobs.redis_store import RedisStore
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
 from engine.jobs.store import LOCAL_WORKER, JobQuery, JobStore, KeyAdmin, StoreUnavailable
+from engine.jobs.tasks import cancel_all
 from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
 from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
@@ -204,9 +205,7 @@ class Service:
             self.readiness.reason = "ready (API only: workers run the jobs)"
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         if self.worker is not None:
             await self.worker.stop()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -264,7 +263,8 @@ class Service:
             except Exception as exc:  # the broker is away: the next beat tries again
                 log.warning("worker heartbeat not recorded: %s", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(), BEAT_SECONDS)
+                async with asyncio.timeout(BEAT_SECONDS):
+                    await self._beat_now.wait()
 
     def _loaded_endpoints(self) -> frozenset[str]:
         """The endpoints whose graphs name a model file resident on this worker's device: it claims

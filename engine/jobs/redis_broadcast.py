@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from engine.jobs import update_codec
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
+from engine.jobs.tasks import cancel_all
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,7 @@ class RedisBroadcast(JobBroadcast):
         self._all_changed()
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *([self._events_task] if self._events_task is not None else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all([*self._tasks, *([self._events_task] if self._events_task is not None else [])])
         self._tasks, self._events_task = [], None
         await self._redis.aclose()
 
