@@ -573,3 +573,21 @@ def test_jobs_survive_a_redis_restart_with_the_append_only_file(tmp_path: Path) 
         asyncio.run(check())
     finally:
         server.stop()
+
+
+def test_rate_limits_and_credits_are_shared_by_every_process_of_a_fleet(redis_url: str) -> None:
+    """Two API processes (two stores, their own connections) draw on one allowance and one balance."""
+    key, _ = RedisKeyAdmin(redis_url).add_key("k", credits=3, rate_per_minute=3)
+
+    async def main() -> None:
+        first, second = RedisStore(redis_url), RedisStore(redis_url)
+        assert [await first.rate_limit(key.id, 3), await second.rate_limit(key.id, 3)] == [0, 0]
+        assert await first.rate_limit(key.id, 3) == 0
+        assert await second.rate_limit(key.id, 3) > 19  # the fourth in the minute, whichever process
+        await first.submit(new_job(cost=2, key_id=key.id))
+        with pytest.raises(InsufficientCredits):
+            await second.submit(new_job(cost=2, key_id=key.id))
+        await first.close()
+        await second.close()
+
+    asyncio.run(main())
