@@ -483,8 +483,17 @@ class Service:
         return await self.store.forget(query)
 
     def running(self) -> Job | None:
-        """The job the worker is running now, if any."""
+        """The job this process's worker is running now, if any."""
         return self.worker.current if self.worker is not None else None
+
+    async def running_jobs(self) -> list[Job]:
+        """The jobs running now: this process's worker's, or with no worker here (an API process of a
+        fleet), every worker's as the store has them."""
+        if self.worker is not None:
+            current = self.worker.current
+            return [current] if current is not None else []
+        jobs, _ = await self.store.list_jobs(JobQuery(statuses=frozenset({JobStatus.PROCESSING})))
+        return jobs
 
     async def free(self, *, unload_models: bool, free_memory: bool) -> None:
         """Unload every model (ComfyUI's /free `unload_models`); with `free_memory` also drop the cached

@@ -234,6 +234,32 @@ def test_a_cancellation_through_one_api_process_stops_the_job_on_its_worker(runn
     _until(lambda: all(w.current_job != request_id for w in running.fleet.alive_workers()), "the worker free")
 
 
+def test_comfyui_interrupt_through_one_api_process_stops_a_prompt_running_on_a_worker(
+    running: Running,
+) -> None:
+    first, second = running.urls
+    queued = httpx.post(f"{second}/prompt", json={"prompt": slow(30)}, headers=running.auth)
+    assert queued.status_code == 200, queued.text
+    prompt_id = queued.json()["prompt_id"]
+    _until(
+        lambda: any(w.current_job == prompt_id for w in running.fleet.alive_workers()), "the prompt running"
+    )
+    asked = time.monotonic()
+    assert (
+        httpx.post(f"{first}/interrupt", json={"prompt_id": prompt_id}, headers=running.auth).status_code
+        == 200
+    )
+    _until(
+        lambda: asyncio.run(_job(running.broker, prompt_id)).status.terminal, "the prompt to stop", timeout=30
+    )
+    assert time.monotonic() - asked < 10  # interrupted, not run to its end
+    assert asyncio.run(_job(running.broker, prompt_id)).status == JobStatus.CANCELLED
+    history = httpx.get(f"{first}/history/{prompt_id}", headers=running.auth).json()[prompt_id]
+    assert history["status"]["status_str"] == "error"  # as ComfyUI reports an interrupted prompt
+    assert "execution_interrupted" in [kind for kind, _ in history["status"]["messages"]]
+    _until(lambda: all(w.current_job != prompt_id for w in running.fleet.alive_workers()), "the worker free")
+
+
 async def _job(broker: str, job_id: str) -> Job:
     store = RedisStore(broker)
     try:
