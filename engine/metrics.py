@@ -1,5 +1,9 @@
 """The service's Prometheus metrics: queue depth and wait, inference time, model load time, memory,
-and the output cache's size against its limit."""
+and the output cache's size against its limit.
+
+What this process did (jobs it ran, their times, its memory) is its own: in a fleet each worker serves
+its own /metrics (`engine worker --metrics-port`). What the fleet holds (jobs waiting per endpoint,
+workers alive) is read from the store and the worker registry, so every API process reports the same."""
 
 from __future__ import annotations
 
@@ -18,6 +22,17 @@ class Metrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.queue_depth = Gauge("engine_queue_depth", "Jobs waiting to run", registry=self.registry)
+        self.endpoint_queue_depth = Gauge(
+            "engine_fleet_queue_depth",
+            "Jobs waiting to run, per endpoint, in the whole fleet",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.workers_alive = Gauge(
+            "engine_fleet_workers_alive",
+            "Workers whose heartbeat is current (1 in the embedded default while its worker runs)",
+            registry=self.registry,
+        )
         Gauge(
             "engine_output_cache_bytes",
             "Memory held by node outputs kept between runs",
@@ -72,9 +87,13 @@ class Metrics:
     def observe_model_load(self, seconds: float) -> None:
         self.model_load.observe(seconds)
 
-    def render(self, queue_depth: int) -> bytes:
-        """The exposition text; the queue depth is read by the caller, which can await the store."""
+    def render(self, queue_depth: int, depths: Mapping[str, int], workers_alive: int) -> bytes:
+        """The exposition text; the fleet's figures are read by the caller, which can await the store."""
         self.queue_depth.set(queue_depth)
+        self.endpoint_queue_depth.clear()  # an endpoint whose queue emptied shows no stale figure
+        for endpoint, depth in depths.items():
+            self.endpoint_queue_depth.labels(endpoint).set(depth)
+        self.workers_alive.set(workers_alive)
         for kind, value in self._memory().items():
             self.memory.labels(kind).set(value)
         return generate_latest(self.registry)

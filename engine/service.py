@@ -1,8 +1,20 @@
 """The running service: node registry, endpoints, job store, worker, webhooks, wired once at start-up.
 
 The HTTP layer talks to this object only (submit, look up, wait, cancel); it never touches the
-executor or tensors. Everything here runs in one process: the API, the worker's loop and the webhook
-sender on the event loop, the graphs on a worker thread, the SQLite statements on a thread of their own.
+executor or tensors. Its role says which parts run in this process:
+
+- "embedded" (the default): everything in one process: the API, the worker's loop and the webhook
+  sender on the event loop, the graphs on a worker thread, the SQLite statements on a thread of their own.
+- "api" (`engine serve --broker`): the API, webhooks and expiry, no worker; as many such processes as
+  wanted, behind any load balancer, since every one reads the same store and hears every update.
+- "worker" (`engine worker --broker`): the worker only: claims jobs, runs them on its device, beats in
+  the worker registry, publishes updates. It sends no webhooks: rendering a result for a client is the
+  HTTP layer's (its URLs, its API's shape), an API process is the one facing the network, and a slow
+  webhook target must not hold a GPU; the store's outbox with its leases lets many API processes share
+  the sending without sending twice.
+
+Outputs are written to the output folder, which in a fleet is one shared folder that every process
+reads.
 """
 
 from __future__ import annotations
@@ -10,13 +22,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import torch
 
 from engine import folders
 from engine.assets.blobs import BlobFolder
@@ -33,12 +49,15 @@ from engine.graph.cache import OutputCache
 from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
+from engine.jobs.durations import Durations, MemoryDurations, RedisDurations, expected_wait
+from engine.jobs.fleet import BEAT_SECONDS, WorkerInfo, WorkerRegistry
 from engine.jobs.outputs import JobOutputs
 from engine.jobs.redis_keys import RedisKeyAdmin
 from engine.jobs.redis_store import RedisStore
 from engine.jobs.sqlite_async import AsyncSqliteStore
 from engine.jobs.sqlite_store import SqliteStore
-from engine.jobs.store import JobQuery, JobStore, KeyAdmin, StoreUnavailable
+from engine.jobs.store import LOCAL_WORKER, JobQuery, JobStore, KeyAdmin, StoreUnavailable
+from engine.jobs.tasks import cancel_all
 from engine.jobs.types import ApiKey, Job, JobStatus, LogLine, NewJob, OutputFile
 from engine.jobs.webhooks import WebhookSender, load_or_create_secret
 from engine.jobs.worker import Worker, WorkerHealth
@@ -49,6 +68,8 @@ from engine.test_weights import prepare_models
 
 log = logging.getLogger(__name__)
 
+
+Role = Literal["embedded", "api", "worker"]
 
 EXPIRY_INTERVAL_SECONDS = 60.0
 WAIT_POLL_SECONDS = 1.0
@@ -69,9 +90,23 @@ class Readiness:
     """Endpoint -> why its warm-up failed (a missing tokenizer file, a failing node)."""
 
 
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a queued job stands: jobs ahead of it, and the seconds until its result as measured runs
+    of its endpoint suggest (None until one has run)."""
+
+    position: int | None
+    eta_seconds: float | None = None
+
+
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, role: Role = "embedded") -> None:
+        if role != "embedded" and settings.broker is None:
+            raise ValueError(f"a service in the {role} role needs a broker (--broker redis://...)")
         self.settings = settings
+        self.role: Role = role
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        """This process's name as a worker (the registry, the store's claims)."""
         self.started_at = time.time()
         self.test_weights = prepare_models(settings)
         self.registry: NodeRegistry
@@ -88,12 +123,18 @@ class Service:
             self.store, self.keys, asset_store = sqlite, database, sqlite
         else:  # a fleet: its workers' leases, not this process's start, decide what runs again
             self.recovered = (0, 0)
-            fleet = RedisStore(settings.broker, retention_seconds=settings.retention_seconds)
+            fleet = RedisStore(
+                settings.broker,
+                retention_seconds=settings.retention_seconds,
+                lease_seconds=settings.lease_seconds,
+            )
             self.store, self.keys = fleet, RedisKeyAdmin(settings.broker)
             asset_store = RedisAssetStore(fleet.redis, fleet.prefix, settings.broker)
         self.assets = AssetLibrary(asset_store, BlobFolder(settings.assets_path), settings.max_asset_bytes)
         self.outputs = JobOutputs(folders.get_output_directory())
-        self.models = ModelManager(performance=settings.performance)
+        self.models = ModelManager(
+            torch.device(settings.device) if settings.device else None, performance=settings.performance
+        )
         self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
@@ -102,53 +143,174 @@ class Service:
         self.worker: Worker | None = None
         self.broadcast: JobBroadcast | None = None
         self.webhooks: WebhookSender | None = None
+        self.registry_of_workers: WorkerRegistry | None = None
+        self.durations: Durations = MemoryDurations()
+        self.jobs_done = 0
         self._tasks: list[asyncio.Task[Any]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._beat_now = asyncio.Event()
         self._publishing = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
-    async def start(self, render_webhook: Callable[[Job], dict[str, Any]]) -> None:
-        """Start working; `render_webhook` is how the HTTP layer shows a finished job to its webhook."""
-        self.broadcast = JobBroadcast(asyncio.get_running_loop())
-        self.webhooks = WebhookSender(
-            self.store,
-            render_webhook,
-            self.webhook_secret,
-            allow_private=self.settings.allow_private_webhooks,
-            delays=self.settings.webhook_delays,
-        )
-        self.worker = Worker(
-            self.store,
-            self.executor,
-            self.broadcast,
-            self.outputs,
-            on_finished=self._finished,
-            recorder=OutputAssets(self.assets, folders.get_output_directory()),
-        )
-        await self._sweep_outputs(strays=True)
-        await self.assets.sweep()
-        self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
-        self._tasks.append(asyncio.create_task(self._expire_forever(), name="expiry"))
-        self._tasks.append(asyncio.create_task(self.webhooks.run_forever(), name="webhooks"))
+    @property
+    def runs_worker(self) -> bool:
+        return self.role != "api"
+
+    @property
+    def serves_api(self) -> bool:
+        return self.role != "worker"
+
+    async def start(self, render_webhook: Callable[[Job], dict[str, Any]] | None = None) -> None:
+        """Start working; `render_webhook` is how the HTTP layer shows a finished job to its webhook
+        (needed by the roles that serve the API, which send the webhooks)."""
+        loop = asyncio.get_running_loop()
+        broker = self.settings.broker
+        if broker is not None:
+            from engine.jobs.redis_broadcast import RedisBroadcast
+
+            self.broadcast = RedisBroadcast(loop, broker)
+            self.durations = RedisDurations(broker)
+            self.registry_of_workers = WorkerRegistry(broker)
+        else:
+            self.broadcast = JobBroadcast(loop)
+        await self.broadcast.start()
+        self.broadcast.on_update(self._heard)
+        if self.serves_api:
+            assert render_webhook is not None, "a service that serves the API sends webhooks"
+            self.webhooks = WebhookSender(
+                self.store,
+                render_webhook,
+                self.webhook_secret,
+                allow_private=self.settings.allow_private_webhooks,
+                delays=self.settings.webhook_delays,
+            )
+            await self._sweep_outputs(strays=True)
+            await self.assets.sweep()
+            self._tasks.append(asyncio.create_task(self._expire_forever(), name="expiry"))
+            self._tasks.append(asyncio.create_task(self.webhooks.run_forever(), name="webhooks"))
+        if self.runs_worker:
+            self.worker = Worker(
+                self.store,
+                self.executor,
+                self.broadcast,
+                self.outputs,
+                on_finished=self._finished,
+                worker_id=self.worker_id if broker is not None else LOCAL_WORKER,
+                preferred=self._loaded_endpoints,
+                recorder=OutputAssets(self.assets, folders.get_output_directory()),
+            )
+            self.broadcast.on_cancel(self.worker.cancel)
+            self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
+            if self.registry_of_workers is not None:
+                self._tasks.append(asyncio.create_task(self._beat_forever(), name="worker-beat"))
+        else:
+            self.readiness.ready = True
+            self.readiness.reason = "ready (API only: workers run the jobs)"
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         if self.worker is not None:
             await self.worker.stop()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.registry_of_workers is not None:
+            if self.worker is not None:
+                with contextlib.suppress(Exception):  # a broker already gone: the entry expires instead
+                    await self.registry_of_workers.leave(self.worker_id)
+            await self.registry_of_workers.close()
         if self.webhooks is not None:
             await self.webhooks.close()
+        if self.broadcast is not None:
+            await self.broadcast.close()
+        await self.durations.close()
         self.models.remove_load_listener(self._model_loaded)
         await self.store.close()
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        """A store or broker write that nothing waits for, kept until it is done (and awaited at stop)."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
 
     def _model_loaded(self, _: object, seconds: float) -> None:
         self.metrics.observe_model_load(seconds)
 
     def _finished(self, job: Job) -> None:
+        """A job this process's worker ran reached its final state."""
         self.metrics.observe_job(job)
-        if self.webhooks is not None and job.webhook_url:
+        self.jobs_done += 1
+        self._beat_now.set()
+        seconds = job.metrics.get("inference_time")
+        if job.status == JobStatus.COMPLETED and seconds is not None:
+            self._in_background(self.durations.observe(job.endpoint, seconds), "durations")
+
+    def _heard(self, update: JobUpdate) -> None:
+        """Any process's update: a job queued wakes this worker (it may claim it now rather than at
+        its next poll); a job over makes its webhook due now, wherever it ran."""
+        status = update.data.get("status") if update.kind == "status" else None
+        if status == JobStatus.QUEUED and self.worker is not None:
+            self.worker.wake()
+        if status == JobStatus.PROCESSING and self.running() is not None:
+            self._beat_now.set()  # the registry shows the new job now, not at the next beat
+        if isinstance(status, JobStatus) and status.terminal and self.webhooks is not None:
             self.webhooks.wake()
+
+    async def _beat_forever(self) -> None:
+        """Tell the registry this worker lives, what it holds and what it runs: every BEAT_SECONDS, and
+        at once when it starts or finishes a job."""
+        assert self.registry_of_workers is not None
+        while True:
+            self._beat_now.clear()
+            try:
+                await self.registry_of_workers.beat(self.worker_info())
+            except Exception as exc:  # the broker is away: the next beat tries again
+                log.warning("worker heartbeat not recorded: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(BEAT_SECONDS):
+                    await self._beat_now.wait()
+
+    def _loaded_endpoints(self) -> frozenset[str]:
+        """The endpoints whose graphs name a model file resident on this worker's device: it claims
+        their jobs first, since they run without loading anything."""
+        files = {Path(key.path).name for key in self.models.resident()}
+        if not files:
+            return frozenset()
+        return frozenset(
+            name
+            for name, endpoint in self.endpoints.items()
+            if any(
+                isinstance(value, str) and Path(value).name in files
+                for node in endpoint.graph.values()
+                for value in node.get("inputs", {}).values()
+            )
+        )
+
+    def worker_info(self) -> WorkerInfo:
+        current = self.worker.current if self.worker is not None else None
+        return WorkerInfo(
+            id=self.worker_id,
+            device=str(self.models.device),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self.started_at,
+            last_beat=time.time(),
+            models=[key.name for key in self.models.resident()],
+            current_job=current.id if current is not None else None,
+            current_endpoint=current.endpoint if current is not None else None,
+            jobs_done=self.jobs_done,
+        )
+
+    async def fleet_workers(self) -> list[WorkerInfo]:
+        """The workers alive: the registry's in a fleet, this process's own in the embedded default."""
+        if self.registry_of_workers is not None:
+            return await self.registry_of_workers.workers()
+        health = self.health()
+        return [self.worker_info()] if health is not None and health.alive else []
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Jobs waiting per endpoint."""
+        return await self.store.queue_depths()
 
     def health(self) -> WorkerHealth | None:
         """The worker's state once it exists; None while the service is starting."""
@@ -295,10 +457,11 @@ class Service:
             self.broadcast.publish(JobUpdate(job.id, "status", {"status": job.status}))
 
     async def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job, or ask the worker running it (in whichever process) to interrupt it."""
         job = await self.store.cancel(job_id)
-        if job is not None and self.worker is not None:
-            self.worker.cancel(job_id)
-            if job.status.terminal and self.broadcast is not None:
+        if job is not None and self.broadcast is not None:
+            self.broadcast.request_cancel(job_id)
+            if job.status.terminal:
                 self.broadcast.publish(
                     JobUpdate(job.id, "status", {"status": job.status, "error": job.error})
                 )
@@ -338,8 +501,17 @@ class Service:
         return forgotten
 
     def running(self) -> Job | None:
-        """The job the worker is running now, if any."""
+        """The job this process's worker is running now, if any."""
         return self.worker.current if self.worker is not None else None
+
+    async def running_jobs(self) -> list[Job]:
+        """The jobs running now: this process's worker's, or with no worker here (an API process of a
+        fleet), every worker's as the store has them."""
+        if self.worker is not None:
+            current = self.worker.current
+            return [current] if current is not None else []
+        jobs, _ = await self.store.list_jobs(JobQuery(statuses=frozenset({JobStatus.PROCESSING})))
+        return jobs
 
     async def free(self, *, unload_models: bool, free_memory: bool) -> None:
         """Unload every model (ComfyUI's /free `unload_models`); with `free_memory` also drop the cached
@@ -351,6 +523,17 @@ class Service:
 
     async def queue_position(self, job: Job) -> int | None:
         return await self.store.queue_position(job)
+
+    async def queue_place(self, job: Job) -> QueuePlace:
+        """The job's place in the queue and, while it waits, the expected seconds until its result."""
+        position = await self.store.queue_position(job)
+        if position is None:
+            return QueuePlace(None)
+        typical = await self.durations.typical(job.endpoint)
+        if typical is None:
+            return QueuePlace(position)
+        workers = max(1, len(await self.fleet_workers()))
+        return QueuePlace(position, round(expected_wait(position, workers, typical), 2))
 
     async def logs(self, job_id: str) -> list[LogLine]:
         return await self.store.logs(job_id)
@@ -429,8 +612,15 @@ class Service:
         return await self.store.has_keys()
 
     async def render_metrics(self) -> bytes:
-        return self.metrics.render(await self.store.queue_depth())
+        """This process's metrics, and the fleet's as the store and the registry tell them."""
+        workers = await self.fleet_workers()
+        return self.metrics.render(await self.store.queue_depth(), await self.queue_depths(), len(workers))
 
     def output_path(self, output: OutputFile) -> Path | None:
         """The file of a job's output, or None when it is gone or is not a plain file in the output folder."""
         return self.outputs.path(output)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s failed: %s", task.get_name(), task.exception())

@@ -81,6 +81,11 @@ class Settings:
     of a fleet. None: the embedded SQLite store in the data folder, for this process alone."""
     performance: PerformanceSettings = field(default_factory=PerformanceSettings)
     """Speed and memory switches for the models: compiling, caches, offloading (engine.performance)."""
+    lease_seconds: float = 30.0
+    """In a fleet: how long a running job stays its worker's without a heartbeat (one every 2 s) before
+    another worker takes it over; a worker claiming jobs is what takes over, so workers use this."""
+    device: str | None = None
+    """The compute device this process runs graphs on ("cpu", "cuda:1"); None: the first GPU, else the CPU."""
     multi_user: bool = False
     """ComfyUI's --multi-user: each client names its user in the `comfy-user` header and gets its own
     settings and workflows; without it every client is the user "default"."""

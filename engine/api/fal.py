@@ -81,7 +81,8 @@ async def request_status(request: web.Request) -> web.Response:
     job = await _job(request)
     engine = service(request)
     logs = await engine.logs(job.id) if _wants_logs(request) else None
-    body = fal_status(job, await engine.queue_position(job), logs)
+    place = await engine.queue_place(job)
+    body = fal_status(job, place.position, logs, place.eta_seconds)
     return json_response(body, status=200 if job.status.terminal else 202, headers=fal_headers(job))
 
 
@@ -99,7 +100,8 @@ async def request_status_stream(request: web.Request) -> web.StreamResponse:
         if with_logs:
             lines = await engine.logs(current.id)
             logs, sent = lines[sent:], len(lines)
-        return fal_status(current, await engine.queue_position(current), logs)
+        place = await engine.queue_place(current)
+        return fal_status(current, place.position, logs, place.eta_seconds)
 
     return await stream_job(request, job, render, status_only=True, headers=fal_headers(job))
 

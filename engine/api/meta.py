@@ -15,7 +15,9 @@ from engine.endpoints import build_openapi
 from engine.jobs.worker import WorkerHealth
 
 
-def _worker(health: WorkerHealth | None) -> dict[str, Any]:
+def _worker(health: WorkerHealth | None, runs_worker: bool = True) -> dict[str, Any]:
+    if not runs_worker:
+        return {"state": "none (API only: worker processes run the jobs)"}
     if health is None:
         return {"state": "starting"}
     if not health.alive:
@@ -36,7 +38,7 @@ async def health(request: web.Request) -> web.Response:
         "status": "ok" if ok else "unhealthy",
         "uptime_seconds": round(time.time() - engine.started_at, 3),
         "test_weights": engine.test_weights,
-        "worker": _worker(worker),
+        "worker": _worker(worker, engine.runs_worker),
     }
     return json_response(body, status=200 if ok else 503)
 
@@ -54,7 +56,7 @@ async def ready(request: web.Request) -> web.Response:
     engine = service(request)
     readiness = engine.readiness
     worker = engine.health()
-    ok = readiness.ready and worker is not None and worker.ok
+    ok = readiness.ready and (not engine.runs_worker or (worker is not None and worker.ok))
     body = {
         "ready": ok,
         "reason": readiness.reason if worker is None or worker.ok else f"worker {_worker(worker)['state']}",

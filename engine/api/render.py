@@ -41,11 +41,15 @@ def segmind_submitted(job: Job, queue_position: int | None) -> dict[str, Any]:
     }
 
 
-def segmind_status(job: Job, queue_position: int | None) -> tuple[dict[str, Any], int]:
+def segmind_status(
+    job: Job, queue_position: int | None, eta_seconds: float | None = None
+) -> tuple[dict[str, Any], int]:
+    """`eta_seconds`, shown while queued: the expected seconds until the result (engine.jobs.durations)."""
     status = _segmind_status(job)
     body: dict[str, Any] = {"request_id": job.id, "status": status}
     if job.status == JobStatus.QUEUED:
         body["queue_position"] = queue_position
+        body["eta_seconds"] = eta_seconds
     if job.status == JobStatus.PROCESSING and job.progress is not None:
         body["progress"] = {"value": job.progress[0], "max": job.progress[1]}
     if status == JobStatus.FAILED:
@@ -99,12 +103,16 @@ def fal_log(line: LogLine) -> dict[str, Any]:
     return {"message": line.message, "timestamp": timestamp.replace("+00:00", "Z"), "level": "INFO"}
 
 
-def fal_status(job: Job, queue_position: int | None, logs: list[LogLine] | None) -> dict[str, Any]:
+def fal_status(
+    job: Job, queue_position: int | None, logs: list[LogLine] | None, eta_seconds: float | None = None
+) -> dict[str, Any]:
     """`logs` is null unless they were asked for (`?logs=1`), as on fal: its Python client reads the
-    key in every IN_PROGRESS and COMPLETED body, so it is never left out."""
+    key in every IN_PROGRESS and COMPLETED body, so it is never left out. `eta_seconds`, shown while
+    queued beside fal's `queue_position`, is this server's own: the expected seconds until the result."""
     body: dict[str, Any] = {"status": FAL_STATUS[job.status], "request_id": job.id, **fal_urls(job)}
     if job.status == JobStatus.QUEUED:
         body["queue_position"] = queue_position or 0
+        body["eta_seconds"] = eta_seconds
     body["logs"] = None if logs is None else [fal_log(line) for line in logs]
     if job.status.terminal:
         body["metrics"] = {"inference_time": job.metrics.get("inference_time")}

@@ -90,7 +90,8 @@ async def submit_async(request: web.Request) -> web.Response:
 
 async def request_status(request: web.Request) -> web.Response:
     job = await own_job(request, request.match_info["request_id"])
-    body, status = segmind_status(job, await service(request).queue_position(job))
+    place = await service(request).queue_place(job)
+    body, status = segmind_status(job, place.position, place.eta_seconds)
     return json_response(body, status=status, headers=job_headers(job))
 
 

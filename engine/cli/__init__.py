@@ -1,4 +1,5 @@
-"""The `engine` command: serve the API, run and inspect graphs, manage keys, endpoints and test models.
+"""The `engine` command: serve the API, run a fleet's workers, run and inspect graphs, manage keys,
+endpoints and test models.
 
 Building the parser imports no command's implementation: each command module imports what it runs
 (torch, diffusers, aiohttp) inside its handler, so `engine --help` and `engine keys add` start in a
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import folders
-from engine.cli import bench, endpoints, global_options, graphs, keys, models, serve
+from engine.cli import bench, endpoints, fleet, global_options, graphs, keys, models, serve, worker
 from engine.cli.console import configure_logging
 
 
@@ -21,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     global_options.add_to_program(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     serve.add_commands(commands)
+    worker.add_commands(commands)
+    fleet.add_commands(commands)
     graphs.add_commands(commands)
     keys.add_commands(commands)
     endpoints.add_commands(commands)

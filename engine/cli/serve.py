@@ -1,5 +1,5 @@
-"""`engine serve`: the HTTP service, on its embedded defaults (SQLite, local files, one in-process worker)
-or with its jobs in a fleet's Redis (`--broker`)."""
+"""`engine serve`: the HTTP service on its embedded defaults (SQLite, local files, one in-process worker),
+or with `--broker` one of a fleet's API processes (no worker: `engine worker` processes run the jobs)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 from engine.cli import global_options
 from engine.cli.settings_args import (
     add_broker_argument,
+    add_output_argument,
     add_performance_arguments,
     add_service_arguments,
     add_tls_arguments,
@@ -31,7 +32,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_context = tls_context(settings.tls_cert, settings.tls_key)
     except TlsError as exc:
         raise SystemExit(f"cannot serve HTTPS: {exc}") from None
-    service = Service(settings)
+    service = Service(settings, role="api" if settings.broker else "embedded")
+    if settings.broker:
+        log.info("an API process of the fleet at %s: worker processes run the jobs", settings.broker)
     host = settings.host
     if settings.open_access:
         if host != LOCALHOST:
@@ -80,7 +83,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="run the HTTP service")
     add_service_arguments(serve)
     add_tls_arguments(serve)
-    add_broker_argument(serve)
+    add_output_argument(serve)
+    add_broker_argument(
+        serve,
+        "serve as one of a fleet's API processes, with no worker: jobs, queues and updates go through "
+        "this Redis, and `engine worker` processes run the jobs",
+    )
     add_performance_arguments(serve)
     global_options.add_to_command(serve, global_options.ALL)
     serve.add_argument(

@@ -124,14 +124,49 @@ def broker_url(text: str) -> str:
     return text
 
 
-def add_broker_argument(parser: argparse.ArgumentParser) -> None:
+DEFAULT_BROKER_HELP = (
+    "Redis holding the jobs, keys and queue of a fleet, e.g. redis://127.0.0.1:6379/0 "
+    "(default: the embedded SQLite store; env ENGINE_BROKER)"
+)
+_DEVICE = re.compile(r"cpu|cuda(:[0-9]{1,3})?")
+
+
+def device_name(text: str) -> str:
+    """cpu, cuda or cuda:N."""
+    if _DEVICE.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give cpu, cuda or cuda:N")
+    return text
+
+
+MIN_LEASE_SECONDS = 5.0
+"""Two heartbeats and a margin: a shorter lease would hand a job to a second worker while its first
+still runs it, whenever a beat comes a little late."""
+
+
+def lease(text: str) -> float:
+    """A period such as 30 or 2m, at least MIN_LEASE_SECONDS."""
+    seconds = _quantity(text, DURATION_UNITS, "duration", "30")
+    if seconds < MIN_LEASE_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} is less than {MIN_LEASE_SECONDS:g} seconds")
+    return seconds
+
+
+def add_broker_argument(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
     parser.add_argument(
         "--broker",
         type=broker_url,
         default=os.environ.get("ENGINE_BROKER"),
         metavar="URL",
-        help="Redis holding the jobs, keys and queue of a fleet, e.g. redis://127.0.0.1:6379/0 "
-        "(default: the embedded SQLite store; env ENGINE_BROKER)",
+        help=f"{help_text} (env ENGINE_BROKER)" if help_text else DEFAULT_BROKER_HELP,
+    )
+
+
+def add_output_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for job outputs (default: BASE/output); in a fleet, one folder that every API and "
+        "worker process reaches (a shared mount)",
     )
 
 
@@ -244,6 +279,8 @@ OPTIONAL_SETTINGS = {
     "max_asset_size": "max_asset_bytes",
     "max_upload_size": "max_upload_bytes",
     "max_event_streams": "max_event_streams",
+    "device": "device",
+    "lease": "lease_seconds",
 }
 """Parsed option -> the Settings field it sets when given (else the Settings default stands); not every
 command has every option."""

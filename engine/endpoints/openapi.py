@@ -328,6 +328,11 @@ def _segmind_schemas() -> dict[str, Any]:
                 "request_id": {"type": "string"},
                 "status": status,
                 "queue_position": {"type": ["integer", "null"], "description": "When QUEUED."},
+                "eta_seconds": {
+                    "type": ["number", "null"],
+                    "description": "When QUEUED: expected seconds until the result, from this endpoint's "
+                    "measured run times and the workers alive (null until one has run).",
+                },
                 "progress": {
                     "type": "object",
                     "description": "Sampling steps done, when PROCESSING.",
@@ -403,6 +408,11 @@ def _fal_schemas() -> dict[str, Any]:
                 "response_url": url,
                 "cancel_url": url,
                 "queue_position": {"type": "integer"},
+                "eta_seconds": {
+                    "type": ["number", "null"],
+                    "description": "When QUEUED: expected seconds until the result, from this endpoint's "
+                    "measured run times and the workers alive (null until one has run).",
+                },
                 "logs": {
                     "type": ["array", "null"],
                     "description": "null unless asked for with ?logs=1.",

@@ -1,5 +1,9 @@
 """Job updates fanned out from the worker thread to listeners on the event loop (SSE, waiting requests,
-ComfyUI's websocket).
+ComfyUI's websocket), and cancellation requests handed to the worker that runs the job.
+
+`JobBroadcast` is the embedded default: everything in one process. A fleet uses
+`engine.jobs.redis_broadcast.RedisBroadcast`, the same interface over Redis pub/sub, so that an update
+published by a worker process reaches listeners in every API process.
 
 Updates are a convenience for speed, never the source of truth: a listener that misses one still
 sees the job's state in the store, so a lost event can delay an answer by a poll interval but can
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,11 +43,43 @@ class JobUpdate:
     """For an "event" of sampler progress with a preview: the preview as JPEG bytes."""
 
 
+CancelHandler = Callable[[str], None]
+"""Told the id of a job whose cancellation was asked for (the worker interrupts it if it runs it)."""
+UpdateHandler = Callable[["JobUpdate"], None]
+
+
 class JobBroadcast:
+    """In-process: updates published on any thread reach this process's listeners on its loop."""
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._listeners: defaultdict[str, set[asyncio.Queue[JobUpdate]]] = defaultdict(set)
         self._all: set[asyncio.Queue[JobUpdate]] = set()
+        self._cancel_handlers: list[CancelHandler] = []
+        self._update_handlers: list[UpdateHandler] = []
+
+    async def start(self) -> None:
+        """Connect to whatever carries updates between processes (nothing here)."""
+
+    async def close(self) -> None:
+        """Stop carrying updates (nothing to stop here)."""
+
+    def on_cancel(self, handler: CancelHandler) -> None:
+        """Hear every cancellation request (a worker registers its own `cancel`)."""
+        self._cancel_handlers.append(handler)
+
+    def on_update(self, handler: UpdateHandler) -> None:
+        """Hear every job's updates but the executor's events, on the event loop (the webhook sender
+        wakes when any process finishes a job)."""
+        self._update_handlers.append(handler)
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask whichever worker runs the job to interrupt it; called on the event loop."""
+        self._cancelled(job_id)
+
+    def _cancelled(self, job_id: str) -> None:
+        for handler in self._cancel_handlers:
+            handler(job_id)
 
     @property
     def listening_to_all(self) -> bool:
@@ -57,6 +93,9 @@ class JobBroadcast:
         self._loop.call_soon_threadsafe(self._deliver, update)
 
     def _deliver(self, update: JobUpdate) -> None:
+        if update.kind != "event":
+            for handler in self._update_handlers:
+                handler(update)
         job_listeners = self._listeners.get(update.job_id, ()) if update.kind != "event" else ()
         for queue in (*job_listeners, *self._all):
             if queue.full():  # a slow listener loses the oldest updates, not the newest
@@ -81,7 +120,12 @@ class JobBroadcast:
         """Every update of every job, executor events included, while the block runs."""
         queue: asyncio.Queue[JobUpdate] = asyncio.Queue(ALL_JOBS_QUEUE_LIMIT)
         self._all.add(queue)
+        self._all_changed()
         try:
             yield queue
         finally:
             self._all.discard(queue)
+            self._all_changed()
+
+    def _all_changed(self) -> None:
+        """Someone began or stopped listening to every job (a fleet subscribes to executor events then)."""

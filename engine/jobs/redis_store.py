@@ -242,6 +242,16 @@ class RedisStore:
     async def queue_depth(self) -> int:
         return int(await self._call(self.redis.zcard(self._key("queued"))))
 
+    async def queue_depths(self) -> dict[str, int]:
+        endpoints = sorted(await self._call(self.redis.smembers(self._key("endpoints"))))
+        if not endpoints:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for endpoint in endpoints:
+                pipe.zcard(self._key("queue", endpoint))
+            counts = await self._call(pipe.execute())
+        return {endpoint: int(count) for endpoint, count in zip(endpoints, counts, strict=True) if count}
+
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
         if query.ids is not None:
             candidates = sorted(query.ids)

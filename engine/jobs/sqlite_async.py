@@ -88,6 +88,9 @@ class AsyncSqliteStore:
     async def queue_depth(self) -> int:
         return await self._run(self.database.queue_depth)
 
+    async def queue_depths(self) -> dict[str, int]:
+        return await self._run(self.database.queue_depths)
+
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
         return await self._run(lambda: self.database.list_jobs(query))
 

@@ -217,6 +217,13 @@ class JobTable(SqliteConnection):
     def queue_depth(self) -> int:
         return self._query("SELECT COUNT(*) FROM jobs WHERE status = ?", (JobStatus.QUEUED,))[0][0]
 
+    def queue_depths(self) -> dict[str, int]:
+        """Queued jobs per endpoint (endpoints with none are left out)."""
+        rows = self._query(
+            "SELECT endpoint, COUNT(*) FROM jobs WHERE status = ? GROUP BY endpoint", (JobStatus.QUEUED,)
+        )
+        return {row[0]: row[1] for row in rows}
+
     def claim(
         self, endpoints: frozenset[str] | None = None, preferred: frozenset[str] = frozenset()
     ) -> Job | None:

@@ -90,7 +90,12 @@ def test_v2_lifecycle(keyed_server: tuple[LiveServer, str]) -> None:
         progress = wait_for_progress(client, first["request_id"])
         assert progress["max"] == 20 and 0 < progress["value"] <= 20  # 1 s in 0.05 s steps
         queued = client.get(f"/v2/requests/{second['request_id']}/status").json()
-        assert queued == {"request_id": second["request_id"], "status": "QUEUED", "queue_position": 0}
+        assert queued == {
+            "request_id": second["request_id"],
+            "status": "QUEUED",
+            "queue_position": 0,
+            "eta_seconds": None,  # no run of this endpoint has finished yet
+        }
         assert client.get(second["response_url"]).status_code == 202
 
         wait_for(client, second["request_id"], "COMPLETED")

@@ -122,6 +122,20 @@ def test_claim_takes_only_its_endpoints_and_its_loaded_ones_first(stores: Stores
     run(stores, body)
 
 
+def test_queue_depths_count_the_waiting_jobs_of_each_endpoint(stores: Stores) -> None:
+    async def body(store: JobStore) -> None:
+        assert await store.queue_depths() == {}
+        for endpoint in ("a", "a", "a", "b", "c"):
+            await store.submit(new_job(endpoint=endpoint))
+        assert await store.queue_depths() == {"a": 3, "b": 1, "c": 1}
+        await store.claim(worker="w", endpoints=frozenset({"b"}))  # running is not waiting
+        await store.claim(worker="w", endpoints=frozenset({"a"}))
+        assert await store.queue_depths() == {"a": 2, "c": 1}  # an emptied queue is left out
+        assert sum((await store.queue_depths()).values()) == await store.queue_depth()
+
+    run(stores, body)
+
+
 def test_a_client_chosen_id_is_used_once(stores: Stores) -> None:
     async def body(store: JobStore) -> None:
         job = new_job()

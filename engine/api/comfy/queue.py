@@ -45,18 +45,20 @@ async def post_queue(request: web.Request) -> web.Response:
 
 
 async def post_interrupt(request: web.Request) -> web.Response:
-    """Stop the running prompt: the one named by `{"prompt_id"}` only if it is the one running, else
-    whichever of the caller's is running. The prompt ends as cancelled (execution_interrupted)."""
+    """Stop the running prompt: the one named by `{"prompt_id"}` only if it is running, else whichever
+    of the caller's is running (in a fleet, where several run at once, the first of them). The prompt
+    ends as cancelled (execution_interrupted), on whichever worker runs it."""
     body = await json_object(request, required=False)
     prompt_id = body.get("prompt_id")
     if prompt_id is not None and not isinstance(prompt_id, str):
         raise ApiError(400, "'prompt_id' must be a string", field="prompt_id")
     engine = service(request)
-    running = engine.running()
-    if running is None or (prompt_id and running.id != prompt_id):
-        return web.Response(status=200)
-    if await own_prompt(request, running.id) is not None:
-        await engine.cancel(running.id)
+    for running in await engine.running_jobs():
+        if prompt_id and running.id != prompt_id:
+            continue
+        if await own_prompt(request, running.id) is not None:
+            await engine.cancel(running.id)
+            break
     return web.Response(status=200)
 
 
