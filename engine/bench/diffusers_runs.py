@@ -21,7 +21,6 @@ latent scaling or the VAE.
 from __future__ import annotations
 
 import itertools
-import statistics
 import time
 import types
 from collections.abc import Callable, Mapping
@@ -47,7 +46,7 @@ from transformers import CLIPTokenizer, T5Tokenizer
 
 from engine.bench.engine_runs import PROMPT, Capture, Case
 from engine.bench.measure import GpuBusySampler, read_peak, release, reset_peak, synchronize
-from engine.bench.results import Latency, SystemResult, Throughput
+from engine.bench.results import SystemResult, Throughput
 from engine.bench.weights import WeightsCache
 from engine.bench.work import ImageWork
 from engine.diffusion.autoencoder import AutoencoderConfig
@@ -224,29 +223,18 @@ class DiffusersBench:
         peak = read_peak(self.device)
         del pipeline
         release(self.device)
-        latency = Latency.of(latencies)
-        per_step = statistics.median(steps) if steps else None
         return DiffusersOutcome(
-            SystemResult(
-                system="diffusers",
+            SystemResult.measured(
+                "diffusers",
+                work=work,
+                steps=case.steps,
+                latencies=latencies,
+                step_intervals=steps,
                 load_s=load,
                 startup_s=startup,
-                latency=latency,
-                per_step_s=per_step,
                 stages_s=stages,
-                transformer_tflops=work.transformer / case.steps / per_step / 1e12 if per_step else None,
-                image_tflops=work.total / latency.median_s / 1e12,
-                bound_fraction=work.transformer_bound_seconds / latency.median_s,
-                peak_memory_bytes=peak.bytes,
-                peak_memory_kind=peak.kind,
-                throughput=Throughput(
-                    requests=runs,
-                    concurrent=False,
-                    wall_s=sum(latencies),
-                    images_per_s=runs / sum(latencies),
-                    mean_latency_s=statistics.fmean(latencies),
-                    gpu_busy_percent=busy.percent,
-                ),
+                peak=peak,
+                throughput=Throughput.sequential(latencies, busy.percent),
                 notes=[
                     "latency: one pipeline call with a prompt string (encoding included) to a PIL image",
                     "throughput: the timed calls one after another (a pipeline has no queue)",

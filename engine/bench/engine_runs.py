@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from engine.bench.measure import GpuBusySampler, read_peak, release, reset_peak, synchronize
-from engine.bench.results import Latency, SystemResult, Throughput
+from engine.bench.results import SystemResult, Throughput
 from engine.bench.work import ImageWork
 from engine.diffusion.model_manager import ModelKey
 from engine.endpoints import Endpoint
@@ -224,34 +224,23 @@ class EngineBench:
             if concurrent:
                 throughput = await runner.throughput(concurrent)
             else:
-                throughput = Throughput(
-                    requests=runs,
-                    concurrent=False,
-                    wall_s=sum(latencies),
-                    images_per_s=runs / sum(latencies),
-                    mean_latency_s=statistics.fmean(latencies),
-                    gpu_busy_percent=busy.percent,
-                )
+                throughput = Throughput.sequential(latencies, busy.percent)
             peak = read_peak(self.device)
         finally:
             await service.stop()
             service.models.unload_all()
             service.executor.cache.clear()
         release(self.device)
-        latency = Latency.of(latencies)
-        per_step = statistics.median(steps) if steps else None
-        result = SystemResult(
-            system="engine",
+        result = SystemResult.measured(
+            "engine",
+            work=work,
+            steps=case.steps,
+            latencies=latencies,
+            step_intervals=steps,
             load_s=sum(loads),
             startup_s=startup,
-            latency=latency,
-            per_step_s=per_step,
             stages_s=stages,
-            transformer_tflops=work.transformer / case.steps / per_step / 1e12 if per_step else None,
-            image_tflops=work.total / latency.median_s / 1e12,
-            bound_fraction=work.transformer_bound_seconds / latency.median_s,
-            peak_memory_bytes=peak.bytes,
-            peak_memory_kind=peak.kind,
+            peak=peak,
             throughput=throughput,
             notes=[
                 "latency: submit to the service's queue until the job is stored as completed (its image "

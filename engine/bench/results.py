@@ -8,7 +8,9 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from engine.bench.measure import Peak
 from engine.bench.weights import WrittenFile
+from engine.bench.work import ImageWork
 
 
 @dataclass
@@ -37,6 +39,18 @@ class Throughput:
     gpu_busy_percent: float | None
     """NVML's mean utilisation over the window; None without a GPU."""
 
+    @classmethod
+    def sequential(cls, latencies: list[float], gpu_busy_percent: float | None) -> Throughput:
+        """The rate of timed requests made one after another."""
+        return cls(
+            requests=len(latencies),
+            concurrent=False,
+            wall_s=sum(latencies),
+            images_per_s=len(latencies) / sum(latencies),
+            mean_latency_s=statistics.fmean(latencies),
+            gpu_busy_percent=gpu_busy_percent,
+        )
+
 
 @dataclass
 class SystemResult:
@@ -63,6 +77,41 @@ class SystemResult:
     peak_memory_kind: str
     throughput: Throughput
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def measured(
+        cls,
+        system: str,
+        *,
+        work: ImageWork,
+        steps: int,
+        latencies: list[float],
+        step_intervals: list[float],
+        load_s: float,
+        startup_s: float,
+        stages_s: dict[str, float],
+        peak: Peak,
+        throughput: Throughput,
+        notes: list[str],
+    ) -> SystemResult:
+        """The result whose rates are derived from the timings the same way for every system."""
+        latency = Latency.of(latencies)
+        per_step = statistics.median(step_intervals) if step_intervals else None
+        return cls(
+            system=system,
+            load_s=load_s,
+            startup_s=startup_s,
+            latency=latency,
+            per_step_s=per_step,
+            stages_s=stages_s,
+            transformer_tflops=work.transformer / steps / per_step / 1e12 if per_step else None,
+            image_tflops=work.total / latency.median_s / 1e12,
+            bound_fraction=work.transformer_bound_seconds / latency.median_s,
+            peak_memory_bytes=peak.bytes,
+            peak_memory_kind=peak.kind,
+            throughput=throughput,
+            notes=notes,
+        )
 
 
 @dataclass

@@ -48,10 +48,51 @@ from engine.diffusion.weights import count_blocks, split_rows, swap_halves
 PREFIXES = ("model.diffusion_model.", "")
 """All-in-one checkpoints keep the diffusion model under the first; BFL's own files have no prefix."""
 
-DETECTION_KEY = "double_blocks.0.img_attn.norm.key_norm.scale"
-DIFFUSERS_DETECTION_KEY = "transformer_blocks.0.attn.norm_added_k.weight"
-DIFFUSERS_GUIDANCE_KEY = "time_text_embed.guidance_embedder.linear_1.weight"
-GUIDANCE_KEY = "guidance_in.in_layer.weight"
+
+@dataclass(frozen=True)
+class LayoutNames:
+    """Where a file layout keeps the tensors whose shapes give a Flux model's config."""
+
+    layout: Literal["bfl", "diffusers"]
+    detection: str
+    """A tensor only this layout's Flux files have (its length is the attention head width)."""
+    image_in: str
+    first_mlp: str
+    double_blocks: str
+    single_blocks: str
+    final: str
+    text_in: str
+    vector_in: str
+    guidance: str
+    """Present only in guidance-distilled models (dev, not schnell)."""
+
+
+BFL_NAMES = LayoutNames(
+    layout="bfl",
+    detection="double_blocks.0.img_attn.norm.key_norm.scale",
+    image_in="img_in.weight",
+    first_mlp="double_blocks.0.img_mlp.0.weight",
+    double_blocks="double_blocks.",
+    single_blocks="single_blocks.",
+    final="final_layer.linear.weight",
+    text_in="txt_in.weight",
+    vector_in="vector_in.in_layer.weight",
+    guidance="guidance_in.in_layer.weight",
+)
+DIFFUSERS_NAMES = LayoutNames(
+    layout="diffusers",
+    detection="transformer_blocks.0.attn.norm_added_k.weight",
+    image_in="x_embedder.weight",
+    first_mlp="transformer_blocks.0.ff.net.0.proj.weight",
+    double_blocks="transformer_blocks.",
+    single_blocks="single_transformer_blocks.",
+    final="proj_out.weight",
+    text_in="context_embedder.weight",
+    vector_in="time_text_embed.text_embedder.linear_1.weight",
+    guidance="time_text_embed.guidance_embedder.linear_1.weight",
+)
+DETECTION_KEY = BFL_NAMES.detection
+"""How a Flux model in BFL's layout is told apart from other models (as each architecture module has one)."""
 TIMESTEP_FEATURES = 256
 PATCH = 2
 """Latents are packed 2x2 into tokens before the transformer sees them."""
@@ -116,47 +157,25 @@ class FluxConfig:
         return FluxFlow(1.15) if self.guidance_embed else DiscreteFlow(1.0)
 
     @classmethod
-    def from_tensors(cls, tensors: Mapping[str, TensorInfo]) -> FluxConfig:
-        """The config of a Flux diffusion model from its tensors (any prefix already removed)."""
-        hidden, in_channels = tensors["img_in.weight"].shape
-        head_dim = tensors[DETECTION_KEY].shape[0]
-        mlp_hidden = tensors["double_blocks.0.img_mlp.0.weight"].shape[0]
+    def from_tensors(cls, tensors: Mapping[str, TensorInfo], names: LayoutNames) -> FluxConfig:
+        """The config of a Flux diffusion model from its tensors (any prefix already removed), whose
+        names follow `names`' layout."""
+        hidden, in_channels = tensors[names.image_in].shape
+        head_dim = tensors[names.detection].shape[0]
+        mlp_hidden = tensors[names.first_mlp].shape[0]
         config = cls(
             hidden_size=hidden,
             num_heads=hidden // head_dim,
-            depth=count_blocks(tensors, "double_blocks."),
-            depth_single_blocks=count_blocks(tensors, "single_blocks."),
+            depth=count_blocks(tensors, names.double_blocks),
+            depth_single_blocks=count_blocks(tensors, names.single_blocks),
             in_channels=in_channels,
-            out_channels=tensors["final_layer.linear.weight"].shape[0],
-            context_in_dim=tensors["txt_in.weight"].shape[1],
-            vec_in_dim=tensors["vector_in.in_layer.weight"].shape[1],
+            out_channels=tensors[names.final].shape[0],
+            context_in_dim=tensors[names.text_in].shape[1],
+            vec_in_dim=tensors[names.vector_in].shape[1],
             mlp_ratio=mlp_hidden / hidden,
-            guidance_embed=GUIDANCE_KEY in tensors,
+            guidance_embed=names.guidance in tensors,
             axes_dim=rope_axes(head_dim),
-        )
-        if config.mlp_ratio != 4.0:
-            raise WeightsFileError(f"a Flux model with MLP ratio {config.mlp_ratio} (not 4) cannot be run")
-        return config
-
-    @classmethod
-    def from_diffusers_tensors(cls, tensors: Mapping[str, TensorInfo]) -> FluxConfig:
-        """The config of a Flux transformer stored under diffusers' names (any prefix already removed)."""
-        hidden, in_channels = tensors["x_embedder.weight"].shape
-        head_dim = tensors[DIFFUSERS_DETECTION_KEY].shape[0]
-        mlp_hidden = tensors["transformer_blocks.0.ff.net.0.proj.weight"].shape[0]
-        config = cls(
-            hidden_size=hidden,
-            num_heads=hidden // head_dim,
-            depth=count_blocks(tensors, "transformer_blocks."),
-            depth_single_blocks=count_blocks(tensors, "single_transformer_blocks."),
-            in_channels=in_channels,
-            out_channels=tensors["proj_out.weight"].shape[0],
-            context_in_dim=tensors["context_embedder.weight"].shape[1],
-            vec_in_dim=tensors["time_text_embed.text_embedder.linear_1.weight"].shape[1],
-            mlp_ratio=mlp_hidden / hidden,
-            guidance_embed=DIFFUSERS_GUIDANCE_KEY in tensors,
-            axes_dim=rope_axes(head_dim),
-            file_layout="diffusers",
+            file_layout=names.layout,
         )
         if config.mlp_ratio != 4.0:
             raise WeightsFileError(f"a Flux model with MLP ratio {config.mlp_ratio} (not 4) cannot be run")
@@ -208,15 +227,12 @@ def find(tensors: Mapping[str, TensorInfo]) -> tuple[str, FluxConfig] | None:
     """(prefix, config) of the Flux diffusion model among a file's tensors (in BFL's or diffusers' layout),
     or None."""
     for prefix in PREFIXES:
-        for key, from_tensors in (
-            (DETECTION_KEY, FluxConfig.from_tensors),
-            (DIFFUSERS_DETECTION_KEY, FluxConfig.from_diffusers_tensors),
-        ):
-            if prefix + key in tensors:
+        for names in (BFL_NAMES, DIFFUSERS_NAMES):
+            if prefix + names.detection in tensors:
                 part = {
                     name[len(prefix) :]: info for name, info in tensors.items() if name.startswith(prefix)
                 }
-                return prefix, from_tensors(part)
+                return prefix, FluxConfig.from_tensors(part, names)
     return None
 
 
