@@ -323,7 +323,8 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
     report: Callable[[str], None],
 ) -> None:
     v3_package = tmp_path / "v3-nodes"
-    shutil.copytree(REPO / "custom_nodes" / "example_v3", v3_package / "example_v3")
+    for package in ("example_v3", "example_text"):
+        shutil.copytree(REPO / "custom_nodes" / package, v3_package / package)
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.add_init_script("localStorage.setItem('engine.firstRunGraphShown', '1')")
     with LiveServer(own_server_settings(settings, tmp_path / "a", (v3_package,))) as server:
@@ -348,6 +349,12 @@ def test_a_graph_published_from_the_editor_is_called_shared_and_imported(
                 page.get_by_text(display_name).first.wait_for(timeout=READY_SECONDS * 1000)
             screenshot(page, "editor-node-library-v3", report)
             library.click()
+            # the V1 example package's own script (its WEB_DIRECTORY) colours its node as it is created
+            page.evaluate("() => { window.app.graph.add(LiteGraph.createNode('ExampleTextCase')) }")
+            page.wait_for_function(
+                "() => window.app.graph.findNodesByType('ExampleTextCase')[0]?.color === '#335'",
+                timeout=READY_SECONDS * 1000,
+            )
 
             page.evaluate("workflow => window.app.loadGraphData(workflow)", small_flux_workflow())
             dialog = open_dialog(page)

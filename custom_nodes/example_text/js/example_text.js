@@ -1,11 +1,13 @@
 // A front-end extension shipped by a custom node package (served at /extensions/example_text/).
+// The colour is set on each node as it is created: the editor keeps a node's colour in per-instance
+// state behind an accessor, so assigning it on the class prototype (beforeRegisterNodeDef) throws.
 import { app } from "../../scripts/app.js";
 
 app.registerExtension({
   name: "engine.example_text",
-  async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name === "ExampleTextCase") {
-      nodeType.prototype.color = "#335";
+  nodeCreated(node) {
+    if (node.comfyClass === "ExampleTextCase") {
+      node.color = "#335";
     }
   },
 });
