@@ -44,5 +44,14 @@ class PerformanceSettings:
     """Last resort for a model that does not fit: keep the diffusion transformer in host memory and move
     one block at a time to the GPU as it runs (several times slower)."""
 
+    overlap_jobs: bool | None = None
+    """Let the worker run the next job beside the one before it: while one job samples, the job before
+    it decodes and saves its images and the next one encodes its prompt (engine.diffusion.sampling.turns).
+    None decides by device: on with CUDA, whose device would otherwise wait between jobs for host work
+    (PNG compression, file and store writes); off on the CPU, where both jobs would share the same cores."""
+
     def compiles(self, device_type: str) -> bool:
         return self.compile if self.compile is not None else device_type == "cuda"
+
+    def overlaps(self, device_type: str) -> bool:
+        return self.overlap_jobs if self.overlap_jobs is not None else device_type == "cuda"

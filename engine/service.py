@@ -41,6 +41,7 @@ from engine.assets.outputs import OutputAssets
 from engine.assets.redis_assets import RedisAssetStore
 from engine.assets.store import AssetStore
 from engine.diffusion.model_manager import ModelManager
+from engine.diffusion.sampling.turns import SamplingTurns
 from engine.endpoints import Endpoint, Params, load_endpoints
 from engine.endpoints import publish as publishing
 from engine.endpoints.sharing import export_workflow, import_request
@@ -135,7 +136,15 @@ class Service:
         self.models = ModelManager(
             torch.device(settings.device) if settings.device else None, performance=settings.performance
         )
-        self.executor = Executor(self.registry, OutputCache(settings.cache_bytes), {"models": self.models})
+        self.sampling_turns = (
+            SamplingTurns() if settings.performance.overlaps(self.models.device.type) else None
+        )
+        """The device's sampling turn when the worker overlaps jobs (engine.diffusion.sampling.turns)."""
+        self.executor = Executor(
+            self.registry,
+            OutputCache(settings.cache_bytes),
+            {"models": self.models, "sampling_turns": self.sampling_turns},
+        )
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
         self.metrics = Metrics(self.models.memory_in_use, self.executor.cache)
@@ -199,6 +208,7 @@ class Service:
                 worker_id=self.worker_id if broker is not None else LOCAL_WORKER,
                 preferred=self._loaded_endpoints,
                 recorder=OutputAssets(self.assets, folders.get_output_directory()),
+                turns=self.sampling_turns,
             )
             self.broadcast.on_cancel(self.worker.cancel)
             self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
@@ -251,7 +261,7 @@ class Service:
         status = update.data.get("status") if update.kind == "status" else None
         if status == JobStatus.QUEUED and self.worker is not None:
             self.worker.wake()
-        if status == JobStatus.PROCESSING and self.running() is not None:
+        if status == JobStatus.PROCESSING and self.running():
             self._beat_now.set()  # the registry shows the new job now, not at the next beat
         if isinstance(status, JobStatus) and status.terminal and self.webhooks is not None:
             self.webhooks.wake()
@@ -287,7 +297,8 @@ class Service:
         )
 
     def worker_info(self) -> WorkerInfo:
-        current = self.worker.current if self.worker is not None else None
+        running = self.running()
+        current = running[0] if running else None
         return WorkerInfo(
             id=self.worker_id,
             device=str(self.models.device),
@@ -298,6 +309,7 @@ class Service:
             models=[key.name for key in self.models.resident()],
             current_job=current.id if current is not None else None,
             current_endpoint=current.endpoint if current is not None else None,
+            jobs=[job.id for job in running],
             jobs_done=self.jobs_done,
         )
 
@@ -500,16 +512,15 @@ class Service:
             await self.assets.expire()
         return forgotten
 
-    def running(self) -> Job | None:
-        """The job this process's worker is running now, if any."""
-        return self.worker.current if self.worker is not None else None
+    def running(self) -> tuple[Job, ...]:
+        """The jobs this process's worker is running now (two at most, while it overlaps jobs)."""
+        return self.worker.running if self.worker is not None else ()
 
     async def running_jobs(self) -> list[Job]:
         """The jobs running now: this process's worker's, or with no worker here (an API process of a
         fleet), every worker's as the store has them."""
         if self.worker is not None:
-            current = self.worker.current
-            return [current] if current is not None else []
+            return list(self.worker.running)
         jobs, _ = await self.store.list_jobs(JobQuery(statuses=frozenset({JobStatus.PROCESSING})))
         return jobs
 

@@ -24,7 +24,8 @@ def _worker(health: WorkerHealth | None, runs_worker: bool = True) -> dict[str, 
         return {"state": "dead", "error": health.crashed}
     if health.store_error is not None:
         return {"state": "store failing", "error": health.store_error, "since": health.store_failing_since}
-    return {"state": "running" if health.running else "idle", "job": health.running}
+    job = health.running[0] if health.running else None
+    return {"state": "running" if health.running else "idle", "job": job, "jobs": list(health.running)}
 
 
 @public

@@ -57,6 +57,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = time.time()
     for worker in workers:
         job = f"{worker.current_job} ({worker.current_endpoint})" if worker.current_job else "idle"
+        if len(worker.jobs) > 1:
+            job += f" and {', '.join(worker.jobs[1:])}"
         table.add_row(
             worker.id,
             worker.device,

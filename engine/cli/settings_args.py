@@ -204,6 +204,9 @@ def performance_from(args: argparse.Namespace) -> PerformanceSettings:
     compile_switch = args.compile
     if compile_switch is None and os.environ.get("ENGINE_COMPILE", "").strip():
         compile_switch = env_switch("ENGINE_COMPILE")
+    overlap_switch = args.overlap_jobs
+    if overlap_switch is None and os.environ.get("ENGINE_OVERLAP_JOBS", "").strip():
+        overlap_switch = env_switch("ENGINE_OVERLAP_JOBS")
     defaults = PerformanceSettings()
     if args.offload_text_encoders not in TEXT_ENCODER_OFFLOAD:
         raise SystemExit(
@@ -218,6 +221,7 @@ def performance_from(args: argparse.Namespace) -> PerformanceSettings:
         step_cache_threshold=0.0 if args.step_cache is None else args.step_cache,
         offload_text_encoders=args.offload_text_encoders,
         sequential_offload=args.sequential_offload or env_switch("ENGINE_SEQUENTIAL_OFFLOAD"),
+        overlap_jobs=overlap_switch,
     )
 
 
@@ -237,6 +241,17 @@ def add_performance_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-batch-cfg",
         action="store_true",
         help="run the positive and negative prompt as two forwards (less memory, slower)",
+    )
+    speed.add_argument(
+        "--overlap-jobs",
+        dest="overlap_jobs",
+        action="store_true",
+        default=None,
+        help="decode and save one job's images and encode the next one's prompt while a job samples "
+        "(default: on with CUDA, off on the CPU; env ENGINE_OVERLAP_JOBS=1/0)",
+    )
+    speed.add_argument(
+        "--no-overlap-jobs", dest="overlap_jobs", action="store_false", help="run one job at a time"
     )
     speed.add_argument(
         "--text-cache-size",

@@ -95,19 +95,22 @@ class Executor:
         self.cache = cache if cache is not None else OutputCache()
         self.resources = dict(resources or {})
         self._instances: OrderedDict[tuple[NodeId, str], Any] = OrderedDict()
+        self._instances_lock = threading.Lock()
 
     def instance(self, node_id: NodeId, definition: NodeDefinition) -> Any:
-        """Node objects are reused between runs, as in ComfyUI (some keep state on purpose)."""
+        """Node objects are reused between runs, as in ComfyUI (some keep state on purpose). Runs may
+        overlap (a worker overlapping jobs), so two threads may ask at once."""
         key = (node_id, definition.class_type)
-        obj = self._instances.get(key)
-        if obj is None:
-            obj = definition.cls(**self._constructor_arguments(definition))
-            self._instances[key] = obj
-            if len(self._instances) > MAX_NODE_INSTANCES:
-                self._instances.popitem(last=False)
-        else:
-            self._instances.move_to_end(key)
-        return obj
+        with self._instances_lock:
+            obj = self._instances.get(key)
+            if obj is None:
+                obj = definition.cls(**self._constructor_arguments(definition))
+                self._instances[key] = obj
+                if len(self._instances) > MAX_NODE_INSTANCES:
+                    self._instances.popitem(last=False)
+            else:
+                self._instances.move_to_end(key)
+            return obj
 
     def _constructor_arguments(self, definition: NodeDefinition) -> dict[str, object]:
         arguments: dict[str, object] = {}

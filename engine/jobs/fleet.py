@@ -32,8 +32,11 @@ class WorkerInfo:
     models: list[str] = field(default_factory=list)
     """The models resident on its device, least recently used first."""
     current_job: str | None = None
+    """The oldest of the jobs it runs."""
     current_endpoint: str | None = None
     jobs_done: int = 0
+    jobs: list[str] = field(default_factory=list)
+    """Every job it runs, oldest first: two while it overlaps one job's saving with the next's sampling."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +50,7 @@ class WorkerInfo:
             "current_job": self.current_job,
             "current_endpoint": self.current_endpoint,
             "jobs_done": self.jobs_done,
+            "jobs": self.jobs,
         }
 
     @classmethod
@@ -62,6 +66,7 @@ class WorkerInfo:
             current_job=data.get("current_job"),
             current_endpoint=data.get("current_endpoint"),
             jobs_done=int(data.get("jobs_done", 0)),
+            jobs=[str(job) for job in data.get("jobs", [])],
         )
 
 

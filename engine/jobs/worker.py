@@ -1,4 +1,8 @@
-"""The worker: takes queued jobs one at a time and runs their graphs on the thread that owns the GPU.
+"""The worker: takes queued jobs and runs their graphs on threads beside the event loop.
+
+One job at a time, unless it overlaps jobs (engine.diffusion.sampling.turns): then a second job is
+taken once every job it runs has finished sampling, so that job's sampling runs while the one before
+it decodes and saves its images. Each job has its own thread, interrupt and heartbeat.
 
 It knows jobs and the graph executor, not HTTP: what it learns while a job runs (node started,
 sampler step, preview) goes to the store (logs, progress, and at the end the run's report: every UI
@@ -26,12 +30,13 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
+from engine.diffusion.sampling.turns import SamplingTurns
 from engine.graph.events import Event, ExecutionFailed, NodeFinished, NodeProgress, NodeStarted
-from engine.graph.execute import Executor
+from engine.graph.execute import Executor, RunResult
 from engine.graph.messages import timestamp_ms
 from engine.graph.validate import validate_prompt
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
@@ -52,13 +57,16 @@ PREVIEW_MAX_SIZE = 256
 STORE_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Waits between attempts at a store that refused a write; the last repeats until it recovers."""
 INTERNAL_ERROR = "internal error while running the job"
+MAX_OVERLAPPING_JOBS = 2
+"""Jobs a worker that overlaps jobs runs at once: one sampling, and one before or after its sampling
+(more would only queue on the device's turn, holding jobs another worker of a fleet could run)."""
 
 
 @dataclass(frozen=True)
 class WorkerHealth:
     alive: bool
-    running: str | None
-    """The id of the job being run, if any."""
+    running: tuple[str, ...]
+    """The ids of the jobs being run, oldest first."""
     store_error: str | None
     """Why the store refused the worker's last attempt, while it keeps refusing."""
     store_failing_since: float | None
@@ -110,6 +118,14 @@ def _output_file(entry: dict[str, Any]) -> OutputFile:
     )
 
 
+@dataclass
+class _Running:
+    job: Job
+    interrupt: threading.Event = field(default_factory=threading.Event)
+    sampled: bool = False
+    """Its graph has ended a sampling turn: what is left is mostly decoding and saving."""
+
+
 class Worker:
     def __init__(
         self,
@@ -124,6 +140,7 @@ class Worker:
         endpoints: frozenset[str] | None = None,
         preferred: Callable[[], frozenset[str]] = frozenset,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        turns: SamplingTurns | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -139,10 +156,13 @@ class Worker:
         self.on_finished = on_finished
         """Called on the event loop once a job's final state is stored, before listeners hear of it."""
         self.recorder = recorder
-        self.current: Job | None = None
+        self.turns = turns
+        """The device's sampling turns, which the executor's sampler nodes take, when this worker
+        overlaps jobs; None: one job at a time."""
+        self._running: dict[str, _Running] = {}
+        self._job_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._interrupt = threading.Event()
         self._task: asyncio.Task[None] | None = None
         self._store_error: str | None = None
         self._store_failing_since: float | None = None
@@ -152,10 +172,16 @@ class Worker:
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="engine-worker")
 
+    @property
+    def running(self) -> tuple[Job, ...]:
+        """The jobs being run, oldest first."""
+        return tuple(running.job for running in self._running.values())
+
     async def stop(self, timeout: float = 30.0) -> None:
-        """Interrupt the running job, which goes back to the queue for the next start, and end the loop."""
+        """Interrupt the running jobs, which go back to the queue for the next start, and end the loop."""
         self._stopping = True
-        self._interrupt.set()
+        for running in self._running.values():
+            running.interrupt.set()
         self._wake.set()
         if self._task is not None:
             try:
@@ -170,9 +196,9 @@ class Worker:
         self._wake.set()
 
     def cancel(self, job_id: str) -> None:
-        current = self.current
-        if current is not None and current.id == job_id:
-            self._interrupt.set()
+        running = self._running.get(job_id)
+        if running is not None:
+            running.interrupt.set()
 
     def health(self) -> WorkerHealth:
         crashed = None
@@ -181,7 +207,7 @@ class Worker:
             crashed = f"{type(exc).__name__}: {exc}" if exc is not None else "stopped"
         return WorkerHealth(
             alive=self._task is None or not self._task.done(),  # not started yet (warming up) is not dead
-            running=self.current.id if self.current is not None else None,
+            running=tuple(self._running),
             store_error=self._store_error,
             store_failing_since=self._store_failing_since,
             crashed=crashed,
@@ -202,22 +228,45 @@ class Worker:
     # -- the loop ----------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        while not self._stopping:
-            self._wake.clear()  # before claiming: a wake-up that comes during the claim is kept
-            job = await self._stored(partial(self._claim, self.preferred()))
-            if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
-                continue
-            try:
-                await self.run(job)
-            except Exception:  # the loop must survive anything a job does
-                log.exception("job %s crashed while running", job.id)
-                await self._finished(
-                    await self._stored(
-                        partial(self.store.fail, job.id, INTERNAL_ERROR, worker=self.worker_id)
-                    )
-                )
+        try:
+            while not self._stopping:
+                self._wake.clear()  # before claiming: a wake-up that comes during the claim is kept
+                if not self._may_claim():
+                    await self._wake.wait()  # a job ended, or ended its sampling
+                    continue
+                job = await self._stored(partial(self._claim, self.preferred()))
+                if job is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                    continue
+                if self._stopping:  # claimed while stopping: the next start runs it
+                    await self._stored(partial(self.store.requeue, job.id, worker=self.worker_id))
+                    break
+                self._running[job.id] = _Running(job)  # before the task starts: the next check counts it
+                task = asyncio.create_task(self._run_guarded(job), name=f"job-{job.id}")
+                self._job_tasks.add(task)
+                task.add_done_callback(self._job_tasks.discard)
+        finally:
+            await asyncio.gather(*self._job_tasks, return_exceptions=True)
+
+    def _may_claim(self) -> bool:
+        """Take another job when none runs, or (overlapping) when each one running has sampled."""
+        if not self._running:
+            return True
+        return (
+            self.turns is not None
+            and len(self._running) < MAX_OVERLAPPING_JOBS
+            and all(running.sampled for running in self._running.values())
+        )
+
+    async def _run_guarded(self, job: Job) -> None:
+        try:
+            await self.run(job)
+        except Exception:  # the loop must survive anything a job does
+            log.exception("job %s crashed while running", job.id)
+            await self._finished(
+                await self._stored(partial(self.store.fail, job.id, INTERNAL_ERROR, worker=self.worker_id))
+            )
 
     async def _claim(self, preferred: frozenset[str]) -> Job | None:
         """Looks the store's claim up at each attempt: a retried claim reaches a store that was repaired."""
@@ -256,25 +305,31 @@ class Worker:
             log.warning("a log or progress update was not stored: %s", exc)
 
     async def run(self, job: Job) -> None:
-        self.current = job
-        self._interrupt.clear()
+        running = self._running.setdefault(job.id, _Running(job))
         try:
             self.broadcast.publish(JobUpdate(job.id, "status", {"status": JobStatus.PROCESSING}))
             await self._noted(self.store.add_log(job.id, "started"))
             self.outputs.clear(job.id)
             if self.recorder is not None:
                 await self._stored(partial(self.recorder.clear, job))
-            heartbeat = asyncio.create_task(self._heartbeat(job), name=f"heartbeat-{job.id}")
+            heartbeat = asyncio.create_task(self._heartbeat(running), name=f"heartbeat-{job.id}")
             try:
-                await self._execute(job)
+                await self._execute(running)
             finally:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
         finally:
-            self.current = None
+            del self._running[job.id]
+            self._wake.set()
 
-    async def _heartbeat(self, job: Job) -> None:
+    def _sampled(self, running: _Running) -> None:
+        """On the loop: the job's graph ended a sampling turn, so the next job may start sampling."""
+        running.sampled = True
+        self._wake.set()
+
+    async def _heartbeat(self, running: _Running) -> None:
         """Tell the store the job is alive until cancelled; stop the run once the job is not ours."""
+        job = running.job
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
@@ -284,10 +339,11 @@ class Worker:
                 continue
             if not ours:
                 log.warning("job %s is no longer this worker's (its lease ran out): stopping it", job.id)
-                self._interrupt.set()
+                running.interrupt.set()
                 return
 
-    async def _execute(self, job: Job) -> None:
+    async def _execute(self, running: _Running) -> None:
+        job = running.job
         queue_time = (job.started_at or time.time()) - job.created_at
         validation = validate_prompt(self.executor.registry, job.prompt, job.targets)
         if validation.validated is None:
@@ -310,14 +366,28 @@ class Worker:
         started = time.perf_counter()
         recorder = RunRecorder()
         committing: list[concurrent.futures.Future[None]] = []
-        result = await asyncio.to_thread(
+        loop = asyncio.get_running_loop()
+        run = partial(
             self.executor.run,
             validation.validated,
             prompt_id=job.id,
             extra_data=job.extra_data,
-            on_event=self._listener(job, asyncio.get_running_loop(), recorder, committing),
-            interrupt=self._interrupt,
+            on_event=self._listener(job, loop, recorder, committing),
+            interrupt=running.interrupt,
         )
+        if self.turns is not None:
+            turns = self.turns
+
+            def sampled() -> None:
+                loop.call_soon_threadsafe(self._sampled, running)
+
+            def run_watched() -> RunResult:
+                with turns.watching(sampled):
+                    return run()
+
+            result = await asyncio.to_thread(run_watched)
+        else:
+            result = await asyncio.to_thread(run)
         for commit in committing:  # every output is recorded before the job's final state is stored
             await asyncio.wrap_future(commit)
         report = recorder.report(result.outputs)

@@ -4,6 +4,7 @@ ModelSampling* patches. The work is in engine.diffusion.sampling; these only map
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from engine.diffusion.sampling.sample import Guider, Latent, NoiseSource, ksampl
 from engine.diffusion.sampling.sampler import Sampler, sampler_object
 from engine.diffusion.sampling.samplers import SAMPLER_NAMES
 from engine.diffusion.sampling.schedulers import SCHEDULER_NAMES, denoised_sigmas
+from engine.diffusion.sampling.turns import SamplingTurns
 from engine.nodes.latent import MAX_RESOLUTION
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -51,7 +53,18 @@ def _tip(spec: tuple[Any, ...], tooltip: str) -> tuple[Any, ...]:
     return (spec[0], {**(spec[1] if len(spec) > 1 else {}), "tooltip": tooltip})
 
 
-class KSampler:
+class _Sampling:
+    """A node that runs the diffusion model's step loop: it does so in the device's sampling turn,
+    which the executor passes in as the `sampling_turns` resource where a worker overlaps jobs."""
+
+    def __init__(self, sampling_turns: SamplingTurns | None = None) -> None:
+        self._turns = sampling_turns
+
+    def _turn(self) -> AbstractContextManager[None]:
+        return self._turns.turn() if self._turns is not None else nullcontext()
+
+
+class KSampler(_Sampling):
     CATEGORY = "sampling"
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
@@ -89,14 +102,14 @@ class KSampler:
         latent_image: Latent,
         denoise: float = 1.0,
     ) -> tuple[Latent]:
-        return (
-            ksample(
+        with self._turn():
+            latent = ksample(
                 model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise
-            ),
-        )
+            )
+        return (latent,)
 
 
-class KSamplerAdvanced:
+class KSamplerAdvanced(_Sampling):
     CATEGORY = "sampling"
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
@@ -138,26 +151,27 @@ class KSamplerAdvanced:
         return_with_leftover_noise: str,
         denoise: float = 1.0,
     ) -> tuple[Latent]:
-        latent = ksample(
-            model,
-            noise_seed,
-            steps,
-            cfg,
-            sampler_name,
-            scheduler,
-            positive,
-            negative,
-            latent_image,
-            denoise=denoise,
-            disable_noise=add_noise == "disable",
-            start_step=start_at_step,
-            last_step=end_at_step,
-            force_full_denoise=return_with_leftover_noise != "enable",
-        )
+        with self._turn():
+            latent = ksample(
+                model,
+                noise_seed,
+                steps,
+                cfg,
+                sampler_name,
+                scheduler,
+                positive,
+                negative,
+                latent_image,
+                denoise=denoise,
+                disable_noise=add_noise == "disable",
+                start_step=start_at_step,
+                last_step=end_at_step,
+                force_full_denoise=return_with_leftover_noise != "enable",
+            )
         return (latent,)
 
 
-class SamplerCustom:
+class SamplerCustom(_Sampling):
     CATEGORY = "sampling/custom_sampling"
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT", "LATENT")
@@ -192,12 +206,13 @@ class SamplerCustom:
         latent_image: Latent,
     ) -> tuple[Latent, Latent]:
         noise = RandomNoiseValue(noise_seed) if add_noise else DisableNoiseValue(noise_seed)
-        return sample_custom(
-            noise, CFGGuiderValue(model, positive, negative, cfg), sampler, sigmas, latent_image
-        )
+        with self._turn():
+            return sample_custom(
+                noise, CFGGuiderValue(model, positive, negative, cfg), sampler, sigmas, latent_image
+            )
 
 
-class SamplerCustomAdvanced:
+class SamplerCustomAdvanced(_Sampling):
     CATEGORY = "sampling/custom_sampling"
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT", "LATENT")
@@ -218,7 +233,8 @@ class SamplerCustomAdvanced:
     def sample(
         self, noise: NoiseSource, guider: Guider, sampler: Sampler, sigmas: torch.Tensor, latent_image: Latent
     ) -> tuple[Latent, Latent]:
-        return sample_custom(noise, guider, sampler, sigmas, latent_image)
+        with self._turn():
+            return sample_custom(noise, guider, sampler, sigmas, latent_image)
 
 
 class RandomNoise:

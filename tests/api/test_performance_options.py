@@ -19,17 +19,20 @@ def test_without_switches_serve_runs_with_the_defaults(monkeypatch: pytest.Monke
         "ENGINE_STEP_CACHE",
         "ENGINE_TEXT_CACHE_SIZE",
         "ENGINE_SEQUENTIAL_OFFLOAD",
+        "ENGINE_OVERLAP_JOBS",
     ):
         monkeypatch.delenv(name, raising=False)
     assert parsed() == PerformanceSettings()
     assert PerformanceSettings().compiles("cuda") and not PerformanceSettings().compiles("cpu")
     assert PerformanceSettings().step_cache_threshold == 0.0  # lossy: off unless asked for
+    assert PerformanceSettings().overlaps("cuda") and not PerformanceSettings().overlaps("cpu")
 
 
 def test_each_switch_sets_its_setting() -> None:
     performance = parsed(
         "--compile", "--no-cuda-graphs", "--no-batch-cfg", "--text-cache-size", "64MiB",
         "--step-cache", "0.1", "--offload-text-encoders", "always", "--sequential-offload",
+        "--overlap-jobs",
     )  # fmt: skip
     assert performance == PerformanceSettings(
         compile=True,
@@ -39,21 +42,26 @@ def test_each_switch_sets_its_setting() -> None:
         step_cache_threshold=0.1,
         offload_text_encoders="always",
         sequential_offload=True,
+        overlap_jobs=True,
     )
     assert parsed("--no-compile").compile is False
+    assert parsed("--no-overlap-jobs").overlap_jobs is False
 
 
 def test_environment_variables_set_them_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGINE_COMPILE", "0")
     monkeypatch.setenv("ENGINE_STEP_CACHE", "0.08")
     monkeypatch.setenv("ENGINE_SEQUENTIAL_OFFLOAD", "yes")
+    monkeypatch.setenv("ENGINE_OVERLAP_JOBS", "off")
     performance = parsed()
-    assert (performance.compile, performance.step_cache_threshold, performance.sequential_offload) == (
-        False,
-        0.08,
-        True,
-    )
+    assert (
+        performance.compile,
+        performance.step_cache_threshold,
+        performance.sequential_offload,
+        performance.overlap_jobs,
+    ) == (False, 0.08, True, False)
     assert parsed("--compile").compile is True
+    assert parsed("--overlap-jobs").overlap_jobs is True
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,9 @@ async def post_queue(request: web.Request) -> web.Response:
 
 async def post_interrupt(request: web.Request) -> web.Response:
     """Stop the running prompt: the one named by `{"prompt_id"}` only if it is running, else whichever
-    of the caller's is running (in a fleet, where several run at once, the first of them). The prompt
-    ends as cancelled (execution_interrupted), on whichever worker runs it."""
+    of the caller's is running (where several run at once, in a fleet or on a worker that overlaps
+    jobs, the oldest of them). The prompt ends as cancelled (execution_interrupted), on whichever
+    worker runs it."""
     body = await json_object(request, required=False)
     prompt_id = body.get("prompt_id")
     if prompt_id is not None and not isinstance(prompt_id, str):

@@ -1,8 +1,10 @@
-"""Nodes for the API tests: one that takes its time (and stops when interrupted), one that always fails."""
+"""Nodes for the API tests: one that takes its time (and stops when interrupted), one that waits for a
+file the test creates, one that always fails."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from engine.progress import ProgressBar, throw_if_interrupted
 
@@ -33,6 +35,34 @@ class SlowImages:
         return (images,)
 
 
+class WaitForFile:
+    """Passes its images on once `path` exists: a test holds a job at this node until it has seen
+    what it waits for happen elsewhere (fails after `timeout` seconds; stops when interrupted)."""
+
+    CATEGORY = "test"
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "path": ("STRING", {"default": ""}),
+                "timeout": ("FLOAT", {"default": 60.0, "min": 0.0, "max": 600.0}),
+            }
+        }
+
+    def run(self, images, path, timeout):
+        deadline = time.monotonic() + timeout
+        while not Path(path).exists():
+            throw_if_interrupted()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path} did not appear within {timeout} s")
+            time.sleep(STEP_SECONDS)
+        return (images,)
+
+
 class FailingImages:
     CATEGORY = "test"
     FUNCTION = "run"
@@ -46,4 +76,4 @@ class FailingImages:
         raise RuntimeError("this node fails on purpose")
 
 
-NODE_CLASS_MAPPINGS = {"SlowImages": SlowImages, "FailingImages": FailingImages}
+NODE_CLASS_MAPPINGS = {"SlowImages": SlowImages, "WaitForFile": WaitForFile, "FailingImages": FailingImages}
