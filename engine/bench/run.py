@@ -1,5 +1,8 @@
 """One benchmark run: for each endpoint, its weights, the engine's figures, diffusers' on the same files,
-and (at the small size by default) whether the two made the same image.
+and (at the small size by default) whether the two made the same image. A variant of an endpoint (a
+memory mode, fp8 weights; engine only) is reported beside that endpoint's default run when it ran
+earlier: latency and per-step time as ratios, peak memory saved, and how far its image is from the
+default's on the same request.
 
 Endpoints run one after another, the engine first, each system alone on the device (the other's models
 unloaded), so each peak-memory figure is its own. The JSON and markdown files are rewritten after every
@@ -25,7 +28,7 @@ import torch
 from engine.bench.diffusers_runs import DiffusersBench
 from engine.bench.engine_runs import CASES, Case, EngineBench
 from engine.bench.report import markdown
-from engine.bench.results import BenchReport, Comparison, EndpointResult, Work
+from engine.bench.results import BenchReport, Comparison, EndpointResult, ModeCost, Work
 from engine.bench.weights import MODEL_SIZES, Size, WeightsCache
 from engine.bench.work import ImageWork, image_work
 from engine.diffusion.model_manager import default_device, default_dtype
@@ -123,6 +126,23 @@ def compare_images(engine: torch.Tensor, diffusers: torch.Tensor, dtype: torch.d
     )
 
 
+def _against_default(
+    name: str, case: Case, report: BenchReport, images: dict[str, torch.Tensor]
+) -> ModeCost | None:
+    """A variant's figures beside its endpoint's default run, if that ran (and finished) before it."""
+    if name == case.endpoint:
+        return None
+    ours = next((e.engine for e in report.endpoints if e.endpoint == name), None)
+    theirs = next((e.engine for e in report.endpoints if e.endpoint == case.endpoint), None)
+    if ours is None or theirs is None:
+        return None
+    image_diff = None
+    if name in images and case.endpoint in images:
+        difference = (images[name].double() - images[case.endpoint].double()).abs()
+        image_diff = float(difference.max()), float(difference.mean())
+    return ModeCost.of(case.endpoint, ours, theirs, image_diff)
+
+
 def _write(report: BenchReport, options: BenchOptions) -> None:
     if options.json_path is not None:
         options.json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +175,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
         report.notes.append(
             "no CUDA device: these figures show the whole path works, not how fast a GPU runs it"
         )
+    images: dict[str, torch.Tensor] = {}  # comparison images by case: a variant's beside its endpoint's
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as work_dir:
         engine = EngineBench(cache.models_dir, options.graphs_dir, Path(work_dir), device, sizes.image_side)
         baseline = DiffusersBench(cache, device, dtype, sizes.image_side)
@@ -167,6 +188,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 height=sizes.image_side,
                 steps=case.steps,
                 cfg=case.cfg,
+                mode=case.mode,
                 work=Work(
                     image_tokens=work.image_tokens,
                     text_tokens=work.text_tokens,
@@ -193,6 +215,9 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 concurrent = options.concurrent if throughput_run else 0
                 outcome = asyncio.run(engine.run(case, work, options.runs, concurrent, options.compare))
                 result.engine = outcome.result
+                if outcome.image is not None:
+                    images[name] = outcome.image
+                result.against_default = _against_default(name, case, report, images)
                 if options.diffusers and case.baseline:
                     say(f"{name}: diffusers")
                     capture = outcome.capture if options.compare else None
