@@ -170,6 +170,8 @@ class EngineOutcome:
     capture: Capture | None
     image: torch.Tensor | None
     """The comparison run's image, [3, H, W] in [0, 1], read back from the PNG the graph wrote."""
+    image_file: Path | None
+    """That PNG, in the bench's work folder (gone when the benchmark ends)."""
 
 
 def _already_resident() -> torch.nn.Module:
@@ -262,9 +264,9 @@ class EngineBench:
                     (await runner.request(f"{PROMPT}, take {i}", seed=1 + i))[0] for i in range(runs)
                 ]
             stages, steps = await asyncio.to_thread(runner.profile, f"{PROMPT}, profiled", 100)
-            capture = image = None
+            capture = image = image_file = None
             if compare:  # a variant's image is compared with its endpoint's default run's
-                capture, image = await asyncio.to_thread(runner.compare_run)
+                capture, image, image_file = await asyncio.to_thread(runner.compare_run)
             if concurrent:
                 throughput = await runner.throughput(concurrent)
             else:
@@ -291,7 +293,7 @@ class EngineBench:
                 "written); each request has its own prompt and seed, so no node output is reused",
             ],
         )
-        return EngineOutcome(result, capture, image)
+        return EngineOutcome(result, capture, image, image_file)
 
 
 async def _ready(service: Service, endpoint: str) -> None:
@@ -403,8 +405,9 @@ class _Runner:
         sampler = max(step_marks.values(), key=len, default=[])  # the node reporting the most steps
         return stages, [later - earlier for earlier, later in itertools.pairwise(sampler)]
 
-    def compare_run(self) -> tuple[Capture, torch.Tensor]:
-        """The comparison request: the transformer's inputs at every forward, and the PNG it wrote."""
+    def compare_run(self) -> tuple[Capture, torch.Tensor, Path]:
+        """The comparison request: the transformer's inputs at every forward, the image it wrote, and
+        where."""
         capture = Capture()
         module = resident_transformer(self.service)
         handle = module.register_forward_pre_hook(capture.hook(module), with_kwargs=True)
@@ -420,4 +423,4 @@ class _Runner:
         path = self.service.outputs.output_dir / saved.get("subfolder", "") / saved["filename"]
         with Image.open(path) as png:
             pixels = np.asarray(png.convert("RGB"), dtype=np.float32) / 255.0
-        return capture, torch.from_numpy(pixels).permute(2, 0, 1)
+        return capture, torch.from_numpy(pixels).permute(2, 0, 1), path

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import platform
+import shutil
 import tempfile
 import time
 import traceback
@@ -74,6 +75,9 @@ class BenchOptions:
     time_budget_s: float | None = None
     json_path: Path | None = None
     markdown_path: Path | None = None
+    images_dir: Path | None = None
+    """Where each compared image is copied as <case>.png (the PNG the endpoint's graph wrote), to be
+    looked at or checked beside the figures; None: not kept."""
 
 
 def _versions() -> dict[str, str]:
@@ -217,6 +221,9 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 result.engine = outcome.result
                 if outcome.image is not None:
                     images[name] = outcome.image
+                if outcome.image_file is not None and options.images_dir is not None:
+                    options.images_dir.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(outcome.image_file, options.images_dir / f"{name}.png")
                 result.against_default = _against_default(name, case, report, images)
                 if options.diffusers and case.baseline:
                     say(f"{name}: diffusers")

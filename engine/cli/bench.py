@@ -2,7 +2,8 @@
 
 Full size (1024x1024, the published models' shapes) needs a CUDA GPU with room for a 12B model and its
 encoders (tens of GB) and disk for the weights; without CUDA it runs the same code with the tiny test
-models at 64x64, which is what CI runs. Prints the markdown table and writes it with the JSON.
+models at 64x64, which is what CI runs. Prints the markdown table and writes it with the JSON (and
+the compared images, when there is a comparison run).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget,
         json_path=out / f"bench-{size}.json",
         markdown_path=out / f"bench-{size}.md",
+        images_dir=out / f"bench-{size}-images",
     )
     report = run_bench(options, say=log.info)
     print(markdown(report), end="")
