@@ -29,7 +29,7 @@ import torch
 from engine.bench.diffusers_runs import DiffusersBench
 from engine.bench.engine_runs import CASES, Case, EngineBench
 from engine.bench.report import markdown
-from engine.bench.results import BenchReport, Comparison, EndpointResult, ModeCost, Work
+from engine.bench.results import BenchReport, Comparison, EndpointResult, ModeCost, SystemResult, Work
 from engine.bench.weights import MODEL_SIZES, Size, WeightsCache
 from engine.bench.work import ImageWork, image_work
 from engine.diffusion.model_manager import default_device, default_dtype
@@ -131,18 +131,17 @@ def compare_images(engine: torch.Tensor, diffusers: torch.Tensor, dtype: torch.d
 
 
 def _against_default(
-    name: str, case: Case, report: BenchReport, images: dict[str, torch.Tensor]
+    case: Case, ours: SystemResult, report: BenchReport, images: dict[str, torch.Tensor]
 ) -> ModeCost | None:
     """A variant's figures beside its endpoint's default run, if that ran (and finished) before it."""
-    if name == case.endpoint:
+    if case.name == case.endpoint:
         return None
-    ours = next((e.engine for e in report.endpoints if e.endpoint == name), None)
     theirs = next((e.engine for e in report.endpoints if e.endpoint == case.endpoint), None)
-    if ours is None or theirs is None:
+    if theirs is None:
         return None
     image_diff = None
-    if name in images and case.endpoint in images:
-        difference = (images[name].double() - images[case.endpoint].double()).abs()
+    if case.name in images and case.endpoint in images:
+        difference = (images[case.name].double() - images[case.endpoint].double()).abs()
         image_diff = float(difference.max()), float(difference.mean())
     return ModeCost.of(case.endpoint, ours, theirs, image_diff)
 
@@ -224,7 +223,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 if outcome.image_file is not None and options.images_dir is not None:
                     options.images_dir.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(outcome.image_file, options.images_dir / f"{name}.png")
-                result.against_default = _against_default(name, case, report, images)
+                result.against_default = _against_default(case, outcome.result, report, images)
                 if options.diffusers and case.baseline:
                     say(f"{name}: diffusers")
                     capture = outcome.capture if options.compare else None
