@@ -12,9 +12,17 @@
 #   flux-schnell ~110 s (34 GB written: T5-XXL, CLIP-L, AE, transformer; 8 concurrent requests),
 #   flux-dev     ~150 s (24 GB written; 28-step requests at ~5 s eager),
 #   aura-flow    ~110 s (16 GB written; 25 steps x 2 forwards),
-#   flux-dev-fp8  ~60 s (engine only, on flux-dev's files; skipped if the time budget is spent).
-# About 450 s in all. No endpoint starts after 400 s (--time-budget in bench/gpu.py) and the Python run
-# is stopped at 560 s, so $OUT always comes back; the JSON is rewritten after each endpoint.
+#   flux-dev-fp8  ~60 s (engine only, on flux-dev's files; skipped if the time budget is spent),
+#   flux-dev-offload ~70 s (engine only, flux-dev's files; T5-XXL and CLIP-L, ~10 GB, moved to host
+#                 memory after each encode and back for the next: ~1 s more per request),
+#   flux-dev-sequential ~220 s (engine only, one timed request: each of the 28 forwards copies the
+#                 ~24 GB of blocks to the GPU and back, ~2.5 s at ~20 GB/s each way, so ~70 s an
+#                 image, for the untimed request, the timed one and the profiled one).
+# The two modes are reported against flux-dev's row (latency and per-step ratios, peak memory saved).
+# About 450 s before the modes, so they run only when the endpoints before them finish sooner than
+# estimated. No endpoint starts after 400 s (--time-budget in bench/gpu.py) and the Python run is
+# stopped at 560 s, so $OUT always comes back; the JSON is rewritten after each endpoint (a mode cut
+# off by the stop is missing from it, not half-reported).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-$PWD/bench-out}"

@@ -13,7 +13,10 @@ throughput is the timed requests' sequential rate, to save the time of a long en
 
 For the comparison with diffusers, one more run (with the sampler diffusers' pipelines use) records
 what the graph fed the diffusion transformer, through a forward pre-hook on the resident module: the
-initial noise, the conditioning, the guidance and the schedule (one timestep per step).
+initial noise, the conditioning, the guidance and the schedule (one timestep per step). Its image is
+also what a variant (a memory mode, fp8) is compared with: the same request on the default settings.
+
+A case's `runs` caps the timed requests asked for (a mode that streams its weights at every forward).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from engine.graph.events import Event, ExecutionFailed, NodeFinished, NodeProgre
 from engine.graph.validate import validate_prompt
 from engine.jobs.outputs import JobOutputs
 from engine.jobs.types import Job, JobStatus
+from engine.performance import PerformanceSettings
 from engine.service import Service
 from engine.settings import Settings
 
@@ -67,12 +71,28 @@ class Case:
     run asks the endpoint for Euler (one of its sampler choices) so the two are one computation."""
     node_inputs: dict[tuple[str, str], Any] = field(default_factory=dict)
     """(node class, input) -> value set on the built graph: a variant no request field reaches."""
+    performance: PerformanceSettings = field(default_factory=PerformanceSettings)
+    """The service's speed and memory switches: a memory mode is a variant no graph input reaches."""
+    runs: int | None = None
+    """At most this many timed requests, for a mode so slow that one is what a time budget allows."""
     baseline: bool = True
     """Whether diffusers runs it too (it has no counterpart of an engine-only variant)."""
 
     @property
     def guided(self) -> bool:
         return self.cfg != 1.0
+
+    @property
+    def mode(self) -> dict[str, Any]:
+        """What this case changes from its endpoint's default run: graph inputs ("class.input") and the
+        performance settings that differ from their defaults (by field name); empty for the default."""
+        changed: dict[str, Any] = {f"{cls}.{name}": value for (cls, name), value in self.node_inputs.items()}
+        default = PerformanceSettings()
+        for setting in fields(PerformanceSettings):
+            value = getattr(self.performance, setting.name)
+            if value != getattr(default, setting.name):
+                changed[setting.name] = value
+        return changed
 
 
 CASES: dict[str, Case] = {
@@ -95,9 +115,31 @@ CASES: dict[str, Case] = {
         node_inputs={("UNETLoader", "weight_dtype"): "fp8_e4m3fn_fast"},
         baseline=False,
     ),
+    "flux-dev-offload": Case(
+        "flux-dev-offload",
+        "flux-dev",
+        28,
+        1.0,
+        {"steps": 28},
+        performance=PerformanceSettings(offload_text_encoders="always"),
+        baseline=False,
+    ),
+    "flux-dev-sequential": Case(
+        "flux-dev-sequential",
+        "flux-dev",
+        28,
+        1.0,
+        {"steps": 28},
+        performance=PerformanceSettings(sequential_offload=True),
+        runs=1,
+        baseline=False,
+    ),
 }
-"""The issue's three runs (aura-flow 25 steps at cfg 5, flux-schnell 4 steps, flux-dev 28 steps) and
-flux-dev with its diffusion model loaded as `fp8_e4m3fn_fast`, the opt-in fp8 path (engine only)."""
+"""The issue's three runs (aura-flow 25 steps at cfg 5, flux-schnell 4 steps, flux-dev 28 steps),
+flux-dev with its diffusion model loaded as `fp8_e4m3fn_fast`, the opt-in fp8 path, and flux-dev in
+the two memory modes: text encoders moved to host memory after each encode (on a GPU only), and the
+transformer's blocks streamed from host memory one at a time (each forward moves all ~24 GB of them
+to the GPU and back at full size, hence one timed request). The variants run on the engine only."""
 
 
 @dataclass
@@ -128,6 +170,8 @@ class EngineOutcome:
     capture: Capture | None
     image: torch.Tensor | None
     """The comparison run's image, [3, H, W] in [0, 1], read back from the PNG the graph wrote."""
+    image_file: Path | None
+    """That PNG, in the bench's work folder (gone when the benchmark ends)."""
 
 
 def _already_resident() -> torch.nn.Module:
@@ -175,6 +219,7 @@ class EngineBench:
             open_access=True,
             test_models=False,
             warmup_endpoints=(case.endpoint,) if not case.node_inputs else (),
+            performance=case.performance,
         )
 
     def prompt(
@@ -200,6 +245,7 @@ class EngineBench:
     async def run(
         self, case: Case, work: ImageWork, runs: int, concurrent: int, compare: bool
     ) -> EngineOutcome:
+        runs = min(runs, case.runs) if case.runs is not None else runs
         release(self.device)
         reset_peak(self.device)
         loads: list[float] = []
@@ -218,9 +264,9 @@ class EngineBench:
                     (await runner.request(f"{PROMPT}, take {i}", seed=1 + i))[0] for i in range(runs)
                 ]
             stages, steps = await asyncio.to_thread(runner.profile, f"{PROMPT}, profiled", 100)
-            capture = image = None
-            if compare and case.baseline:
-                capture, image = await asyncio.to_thread(runner.compare_run)
+            capture = image = image_file = None
+            if compare:  # a variant's image is compared with its endpoint's default run's
+                capture, image, image_file = await asyncio.to_thread(runner.compare_run)
             if concurrent:
                 throughput = await runner.throughput(concurrent)
             else:
@@ -247,7 +293,7 @@ class EngineBench:
                 "written); each request has its own prompt and seed, so no node output is reused",
             ],
         )
-        return EngineOutcome(result, capture, image)
+        return EngineOutcome(result, capture, image, image_file)
 
 
 async def _ready(service: Service, endpoint: str) -> None:
@@ -359,8 +405,9 @@ class _Runner:
         sampler = max(step_marks.values(), key=len, default=[])  # the node reporting the most steps
         return stages, [later - earlier for earlier, later in itertools.pairwise(sampler)]
 
-    def compare_run(self) -> tuple[Capture, torch.Tensor]:
-        """The comparison request: the transformer's inputs at every forward, and the PNG it wrote."""
+    def compare_run(self) -> tuple[Capture, torch.Tensor, Path]:
+        """The comparison request: the transformer's inputs at every forward, the image it wrote, and
+        where."""
         capture = Capture()
         module = resident_transformer(self.service)
         handle = module.register_forward_pre_hook(capture.hook(module), with_kwargs=True)
@@ -376,4 +423,4 @@ class _Runner:
         path = self.service.outputs.output_dir / saved.get("subfolder", "") / saved["filename"]
         with Image.open(path) as png:
             pixels = np.asarray(png.convert("RGB"), dtype=np.float32) / 255.0
-        return capture, torch.from_numpy(pixels).permute(2, 0, 1)
+        return capture, torch.from_numpy(pixels).permute(2, 0, 1), path

@@ -1,8 +1,11 @@
-"""The benchmark's markdown table: one row per endpoint and system, the figures that decide a choice."""
+"""The benchmark's markdown table: one row per endpoint and system, the figures that decide a choice;
+then the engine's variants of an endpoint (memory modes, fp8) against its default run."""
 
 from __future__ import annotations
 
-from engine.bench.results import BenchReport, EndpointResult, SystemResult
+from typing import Any
+
+from engine.bench.results import BenchReport, EndpointResult, ModeCost, SystemResult
 
 GIB = 1024**3
 
@@ -37,6 +40,52 @@ def _row(endpoint: EndpointResult, result: SystemResult, speedup: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f" ({value:.2f}x)"
+
+
+def _changes(mode: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in mode.items())
+
+
+def _mode_row(endpoint: EndpointResult, result: SystemResult, cost: ModeCost) -> str:
+    saved = cost.peak_memory_saved_bytes / GIB
+    if cost.image_max_abs_diff is None:
+        image = "-"
+    elif cost.image_max_abs_diff == 0:
+        image = "identical"
+    else:
+        image = f"max {cost.image_max_abs_diff:.2e}, mean {cost.image_mean_abs_diff:.2e}"
+    cells = [
+        endpoint.endpoint,
+        _changes(endpoint.mode),
+        _seconds(result.latency.median_s) + _ratio(cost.latency_ratio),
+        _seconds(result.per_step_s) + _ratio(cost.per_step_ratio),
+        f"{result.peak_memory_bytes / GIB:.2f} GiB ({abs(saved):.2f} GiB {'less' if saved >= 0 else 'more'})",
+        _seconds(result.load_s) + _ratio(cost.load_ratio),
+        image,
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _modes(report: BenchReport) -> list[str]:
+    rows = [
+        _mode_row(endpoint, endpoint.engine, endpoint.against_default)
+        for endpoint in report.endpoints
+        if endpoint.engine is not None and endpoint.against_default is not None
+    ]
+    if not rows:
+        return []
+    return [
+        "",
+        "Modes against the endpoint's default run (engine; ratios and memory relative to that row):",
+        "",
+        "| mode | changes | latency (median) | per step | peak memory | load | image vs default |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def markdown(report: BenchReport) -> str:
     side = report.endpoints[0].width if report.endpoints else 0
     lines = [
@@ -53,6 +102,7 @@ def markdown(report: BenchReport) -> str:
             if result is not None:
                 lines.append(_row(endpoint, result, speedup if result.system == "engine" else ""))
         lines.extend(f"| {endpoint.endpoint} | error | {error} |||||||" for error in endpoint.errors)
+    lines += _modes(report)
     comparisons = [e for e in report.endpoints if e.comparison is not None]
     if comparisons:
         lines += [

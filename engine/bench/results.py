@@ -141,13 +141,57 @@ class Work:
 
 
 @dataclass
+class ModeCost:
+    """A variant of an endpoint (a memory mode, fp8 weights) against the endpoint's default run in the
+    same report: what the mode costs in time, what it saves in memory, and whether its image changed."""
+
+    default: str
+    """The row compared with: the endpoint run on the default settings."""
+    latency_ratio: float
+    """The variant's median latency / the default's (above 1: the mode is slower)."""
+    per_step_ratio: float | None
+    peak_memory_saved_bytes: int
+    """The default's peak memory minus the variant's (negative: the mode needs more)."""
+    load_ratio: float | None
+    """The variant's load time / the default's; None when the default loaded nothing it timed."""
+    image_max_abs_diff: float | None
+    """Largest difference of the two comparison images' 8-bit values, in [0, 1] units (0: the same
+    pixels); None without a comparison run (--no-compare, the default at full size)."""
+    image_mean_abs_diff: float | None
+
+    @classmethod
+    def of(
+        cls,
+        default: str,
+        ours: SystemResult,
+        theirs: SystemResult,
+        image_diff: tuple[float, float] | None,
+    ) -> ModeCost:
+        ours_step, theirs_step = ours.per_step_s, theirs.per_step_s
+        return cls(
+            default=default,
+            latency_ratio=ours.latency.median_s / theirs.latency.median_s,
+            per_step_ratio=ours_step / theirs_step if ours_step and theirs_step else None,
+            peak_memory_saved_bytes=theirs.peak_memory_bytes - ours.peak_memory_bytes,
+            load_ratio=ours.load_s / theirs.load_s if theirs.load_s > 0 else None,
+            image_max_abs_diff=image_diff[0] if image_diff is not None else None,
+            image_mean_abs_diff=image_diff[1] if image_diff is not None else None,
+        )
+
+
+@dataclass
 class EndpointResult:
     endpoint: str
+    """The case's name: the endpoint, or one of its variants (engine.bench.engine_runs.CASES)."""
     width: int
     height: int
     steps: int
     cfg: float
     work: Work
+    mode: dict[str, Any] = field(default_factory=dict)
+    """What a variant changes from its endpoint's default run (engine_runs.Case.mode); empty for it."""
+    against_default: ModeCost | None = None
+    """A variant's cost beside its endpoint's default run, when that ran earlier in the same report."""
     engine: SystemResult | None = None
     diffusers: SystemResult | None = None
     speedup: float | None = None

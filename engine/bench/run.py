@@ -1,5 +1,8 @@
 """One benchmark run: for each endpoint, its weights, the engine's figures, diffusers' on the same files,
-and (at the small size by default) whether the two made the same image.
+and (at the small size by default) whether the two made the same image. A variant of an endpoint (a
+memory mode, fp8 weights; engine only) is reported beside that endpoint's default run when it ran
+earlier: latency and per-step time as ratios, peak memory saved, and how far its image is from the
+default's on the same request.
 
 Endpoints run one after another, the engine first, each system alone on the device (the other's models
 unloaded), so each peak-memory figure is its own. The JSON and markdown files are rewritten after every
@@ -12,6 +15,7 @@ import asyncio
 import json
 import logging
 import platform
+import shutil
 import tempfile
 import time
 import traceback
@@ -25,7 +29,7 @@ import torch
 from engine.bench.diffusers_runs import DiffusersBench
 from engine.bench.engine_runs import CASES, Case, EngineBench
 from engine.bench.report import markdown
-from engine.bench.results import BenchReport, Comparison, EndpointResult, Work
+from engine.bench.results import BenchReport, Comparison, EndpointResult, ModeCost, SystemResult, Work
 from engine.bench.weights import MODEL_SIZES, Size, WeightsCache
 from engine.bench.work import ImageWork, image_work
 from engine.diffusion.model_manager import default_device, default_dtype
@@ -71,6 +75,9 @@ class BenchOptions:
     time_budget_s: float | None = None
     json_path: Path | None = None
     markdown_path: Path | None = None
+    images_dir: Path | None = None
+    """Where each compared image is copied as <case>.png (the PNG the endpoint's graph wrote), to be
+    looked at or checked beside the figures; None: not kept."""
 
 
 def _versions() -> dict[str, str]:
@@ -123,6 +130,22 @@ def compare_images(engine: torch.Tensor, diffusers: torch.Tensor, dtype: torch.d
     )
 
 
+def _against_default(
+    case: Case, ours: SystemResult, report: BenchReport, images: dict[str, torch.Tensor]
+) -> ModeCost | None:
+    """A variant's figures beside its endpoint's default run, if that ran (and finished) before it."""
+    if case.name == case.endpoint:
+        return None
+    theirs = next((e.engine for e in report.endpoints if e.endpoint == case.endpoint), None)
+    if theirs is None:
+        return None
+    image_diff = None
+    if case.name in images and case.endpoint in images:
+        difference = (images[case.name].double() - images[case.endpoint].double()).abs()
+        image_diff = float(difference.max()), float(difference.mean())
+    return ModeCost.of(case.endpoint, ours, theirs, image_diff)
+
+
 def _write(report: BenchReport, options: BenchOptions) -> None:
     if options.json_path is not None:
         options.json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +178,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
         report.notes.append(
             "no CUDA device: these figures show the whole path works, not how fast a GPU runs it"
         )
+    images: dict[str, torch.Tensor] = {}  # comparison images by case: a variant's beside its endpoint's
     with tempfile.TemporaryDirectory(prefix="engine-bench-") as work_dir:
         engine = EngineBench(cache.models_dir, options.graphs_dir, Path(work_dir), device, sizes.image_side)
         baseline = DiffusersBench(cache, device, dtype, sizes.image_side)
@@ -167,6 +191,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 height=sizes.image_side,
                 steps=case.steps,
                 cfg=case.cfg,
+                mode=case.mode,
                 work=Work(
                     image_tokens=work.image_tokens,
                     text_tokens=work.text_tokens,
@@ -193,6 +218,12 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = log.info) -> B
                 concurrent = options.concurrent if throughput_run else 0
                 outcome = asyncio.run(engine.run(case, work, options.runs, concurrent, options.compare))
                 result.engine = outcome.result
+                if outcome.image is not None:
+                    images[name] = outcome.image
+                if outcome.image_file is not None and options.images_dir is not None:
+                    options.images_dir.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(outcome.image_file, options.images_dir / f"{name}.png")
+                result.against_default = _against_default(case, outcome.result, report, images)
                 if options.diffusers and case.baseline:
                     say(f"{name}: diffusers")
                     capture = outcome.capture if options.compare else None

@@ -2,7 +2,8 @@
 
 Full size (1024x1024, the published models' shapes) needs a CUDA GPU with room for a 12B model and its
 encoders (tens of GB) and disk for the weights; without CUDA it runs the same code with the tiny test
-models at 64x64, which is what CI runs. Prints the markdown table and writes it with the JSON.
+models at 64x64, which is what CI runs. Prints the markdown table and writes it with the JSON (and
+the compared images, when there is a comparison run).
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ from engine.cli import global_options
 
 log = logging.getLogger("engine.bench")
 
-ENDPOINT_CHOICES = ("flux-schnell", "flux-dev", "aura-flow", "flux-dev-fp8")
+ENDPOINT_CHOICES = (
+    "flux-schnell",
+    "flux-dev",
+    "aura-flow",
+    "flux-dev-fp8",
+    "flux-dev-offload",
+    "flux-dev-sequential",
+)
 DEFAULT_ENDPOINTS = ENDPOINT_CHOICES[:3]
-"""flux-dev-fp8 (the engine's opt-in fp8 path, no diffusers counterpart) only when asked for."""
+"""The variants of flux-dev run only when asked for, on the engine alone (no diffusers counterpart):
+flux-dev-fp8 (the opt-in fp8 path), flux-dev-offload (text encoders moved to host memory after
+encoding) and flux-dev-sequential (the transformer's blocks streamed from host memory). Listed after
+flux-dev, each is reported against its run: latency and per-step ratios, peak memory saved."""
 
 
 def _positive(text: str) -> int:
@@ -57,6 +68,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget,
         json_path=out / f"bench-{size}.json",
         markdown_path=out / f"bench-{size}.md",
+        images_dir=out / f"bench-{size}-images",
     )
     report = run_bench(options, say=log.info)
     print(markdown(report), end="")
@@ -80,7 +92,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="full: the published models at 1024x1024 (default with CUDA); small: tiny models at 64x64",
     )
     bench.add_argument(
-        "--endpoints", nargs="+", choices=ENDPOINT_CHOICES, help="default: the three served endpoints"
+        "--endpoints",
+        nargs="+",
+        choices=ENDPOINT_CHOICES,
+        help="default: the three served endpoints; the flux-dev variants (fp8, memory modes) when named",
     )
     bench.add_argument("--runs", type=_positive, default=3, help="timed requests per endpoint (default 3)")
     bench.add_argument(
