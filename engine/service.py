@@ -41,7 +41,7 @@ from engine.assets.outputs import OutputAssets
 from engine.assets.redis_assets import RedisAssetStore
 from engine.assets.store import AssetStore
 from engine.diffusion.model_manager import ModelManager
-from engine.diffusion.sampling.turns import SamplingTurns
+from engine.diffusion.sampling.device_thread import DeviceThread
 from engine.endpoints import Endpoint, Params, load_endpoints
 from engine.endpoints import publish as publishing
 from engine.endpoints.sharing import export_workflow, import_request
@@ -136,14 +136,12 @@ class Service:
         self.models = ModelManager(
             torch.device(settings.device) if settings.device else None, performance=settings.performance
         )
-        self.sampling_turns = (
-            SamplingTurns() if settings.performance.overlaps(self.models.device.type) else None
-        )
-        """The device's sampling turn when the worker overlaps jobs (engine.diffusion.sampling.turns)."""
+        self.device_thread = DeviceThread(str(self.models.device))
+        """Where the samplers run (engine.diffusion.sampling.device_thread)."""
         self.executor = Executor(
             self.registry,
             OutputCache(settings.cache_bytes),
-            {"models": self.models, "sampling_turns": self.sampling_turns},
+            {"models": self.models, "device_thread": self.device_thread},
         )
         self.webhook_secret = load_or_create_secret(settings.data_path / "webhook_secret")
         self.readiness = Readiness()
@@ -208,7 +206,7 @@ class Service:
                 worker_id=self.worker_id if broker is not None else LOCAL_WORKER,
                 preferred=self._loaded_endpoints,
                 recorder=OutputAssets(self.assets, folders.get_output_directory()),
-                turns=self.sampling_turns,
+                overlap=self.device_thread if self._overlaps() else None,
             )
             self.broadcast.on_cancel(self.worker.cancel)
             self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
@@ -218,10 +216,14 @@ class Service:
             self.readiness.ready = True
             self.readiness.reason = "ready (API only: workers run the jobs)"
 
+    def _overlaps(self) -> bool:
+        return self.settings.performance.overlaps(self.models.device.type)
+
     async def stop(self) -> None:
         await cancel_all(self._tasks)
         if self.worker is not None:
             await self.worker.stop()
+        self.device_thread.close()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.registry_of_workers is not None:
             if self.worker is not None:

@@ -57,6 +57,9 @@ class RedisBroadcast(JobBroadcast):
         self._origin = uuid.uuid4().hex.encode()
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(OUTBOX_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
+        self._unfollowed: set[asyncio.Task[None]] = set()
+        """Event followers cancelled when their last listener left, awaited at `close` (a loop that
+        stops first would leave their coroutines to be collected mid-way, connection and all)."""
         self._events_task: asyncio.Task[None] | None = None
         self._remote_listeners = 0
 
@@ -74,7 +77,8 @@ class RedisBroadcast(JobBroadcast):
         self._all_changed()
 
     async def close(self) -> None:
-        await cancel_all([*self._tasks, *([self._events_task] if self._events_task is not None else [])])
+        events = [self._events_task] if self._events_task is not None else []
+        await cancel_all([*self._tasks, *self._unfollowed, *events])
         self._tasks, self._events_task = [], None
         await self._redis.aclose()
 
@@ -159,6 +163,8 @@ class RedisBroadcast(JobBroadcast):
             self._events_task = self._loop.create_task(self._follow_events(), name="broadcast-events")
         elif not self._all and self._events_task is not None:
             self._events_task.cancel()
+            self._unfollowed.add(self._events_task)
+            self._events_task.add_done_callback(self._unfollowed.discard)
             self._events_task = None
 
     async def _follow_events(self) -> None:

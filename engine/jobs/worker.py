@@ -1,7 +1,7 @@
 """The worker: takes queued jobs and runs their graphs on threads beside the event loop.
 
-One job at a time, unless it overlaps jobs (engine.diffusion.sampling.turns): then a second job is
-taken once every job it runs has finished sampling, so that job's sampling runs while the one before
+One job at a time, unless it overlaps jobs (engine.diffusion.sampling.device_thread): then a second job
+is taken once every job it runs has finished sampling, so that job's sampling runs while the one before
 it decodes and saves its images. Each job has its own thread, interrupt and heartbeat.
 
 It knows jobs and the graph executor, not HTTP: what it learns while a job runs (node started,
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from engine.diffusion.sampling.turns import SamplingTurns
+from engine.diffusion.sampling.device_thread import DeviceThread
 from engine.graph.events import Event, ExecutionFailed, NodeFinished, NodeProgress, NodeStarted
 from engine.graph.execute import Executor, RunResult
 from engine.graph.messages import timestamp_ms
@@ -123,7 +123,7 @@ class _Running:
     job: Job
     interrupt: threading.Event = field(default_factory=threading.Event)
     sampled: bool = False
-    """Its graph has ended a sampling turn: what is left is mostly decoding and saving."""
+    """Its graph has had a sampling run back: what is left is mostly decoding and saving."""
 
 
 class Worker:
@@ -140,7 +140,7 @@ class Worker:
         endpoints: frozenset[str] | None = None,
         preferred: Callable[[], frozenset[str]] = frozenset,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
-        turns: SamplingTurns | None = None,
+        overlap: DeviceThread | None = None,
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -156,9 +156,9 @@ class Worker:
         self.on_finished = on_finished
         """Called on the event loop once a job's final state is stored, before listeners hear of it."""
         self.recorder = recorder
-        self.turns = turns
-        """The device's sampling turns, which the executor's sampler nodes take, when this worker
-        overlaps jobs; None: one job at a time."""
+        self.overlap = overlap
+        """When this worker overlaps jobs, the device thread the executor's sampler nodes run on (whose
+        runs tell it when a job's sampling is over); None: one job at a time."""
         self._running: dict[str, _Running] = {}
         self._job_tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -254,7 +254,7 @@ class Worker:
         if not self._running:
             return True
         return (
-            self.turns is not None
+            self.overlap is not None
             and len(self._running) < MAX_OVERLAPPING_JOBS
             and all(running.sampled for running in self._running.values())
         )
@@ -323,7 +323,7 @@ class Worker:
             self._wake.set()
 
     def _sampled(self, running: _Running) -> None:
-        """On the loop: the job's graph ended a sampling turn, so the next job may start sampling."""
+        """On the loop: the job's graph had a sampling run back, so the next job may start sampling."""
         running.sampled = True
         self._wake.set()
 
@@ -375,14 +375,14 @@ class Worker:
             on_event=self._listener(job, loop, recorder, committing),
             interrupt=running.interrupt,
         )
-        if self.turns is not None:
-            turns = self.turns
+        if self.overlap is not None:
+            device_thread = self.overlap
 
             def sampled() -> None:
                 loop.call_soon_threadsafe(self._sampled, running)
 
             def run_watched() -> RunResult:
-                with turns.watching(sampled):
+                with device_thread.watching(sampled):
                     return run()
 
             result = await asyncio.to_thread(run_watched)

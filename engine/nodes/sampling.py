@@ -4,12 +4,13 @@ ModelSampling* patches. The work is in engine.diffusion.sampling; these only map
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
 from engine.diffusion.protocols import DiffusionModel
+from engine.diffusion.sampling.device_thread import DeviceThread
 from engine.diffusion.sampling.guiders import BasicGuider as BasicGuiderValue
 from engine.diffusion.sampling.guiders import CFGGuider as CFGGuiderValue
 from engine.diffusion.sampling.model_sampling import DiscreteFlow, FluxFlow, flux_mu
@@ -19,7 +20,6 @@ from engine.diffusion.sampling.sample import Guider, Latent, NoiseSource, ksampl
 from engine.diffusion.sampling.sampler import Sampler, sampler_object
 from engine.diffusion.sampling.samplers import SAMPLER_NAMES
 from engine.diffusion.sampling.schedulers import SCHEDULER_NAMES, denoised_sigmas
-from engine.diffusion.sampling.turns import SamplingTurns
 from engine.nodes.latent import MAX_RESOLUTION
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -53,15 +53,18 @@ def _tip(spec: tuple[Any, ...], tooltip: str) -> tuple[Any, ...]:
     return (spec[0], {**(spec[1] if len(spec) > 1 else {}), "tooltip": tooltip})
 
 
+T = TypeVar("T")
+
+
 class _Sampling:
-    """A node that runs the diffusion model's step loop: it does so in the device's sampling turn,
-    which the executor passes in as the `sampling_turns` resource where a worker overlaps jobs."""
+    """A node that runs the diffusion model's step loop: on the device's sampling thread, which the
+    executor passes in as the `device_thread` resource (without one, on the caller's thread)."""
 
-    def __init__(self, sampling_turns: SamplingTurns | None = None) -> None:
-        self._turns = sampling_turns
+    def __init__(self, device_thread: DeviceThread | None = None) -> None:
+        self._device_thread = device_thread
 
-    def _turn(self) -> AbstractContextManager[None]:
-        return self._turns.turn() if self._turns is not None else nullcontext()
+    def _sample(self, loop: Callable[[], T]) -> T:
+        return self._device_thread.run(loop) if self._device_thread is not None else loop()
 
 
 class KSampler(_Sampling):
@@ -102,10 +105,11 @@ class KSampler(_Sampling):
         latent_image: Latent,
         denoise: float = 1.0,
     ) -> tuple[Latent]:
-        with self._turn():
-            latent = ksample(
+        latent = self._sample(
+            lambda: ksample(
                 model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise
             )
+        )
         return (latent,)
 
 
@@ -151,8 +155,8 @@ class KSamplerAdvanced(_Sampling):
         return_with_leftover_noise: str,
         denoise: float = 1.0,
     ) -> tuple[Latent]:
-        with self._turn():
-            latent = ksample(
+        latent = self._sample(
+            lambda: ksample(
                 model,
                 noise_seed,
                 steps,
@@ -168,6 +172,7 @@ class KSamplerAdvanced(_Sampling):
                 last_step=end_at_step,
                 force_full_denoise=return_with_leftover_noise != "enable",
             )
+        )
         return (latent,)
 
 
@@ -206,10 +211,8 @@ class SamplerCustom(_Sampling):
         latent_image: Latent,
     ) -> tuple[Latent, Latent]:
         noise = RandomNoiseValue(noise_seed) if add_noise else DisableNoiseValue(noise_seed)
-        with self._turn():
-            return sample_custom(
-                noise, CFGGuiderValue(model, positive, negative, cfg), sampler, sigmas, latent_image
-            )
+        guider = CFGGuiderValue(model, positive, negative, cfg)
+        return self._sample(lambda: sample_custom(noise, guider, sampler, sigmas, latent_image))
 
 
 class SamplerCustomAdvanced(_Sampling):
@@ -233,8 +236,7 @@ class SamplerCustomAdvanced(_Sampling):
     def sample(
         self, noise: NoiseSource, guider: Guider, sampler: Sampler, sigmas: torch.Tensor, latent_image: Latent
     ) -> tuple[Latent, Latent]:
-        with self._turn():
-            return sample_custom(noise, guider, sampler, sigmas, latent_image)
+        return self._sample(lambda: sample_custom(noise, guider, sampler, sigmas, latent_image))
 
 
 class RandomNoise:

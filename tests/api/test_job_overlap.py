@@ -1,5 +1,6 @@
 """A worker that overlaps jobs (`--overlap-jobs`): the next job samples while the job before it decodes
-and saves its image, and the images are the ones each job gives alone.
+and saves its image, every sampler runs on the device's one sampling thread, and the images are the
+ones each job gives alone.
 
 The first job is held after its VAE decode by a test node until the test has heard, over ComfyUI's
 websocket, the second job's sampler report a step. A worker that runs one job at a time never starts
@@ -20,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.diffusion.sampling.turns import SamplingTurns
+from engine.bench.engine_runs import resident_transformer
+from engine.diffusion.sampling.device_thread import DeviceThread
 from engine.performance import PerformanceSettings
 from engine.progress import Interrupted, node_context
 from engine.settings import Settings
@@ -73,6 +75,11 @@ def pixels(client: ComfyClient, server: LiveServer, prompt_id: str) -> np.ndarra
 def test_the_next_job_samples_while_the_last_one_saves(overlapping: LiveServer, tmp_path: Path) -> None:
     gate = tmp_path / "release-the-first-job"
     with ComfyClient(overlapping.url) as client:
+        client.until_done(client.queue(schnell(0, "load")))
+        forward_threads: set[int] = set()
+        transformer = resident_transformer(overlapping.service)
+        hook = transformer.register_forward_pre_hook(lambda *_: forward_threads.add(threading.get_ident()))
+
         first = client.queue(schnell(1, "first", held_by=gate))
         second = client.queue(schnell(2, "second"))
 
@@ -90,6 +97,10 @@ def test_the_next_job_samples_while_the_last_one_saves(overlapping: LiveServer, 
             return done == {first, second}
 
         frames += client.until(both_done)
+        hook.remove()
+        # the two graphs ran on two threads at once, yet every transformer forward on one: CUDA graphs
+        # recorded once serve every job (torch's CUDA graph trees belong to the recording thread)
+        assert len(forward_threads) == 1
 
         first_steps = [i for i, frame in enumerate(frames) if is_step(frame, first)]
         second_steps = [i for i, frame in enumerate(frames) if is_step(frame, second)]
@@ -108,10 +119,23 @@ def test_the_next_job_samples_while_the_last_one_saves(overlapping: LiveServer, 
     assert not np.array_equal(alone[first], alone[second])
 
 
-def test_a_sampler_waiting_for_the_turn_stops_when_its_run_is_interrupted() -> None:
-    turns = SamplingTurns()
-    interrupt = threading.Event()
-    with turns.turn():
-        interrupt.set()
-        with node_context(SAMPLER, lambda *_: None, interrupt), pytest.raises(Interrupted), turns.turn():
-            pass
+def test_a_sampler_waiting_for_its_turn_stops_when_its_run_is_interrupted() -> None:
+    device_thread = DeviceThread("test")
+    started, release, interrupt = threading.Event(), threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def first() -> None:
+        started.set()
+        assert release.wait(10)
+        ran.append("first")
+
+    holder = threading.Thread(target=device_thread.run, args=(first,))
+    holder.start()
+    assert started.wait(10)
+    interrupt.set()
+    with node_context(SAMPLER, lambda *_: None, interrupt), pytest.raises(Interrupted):
+        device_thread.run(lambda: ran.append("second"))
+    release.set()
+    holder.join(10)
+    assert ran == ["first"]  # the interrupted one was taken out of the line, never run
+    device_thread.close()
