@@ -28,7 +28,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -342,10 +342,27 @@ class _Runner:
         return time.perf_counter() - started, job
 
     async def throughput(self, count: int) -> Throughput:
-        """`count` requests submitted at once; the worker runs them one after another from the queue."""
+        """`count` requests submitted at once, as the service runs them; then as many again with the
+        worker's overlapping of jobs switched the other way (its setting is read at each claim, and the
+        worker is idle between the two batches)."""
+        served = await self._batch(count, "concurrent")
+        worker = self.service.worker
+        assert worker is not None
+        setting = worker.overlap
+        worker.overlap = None if setting is not None else self.service.device_thread
+        try:
+            other = await self._batch(count, "the other way")
+        finally:
+            worker.overlap = setting
+        return replace(served, other_mode=other)
+
+    async def _batch(self, count: int, label: str) -> Throughput:
+        """`count` requests submitted at once, taken from the queue by the worker."""
+        assert self.service.worker is not None
+        overlapped = self.service.worker.overlap is not None
         with GpuBusySampler(self.bench.device) as busy:
             started = time.perf_counter()
-            jobs = [await self.submit(f"{PROMPT}, concurrent {i}", seed=1000 + i) for i in range(count)]
+            jobs = [await self.submit(f"{PROMPT}, {label} {i}", seed=1000 + i) for i in range(count)]
 
             async def latency(job: Job) -> float:
                 await self.finished(job)
@@ -360,6 +377,7 @@ class _Runner:
             images_per_s=count / wall,
             mean_latency_s=statistics.fmean(latencies),
             gpu_busy_percent=busy.percent,
+            overlapped=overlapped,
         )
 
     def execute(self, prompt: dict[str, Any], on_event: Callable[[Event], None]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.bench.results import BenchReport, EndpointResult, ModeCost, SystemResult
+from engine.bench.results import BenchReport, EndpointResult, ModeCost, SystemResult, Throughput
 
 GIB = 1024**3
 
@@ -21,10 +21,17 @@ def _number(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
-def _row(endpoint: EndpointResult, result: SystemResult, speedup: str) -> str:
-    throughput = result.throughput
+def _rate(throughput: Throughput) -> str:
+    """Images per second, how the requests came, and how busy the GPU was."""
     busy = throughput.gpu_busy_percent
     mode = f"{throughput.requests} {'at once' if throughput.concurrent else 'in turn'}"
+    if throughput.overlapped is not None:
+        mode += ", overlapped" if throughput.overlapped else ", one job at a time"
+    rate = f"{throughput.images_per_s:.2f}/s ({mode}{'' if busy is None else f', GPU {busy:.0f}% busy'})"
+    return rate if throughput.other_mode is None else f"{rate}; {_rate(throughput.other_mode)}"
+
+
+def _row(endpoint: EndpointResult, result: SystemResult, speedup: str) -> str:
     cells = [
         endpoint.endpoint,
         result.system,
@@ -35,7 +42,7 @@ def _row(endpoint: EndpointResult, result: SystemResult, speedup: str) -> str:
         f"{result.bound_fraction * 100:.2g}%",
         f"{result.peak_memory_bytes / GIB:.2f} GiB",
         _seconds(result.load_s),
-        f"{throughput.images_per_s:.2f}/s ({mode}{'' if busy is None else f', GPU {busy:.0f}% busy'})",
+        _rate(result.throughput),
     ]
     return "| " + " | ".join(cells) + " |"
 

@@ -38,6 +38,12 @@ class Throughput:
     """Per request, from submission to completion (queueing included when concurrent)."""
     gpu_busy_percent: float | None
     """NVML's mean utilisation over the window; None without a GPU."""
+    overlapped: bool | None = None
+    """Whether the engine's worker overlapped jobs (the next one sampling while the last one decodes and
+    saves: PerformanceSettings.overlap_jobs); None where requests were not queued at once."""
+    other_mode: Throughput | None = None
+    """The same number of requests at once with the worker's overlapping switched the other way: what
+    overlapping buys (None for a figure that is not the engine's queue)."""
 
     @classmethod
     def sequential(cls, latencies: list[float], gpu_busy_percent: float | None) -> Throughput:

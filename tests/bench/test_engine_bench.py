@@ -97,7 +97,16 @@ SYSTEM_FIELDS = {
     "throughput",
     "notes",
 }
-THROUGHPUT_FIELDS = {"requests", "concurrent", "wall_s", "images_per_s", "mean_latency_s", "gpu_busy_percent"}
+THROUGHPUT_FIELDS = {
+    "requests",
+    "concurrent",
+    "wall_s",
+    "images_per_s",
+    "mean_latency_s",
+    "gpu_busy_percent",
+    "overlapped",
+    "other_mode",
+}
 COMPARISON_FIELDS = {"what", "max_abs_diff", "mean_abs_diff", "tolerance_max", "tolerance_mean", "equal"}
 MODE_COST_FIELDS = {
     "default",
@@ -188,8 +197,15 @@ def test_small_bench_runs_every_endpoint_beside_diffusers(
             assert result["transformer_tflops"] > 0 and result["image_tflops"] > 0
             assert result["throughput"]["images_per_s"] > 0
             assert result["throughput"]["gpu_busy_percent"] is None  # no GPU here
-        assert endpoint["engine"]["throughput"]["requests"] == 3
-        assert endpoint["engine"]["throughput"]["concurrent"] is True
+        served = endpoint["engine"]["throughput"]
+        assert served["requests"] == 3 and served["concurrent"] is True
+        assert served["overlapped"] is False  # the CPU's default: one job at a time
+        # the same requests again with the worker overlapping jobs, for what that buys on a GPU
+        other = served["other_mode"]
+        assert set(other) == THROUGHPUT_FIELDS and other["other_mode"] is None
+        assert (other["requests"], other["concurrent"], other["overlapped"]) == (3, True, True)
+        assert other["images_per_s"] > 0
+        assert endpoint["diffusers"]["throughput"]["overlapped"] is None
         assert endpoint["speedup"] == pytest.approx(
             endpoint["diffusers"]["latency"]["median_s"] / endpoint["engine"]["latency"]["median_s"]
         )
