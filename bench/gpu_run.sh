@@ -9,7 +9,8 @@
 #
 # Budget (estimated, nothing measured yet): set-up 20 s (wheels, imports); per endpoint, weights written
 # then loaded by each side, a warm-up and 3 timed requests each, one profiled run each:
-#   flux-schnell ~110 s (34 GB written: T5-XXL, CLIP-L, AE, transformer; 8 concurrent requests),
+#   flux-schnell ~115 s (34 GB written: T5-XXL, CLIP-L, AE, transformer; 8 concurrent requests, twice:
+#                 the worker overlapping jobs, and one job at a time),
 #   flux-dev     ~150 s (24 GB written; 28-step requests at ~5 s eager),
 #   aura-flow    ~110 s (16 GB written; 25 steps x 2 forwards),
 #   flux-dev-fp8  ~60 s (engine only, on flux-dev's files; skipped if the time budget is spent),
