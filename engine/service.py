@@ -6,7 +6,8 @@ executor or tensors. Its role says which parts run in this process:
 - "embedded" (the default): everything in one process: the API, the worker's loop and the webhook
   sender on the event loop, the graphs on a worker thread, the SQLite statements on a thread of their own.
 - "api" (`engine serve --broker`): the API, webhooks and expiry, no worker; as many such processes as
-  wanted, behind any load balancer, since every one reads the same store and hears every update.
+  wanted, behind any load balancer, since every one reads the same store and hears every update. It
+  refuses an endpoint whose warm-up failed on every worker, as the registry says (`unavailable`).
 - "worker" (`engine worker --broker`): the worker only: claims jobs, runs them on its device, beats in
   the worker registry, publishes updates. It sends no webhooks: rendering a result for a client is the
   HTTP layer's (its URLs, its API's shape), an API process is the one facing the network, and a slow
