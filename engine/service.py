@@ -6,7 +6,8 @@ executor or tensors. Its role says which parts run in this process:
 - "embedded" (the default): everything in one process: the API, the worker's loop and the webhook
   sender on the event loop, the graphs on a worker thread, the SQLite statements on a thread of their own.
 - "api" (`engine serve --broker`): the API, webhooks and expiry, no worker; as many such processes as
-  wanted, behind any load balancer, since every one reads the same store and hears every update.
+  wanted, behind any load balancer, since every one reads the same store and hears every update. It
+  refuses an endpoint whose warm-up failed on every worker, as the registry says (`unavailable`).
 - "worker" (`engine worker --broker`): the worker only: claims jobs, runs them on its device, beats in
   the worker registry, publishes updates. It sends no webhooks: rendering a result for a client is the
   HTTP layer's (its URLs, its API's shape), an API process is the one facing the network, and a slow
@@ -51,7 +52,7 @@ from engine.graph.execute import Executor
 from engine.graph.registry import NodeRegistry
 from engine.jobs.broadcast import JobBroadcast, JobUpdate
 from engine.jobs.durations import Durations, MemoryDurations, RedisDurations, expected_wait
-from engine.jobs.fleet import BEAT_SECONDS, WorkerInfo, WorkerRegistry
+from engine.jobs.fleet import BEAT_SECONDS, WorkerInfo, WorkerRegistry, failed_everywhere
 from engine.jobs.outputs import JobOutputs
 from engine.jobs.redis_keys import RedisKeyAdmin
 from engine.jobs.redis_store import RedisStore
@@ -75,6 +76,11 @@ Role = Literal["embedded", "api", "worker"]
 EXPIRY_INTERVAL_SECONDS = 60.0
 WAIT_POLL_SECONDS = 1.0
 WARMUP_SUBFOLDER = "warm-up"
+FLEET_REFRESH_SECONDS = 1.0
+"""How often an API process reads the worker registry for the endpoints whose warm-up failed on every
+worker: a submit reads the copy in memory, never Redis, and a worker's new entry (BEAT_SECONDS apart)
+is seen within a second of its beat."""
+API_READY = "ready (API only: workers run the jobs)"
 
 
 @dataclass
@@ -88,7 +94,8 @@ class Readiness:
     reason: str = "starting"
     warmup_seconds: dict[str, float] = field(default_factory=dict)
     warmup_failed: dict[str, str] = field(default_factory=dict)
-    """Endpoint -> why its warm-up failed (a missing tokenizer file, a failing node)."""
+    """Endpoint -> why its warm-up failed (a missing tokenizer file, a failing node); in an API process
+    of a fleet, the endpoints whose warm-up failed on every worker (`Service.unavailable`)."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,9 @@ class Service:
                 self._tasks.append(asyncio.create_task(self._beat_forever(), name="worker-beat"))
         else:
             self.readiness.ready = True
-            self.readiness.reason = "ready (API only: workers run the jobs)"
+            self.readiness.reason = API_READY
+            assert self.registry_of_workers is not None
+            self._tasks.append(asyncio.create_task(self._watch_fleet_forever(), name="fleet-watch"))
 
     def _overlaps(self) -> bool:
         return self.settings.performance.overlaps(self.models.device.type)
@@ -282,6 +291,42 @@ class Service:
                 async with asyncio.timeout(BEAT_SECONDS):
                     await self._beat_now.wait()
 
+    async def _watch_fleet_forever(self) -> None:
+        """An API process's view of the workers' failed warm-ups, read every FLEET_REFRESH_SECONDS into
+        `readiness` (what /ready shows and `unavailable` reads). While the broker is away the last view
+        stands: no submit gets through to it then anyway."""
+        assert self.registry_of_workers is not None
+        while True:
+            try:
+                failed = failed_everywhere(await self.registry_of_workers.workers())
+            except Exception as exc:
+                log.warning("worker registry not read: %s", exc)
+            else:
+                if failed != self.readiness.warmup_failed:
+                    level = logging.WARNING if failed else logging.INFO
+                    log.log(level, "unavailable after a failed warm-up on every worker: %s", failed or "none")
+                self.readiness.warmup_failed = failed
+                names = ", ".join(failed)
+                self.readiness.reason = (
+                    f"{API_READY}; unavailable after a failed warm-up on every worker: {names}"
+                    if failed
+                    else API_READY
+                )
+            await asyncio.sleep(FLEET_REFRESH_SECONDS)
+
+    def unavailable(self, endpoint: Endpoint) -> str | None:
+        """Why `endpoint` takes no requests now, or None: the one place that says so for the routes.
+
+        Its own reason first (a model file missing here; in the roles that run a worker, its warm-up
+        failed here, see `_warm_up_then_work`). In an API process of a fleet the workers warm up, not
+        this process: an endpoint whose warm-up failed on every worker (engine.jobs.fleet.
+        failed_everywhere) is refused with their reason, and served again once a worker without the
+        failure beats (a worker fixed and restarted), without restarting this process."""
+        if endpoint.unavailable is not None or self.runs_worker:
+            return endpoint.unavailable
+        failure = self.readiness.warmup_failed.get(endpoint.id)
+        return None if failure is None else f"its warm-up failed on every worker: {failure}"
+
     def _loaded_endpoints(self) -> frozenset[str]:
         """The endpoints whose graphs name a model file resident on this worker's device: it claims
         their jobs first, since they run without loading anything."""
@@ -313,6 +358,8 @@ class Service:
             current_endpoint=current.endpoint if current is not None else None,
             jobs=[job.id for job in running],
             jobs_done=self.jobs_done,
+            warming_up=not self.readiness.ready,
+            warmup_failed=dict(self.readiness.warmup_failed),
         )
 
     async def fleet_workers(self) -> list[WorkerInfo]:
@@ -359,6 +406,7 @@ class Service:
         shutil.rmtree(self.outputs.output_dir / WARMUP_SUBFOLDER, ignore_errors=True)
         self.worker.start()
         self.readiness.ready = True
+        self._beat_now.set()  # the registry shows the warm-up's outcome now, not at the next beat
         failed = ", ".join(self.readiness.warmup_failed)
         self.readiness.reason = f"ready; unavailable after a failed warm-up: {failed}" if failed else "ready"
         log.info("ready: warm-up took %s", self.readiness.warmup_seconds or "no time (nothing to warm up)")

@@ -78,8 +78,8 @@ def _problem(exc: PublishError) -> ApiError:
     return ApiError(STATUS[exc.kind], str(exc))
 
 
-def summary(endpoint: Endpoint, server_url: str) -> dict[str, Any]:
-    """What a client needs to call a newly published endpoint."""
+def summary(endpoint: Endpoint, server_url: str, unavailable: str | None) -> dict[str, Any]:
+    """What a client needs to call a newly published endpoint; `unavailable`: `Service.unavailable`'s."""
     urls: dict[str, list[str]] = {}
     if "segmind" in endpoint.apis:
         urls["segmind"] = [f"{server_url}/v1/{endpoint.id}", f"{server_url}/v2/{endpoint.id}"]
@@ -90,7 +90,7 @@ def summary(endpoint: Endpoint, server_url: str) -> dict[str, Any]:
         "apis": list(endpoint.apis),
         "title": endpoint.title,
         "published": endpoint.published,
-        "available": endpoint.unavailable is None,
+        "available": unavailable is None,
         "urls": urls,
         "schema": endpoint.json_schema(),
     }
@@ -98,7 +98,8 @@ def summary(endpoint: Endpoint, server_url: str) -> dict[str, Any]:
 
 def _published(request: web.Request, endpoint: Endpoint, replaced: bool, dry_run: bool) -> web.Response:
     """201 for a new endpoint, 200 for a replaced one; a dry run is 200 and says so."""
-    body = {"endpoint": summary(endpoint, base_url(request)), "replaced": replaced, "dry_run": dry_run}
+    shown = summary(endpoint, base_url(request), service(request).unavailable(endpoint))
+    body = {"endpoint": shown, "replaced": replaced, "dry_run": dry_run}
     return json_response(body, status=200 if replaced or dry_run else 201)
 
 

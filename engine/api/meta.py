@@ -76,6 +76,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 @public
 async def endpoints(request: web.Request) -> web.Response:
+    engine = service(request)
     listing = [
         {
             "id": endpoint.id,
@@ -84,11 +85,11 @@ async def endpoints(request: web.Request) -> web.Response:
             "title": endpoint.title,
             "description": endpoint.description,
             "published": endpoint.published,
-            "available": endpoint.unavailable is None,
-            "unavailable_reason": endpoint.unavailable,
+            "available": (unavailable := engine.unavailable(endpoint)) is None,
+            "unavailable_reason": unavailable,
             "schema": endpoint.json_schema(),
         }
-        for endpoint in service(request).endpoints.values()
+        for endpoint in engine.endpoints.values()
     ]
     return json_response({"endpoints": listing})
 

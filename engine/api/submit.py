@@ -25,13 +25,13 @@ class Webhook(NamedTuple):
 
 
 def find_endpoint(request: web.Request, endpoint_id: str, api: Api) -> Endpoint:
-    endpoint = service(request).endpoints.get(endpoint_id)
+    engine = service(request)
+    endpoint = engine.endpoints.get(endpoint_id)
     if endpoint is None or api not in endpoint.apis:
         raise ApiError(404, f"no endpoint named '{endpoint_id}'", endpoint=endpoint_id)
-    if endpoint.unavailable is not None:
-        raise ApiError(
-            503, f"endpoint '{endpoint_id}' is unavailable: {endpoint.unavailable}", endpoint=endpoint_id
-        )
+    unavailable = engine.unavailable(endpoint)
+    if unavailable is not None:
+        raise ApiError(503, f"endpoint '{endpoint_id}' is unavailable: {unavailable}", endpoint=endpoint_id)
     return endpoint
 
 

@@ -1,8 +1,8 @@
 """`engine fleet status --broker redis://…`: the fleet as its broker sees it.
 
-Workers (their device, resident models, current job, last heartbeat) come from the worker registry,
-queue depths per endpoint from the job store; both are read from Redis, so this runs anywhere that
-reaches it, without loading nodes or models.
+Workers (their device, resident models, current job, the endpoints whose warm-up failed on them, last
+heartbeat) come from the worker registry, queue depths per endpoint from the job store; both are read
+from Redis, so this runs anywhere that reaches it, without loading nodes or models.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def status_json(workers: list[WorkerInfo], depths: dict[str, int]) -> dict[str, 
     }
 
 
+def _warm_up(worker: WorkerInfo) -> str:
+    if worker.warming_up:
+        return "(warming up)"
+    return "\n".join(f"{name}: {why}" for name, why in worker.warmup_failed.items()) or "none"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     if args.broker is None:
         raise SystemExit("engine fleet status needs --broker redis://HOST:PORT/DB (or ENGINE_BROKER)")
@@ -53,7 +59,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status_json(workers, depths), indent=2))
         return 0
     console = Console()
-    table = Table("worker", "device", "models loaded", "current job", "jobs done", "last beat")
+    columns = ("worker", "device", "models loaded", "current job", "jobs done", "warm-up failed", "last beat")
+    table = Table(*columns)
     now = time.time()
     for worker in workers:
         job = f"{worker.current_job} ({worker.current_endpoint})" if worker.current_job else "idle"
@@ -65,6 +72,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             ", ".join(worker.models) or "none",
             job,
             str(worker.jobs_done),
+            _warm_up(worker),
             f"{max(0.0, now - worker.last_beat):.1f}s ago",
         )
     console.print(table if workers else "no workers alive")

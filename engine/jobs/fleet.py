@@ -37,6 +37,10 @@ class WorkerInfo:
     jobs_done: int = 0
     jobs: list[str] = field(default_factory=list)
     """Every job it runs, oldest first: two while it overlaps one job's saving with the next's sampling."""
+    warming_up: bool = False
+    """Still running its warm-up: it takes no jobs yet, and `warmup_failed` is not complete."""
+    warmup_failed: dict[str, str] = field(default_factory=dict)
+    """Endpoint -> why its warm-up failed on this worker (so every job of it would fail here)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +55,8 @@ class WorkerInfo:
             "current_endpoint": self.current_endpoint,
             "jobs_done": self.jobs_done,
             "jobs": self.jobs,
+            "warming_up": self.warming_up,
+            "warmup_failed": self.warmup_failed,
         }
 
     @classmethod
@@ -67,7 +73,26 @@ class WorkerInfo:
             current_endpoint=data.get("current_endpoint"),
             jobs_done=int(data.get("jobs_done", 0)),
             jobs=[str(job) for job in data.get("jobs", [])],
+            warming_up=bool(data.get("warming_up", False)),
+            warmup_failed={str(k): str(v) for k, v in data.get("warmup_failed", {}).items()},
         )
+
+
+def failed_everywhere(workers: list[WorkerInfo]) -> dict[str, str]:
+    """The endpoints whose warm-up failed on every worker that has finished its warm-up, and why (each
+    worker's reason, once per distinct reason): an API process refuses their requests, as the embedded
+    default refuses an endpoint whose own warm-up failed, rather than queue jobs that would fail the
+    same way. Every worker takes every endpoint's jobs (workers are not limited to some endpoints), so
+    one warmed-up worker without the failure makes the endpoint available; with none warmed up (none
+    alive, or all still warming up) nothing is refused and jobs wait in the queue for a worker."""
+    judges = [worker for worker in workers if not worker.warming_up]
+    if not judges:
+        return {}
+    names = set.intersection(*(set(worker.warmup_failed) for worker in judges))
+    return {
+        name: "; ".join(dict.fromkeys(worker.warmup_failed[name] for worker in judges))
+        for name in sorted(names)
+    }
 
 
 class WorkerRegistry:

@@ -97,21 +97,22 @@ class Fleet:
             str(TEST_NODES),
             *broker,
             "--no-test-models",
-            "--warmup",
         ]
 
     def start_api(self, *, open_access: bool = True) -> str:
         port = free_port()
-        command = [sys.executable, "-m", "engine", "serve", "--port", str(port), *self._common()]
+        command = [sys.executable, "-m", "engine", "serve", "--port", str(port), *self._common(), "--warmup"]
         command += ["--open-access"] if open_access else ["--host", "127.0.0.1"]
         url = f"http://127.0.0.1:{port}"
         process = Process(f"api{len(self.apis)}", command, self.base / f"api{len(self.apis)}.log", url)
         self.apis.append((process, url))
         return url
 
-    def start_worker(self) -> Process:
+    def start_worker(self, warmup: tuple[str, ...] = ()) -> Process:
+        """A worker on the CPU that warms up `warmup` (none by default: it takes jobs at once)."""
         assert self.broker is not None, "the embedded default runs its worker in its API process"
         command = [sys.executable, "-m", "engine", "worker", "--device", "cpu", *self._common()]
+        command += ["--warmup", *warmup]
         port = free_port()
         command += ["--lease", repr(self.lease_seconds), "--cache-size", "0", "--metrics-port", str(port)]
         name = f"worker{len(self.workers)}"
@@ -171,13 +172,14 @@ def fleet(
     lease_seconds: float = 30.0,
     open_access: bool = True,
     start_seconds: float = START_SECONDS,
+    worker_warmup: tuple[str, ...] = (),
 ) -> Iterator[Fleet]:
     running = Fleet(base, broker, lease_seconds=lease_seconds, start_seconds=start_seconds)
     try:
         for _ in range(apis):
             running.start_api(open_access=open_access)
         for _ in range(workers):
-            running.start_worker()
+            running.start_worker(worker_warmup)
         running.wait_until_ready(workers)
         yield running
     finally:

@@ -20,7 +20,7 @@ PREFERRED = ("flux-schnell", "flux-dev", "aura-flow")
 
 async def first_run_workflow(request: web.Request) -> web.Response:
     engine = service(request)
-    available = [name for name, endpoint in engine.endpoints.items() if endpoint.unavailable is None]
+    available = [name for name, endpoint in engine.endpoints.items() if engine.unavailable(endpoint) is None]
     choice = next((name for name in PREFERRED if name in available), available[0] if available else None)
     if choice is None:
         raise ApiError(404, "no endpoint of this server has its models installed: there is no graph to show")
