@@ -154,6 +154,8 @@ if latest and tonumber(latest) > tonumber(created) then
 else
   redis.call('SET', p .. 'created', created)
 end
+-- the first job of a store is indexed from the start: nothing to build (BACKFILL) for it
+if redis.call('EXISTS', p .. 'jobs') == 0 then redis.call('SET', p .. 'indexes', '1') end
 redis.call('ZADD', p .. 'jobs', seq, id)
 redis.call('ZADD', p .. 'unfinished', seq, id)
 if key_id ~= '' then
