@@ -343,9 +343,9 @@ PAGE = (
     PRELUDE
     + r"""
 -- ARGV: p, source (a sorted set scored by seq), narrow ('' none: a set the jobs must also be in),
--- offset, limit (-1: no limit), descending ('1'). Returns {total, job hash...}: the page of the jobs in
--- both sets, by seq, cut before any job is read. A job whose hash Redis dropped at its TTL before the
--- expiry sweep came is dropped from the indexes here, and the page cut again without it.
+-- offset, limit (-1: no limit), descending ('1'). Returns {total, id...}: the page of the jobs in both
+-- sets, by seq, cut before any job is read (the caller reads them). A job whose hash Redis dropped at
+-- its TTL before the expiry sweep came is dropped from the indexes here, and the page cut again.
 local source, narrow = p .. ARGV[2], ARGV[3]
 local offset, limit, descending = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
 while true do
@@ -370,18 +370,18 @@ while true do
       if descending then ids[#ids + 1] = all[total + 1 - i] else ids[#ids + 1] = all[i] end
     end
   end
-  local page, gone = {total}, false
+  local gone = false
   for _, id in ipairs(ids) do
-    local found = hash(job_key(id))
-    if found then
-      page[#page + 1] = found
-    else
+    if redis.call('EXISTS', job_key(id)) == 0 then
       drop(id)
       redis.call('ZREM', source, id)
       gone = true
     end
   end
-  if not gone then return page end
+  if not gone then
+    table.insert(ids, 1, total)
+    return ids
+  end
 end
 """
 )

@@ -321,7 +321,9 @@ class RedisStore:
         return cast(list[str], await self._call(self.redis.zinter([self._key(source), self._key(narrow)])))
 
     async def _page(self, query: JobQuery) -> tuple[list[Job], int]:
-        """The page cut from the indexes that hold exactly the query's jobs, read in one script."""
+        """The page cut from the indexes that hold exactly the query's jobs, then its jobs read. One that
+        changed in between (finished, in a listing of unfinished ones) is left out, as a listing a moment
+        later would leave it out."""
         source, narrow = _indexes(query)
         reply = await self._script(
             "PAGE",
@@ -331,7 +333,8 @@ class RedisStore:
             query.limit if query.limit is not None else -1,
             "1" if query.descending else "0",
         )
-        return [job_from_hash(pairs(fields)) for fields in reply[1:]], int(reply[0])
+        jobs = await self._jobs([str(job_id) for job_id in reply[1:]])
+        return [job for job in jobs if _selected(job, query)], int(reply[0])
 
     async def forget(self, query: JobQuery) -> int:
         jobs, _ = await self.list_jobs(JobQuery(**{**query.__dict__, "offset": 0, "limit": None}))
