@@ -4,10 +4,24 @@ Every name starts with a prefix (default `engine:`), so one Redis server can hol
 tests) apart. Shared by the async store the services use (redis_store) and the synchronous key admin
 the command line uses (redis_keys).
 
+A job enters `jobs`, `unfinished` and its key's `owned:` set when it is submitted, moves from
+`unfinished` to `finished` when it finishes (completed, failed or cancelled, by its worker, by a client
+or by the take-over of a job whose workers keep dying), and leaves every set when it is forgotten or
+expired (the DROP script); all in the scripts that change it, so the indexes never disagree with it.
+A job of no key is in no `owned:` set: a listing without an owner lists every key's jobs, and none asks
+for only the keyless ones.
+
     {p}seq                  counter: a job's `seq`, its arrival order
     {p}job:{id}             hash: the job (fields as the SQLite columns; absent = NULL), TTL once finished
+    {p}created              string: the latest job's created_at (no job is created before an earlier one)
     {p}jobs                 sorted set: every job id by seq (listing)
-    {p}finished             sorted set: finished job ids by finished_at (expiry)
+    {p}finished             sorted set: finished job ids by finished_at (expiry; listing finished jobs)
+    {p}unfinished           sorted set: queued and running job ids by seq (listing them: /queue)
+    {p}owned:{key}          sorted set: the ids of the API key's jobs by seq (listing a key's jobs)
+    {p}jobowner             hash: job id -> its API key's id, for a job of a key (which `owned:` set to
+                            leave once Redis dropped the job's hash at its TTL, before the expiry sweep)
+    {p}indexes              string: "1" once the listing indexes above cover every job (built once for
+                            a store written before they existed)
     {p}queued               sorted set: queued jobs by `number`, member "{seq:015}:{id}" (position, depth)
     {p}queue:{endpoint}     the same, per endpoint (what a worker claims from)
     {p}run:{endpoint}       stream of running jobs, consumer group "workers": the pending entry of a

@@ -18,6 +18,9 @@ local p = ARGV[1]
 
 local function job_key(id) return p .. 'job:' .. id end
 
+-- the sorted set of a key's jobs by seq (its listings read only it)
+local function owned_key(key_id) return p .. 'owned:' .. key_id end
+
 local function hash(key)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return false end
@@ -61,6 +64,7 @@ local function finish(id, status, now, ttl_ms, fields)
   redis.call('HSET', k, 'status', status, 'finished_at', now)
   if #fields > 0 then redis.call('HSET', k, unpack(fields)) end
   redis.call('ZADD', p .. 'finished', now, id)
+  redis.call('ZREM', p .. 'unfinished', id)
   local url = redis.call('HGET', k, 'webhook_url')
   if url and redis.call('EXISTS', p .. 'outbox:' .. id) == 0 then
     redis.call('HSET', p .. 'outbox:' .. id, 'url', url, 'attempts', 0)
@@ -78,6 +82,25 @@ local function finish(id, status, now, ttl_ms, fields)
   if ttl > 0 then
     redis.call('PEXPIRE', k, ttl)
     redis.call('PEXPIRE', p .. 'log:' .. id, ttl)
+  end
+end
+
+-- delete a finished job with everything kept for it and its entries in every index; its hash may be
+-- gone already (Redis dropped it at its TTL), the key it belonged to is then found in `jobowner`
+local function drop(id)
+  local k = job_key(id)
+  local idem = redis.call('HGET', k, 'idempotency_key')
+  if idem then
+    redis.call('DEL', p .. 'idem:' .. (redis.call('HGET', k, 'key_id') or '') .. ':' .. idem)
+  end
+  redis.call('DEL', k, p .. 'log:' .. id, p .. 'deliveries:' .. id, p .. 'outbox:' .. id)
+  local owner = redis.call('HGET', p .. 'jobowner', id)
+  if owner then
+    redis.call('ZREM', owned_key(owner), id)
+    redis.call('HDEL', p .. 'jobowner', id)
+  end
+  for _, index in ipairs({'outbox', 'jobs', 'finished', 'unfinished'}) do
+    redis.call('ZREM', p .. index, id)
   end
 end
 """
@@ -123,7 +146,22 @@ end
 local fields = {}
 for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 if #fields > 0 then redis.call('HSET', k, unpack(fields)) end
+-- never created before the job that arrived before it (API processes' clocks differ a little), so the
+-- order of creation is the order of arrival, which the indexes hold
+local created, latest = redis.call('HGET', k, 'created_at'), redis.call('GET', p .. 'created')
+if latest and tonumber(latest) > tonumber(created) then
+  redis.call('HSET', k, 'created_at', latest)
+else
+  redis.call('SET', p .. 'created', created)
+end
+-- the first job of a store is indexed from the start: nothing to build (BACKFILL) for it
+if redis.call('EXISTS', p .. 'jobs') == 0 then redis.call('SET', p .. 'indexes', '1') end
 redis.call('ZADD', p .. 'jobs', seq, id)
+redis.call('ZADD', p .. 'unfinished', seq, id)
+if key_id ~= '' then
+  redis.call('ZADD', owned_key(key_id), seq, id)
+  redis.call('HSET', p .. 'jobowner', id, key_id)
+end
 redis.call('SADD', p .. 'endpoints', endpoint)
 enqueue(id)
 return {'created', hash(k)}
@@ -291,6 +329,83 @@ redis.call('XCLAIM', stream, 'workers', worker, 0, entry, 'JUSTID')
 return 1
 """
 )
+
+DROP = (
+    PRELUDE
+    + r"""
+-- ARGV: p, then the ids of finished jobs to delete (forgotten or expired)
+for i = 2, #ARGV do drop(ARGV[i]) end
+return #ARGV - 1
+"""
+)
+
+PAGE = (
+    PRELUDE
+    + r"""
+-- ARGV: p, source (a sorted set scored by seq), narrow ('' none: a set the jobs must also be in),
+-- offset, limit (-1: no limit), descending ('1'). Returns {total, id...}: the page of the jobs in both
+-- sets, by seq, cut before any job is read (the caller reads them). A job whose hash Redis dropped at
+-- its TTL before the expiry sweep came is dropped from the indexes here, and the page cut again.
+local source, narrow = p .. ARGV[2], ARGV[3]
+local offset, limit, descending = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
+while true do
+  local total, ids = 0, {}
+  if narrow == '' then
+    total = redis.call('ZCARD', source)
+    local stop = -1
+    if limit >= 0 then stop = offset + limit - 1 end
+    if limit ~= 0 and offset < total then
+      if descending then
+        ids = redis.call('ZRANGE', source, offset, stop, 'REV')
+      else
+        ids = redis.call('ZRANGE', source, offset, stop)
+      end
+    end
+  else
+    local all = redis.call('ZINTER', 2, source, p .. narrow, 'WEIGHTS', 1, 0)
+    total = #all
+    local last = total
+    if limit >= 0 then last = math.min(total, offset + limit) end
+    for i = offset + 1, last do
+      if descending then ids[#ids + 1] = all[total + 1 - i] else ids[#ids + 1] = all[i] end
+    end
+  end
+  local gone = false
+  for _, id in ipairs(ids) do
+    if redis.call('EXISTS', job_key(id)) == 0 then
+      drop(id)
+      redis.call('ZREM', source, id)
+      gone = true
+    end
+  end
+  if not gone then
+    table.insert(ids, 1, total)
+    return ids
+  end
+end
+"""
+)
+
+BACKFILL = r"""
+-- ARGV: p. Build the listing indexes (`unfinished`, `owned:{key}`, `jobowner`) of a store written before
+-- they existed, once: every job in `jobs` whose hash is still there.
+local p = ARGV[1]
+if redis.call('GET', p .. 'indexes') == '1' then return 0 end
+local listed = redis.call('ZRANGE', p .. 'jobs', 0, -1, 'WITHSCORES')
+for i = 1, #listed, 2 do
+  local id, seq = listed[i], listed[i + 1]
+  local fields = redis.call('HMGET', p .. 'job:' .. id, 'status', 'key_id')
+  if fields[1] == 'QUEUED' or fields[1] == 'PROCESSING' then
+    redis.call('ZADD', p .. 'unfinished', seq, id)
+  end
+  if fields[2] then
+    redis.call('ZADD', p .. 'owned:' .. fields[2], seq, id)
+    redis.call('HSET', p .. 'jobowner', id, fields[2])
+  end
+end
+redis.call('SET', p .. 'indexes', '1')
+return 1
+"""
 
 NOTE = r"""
 -- ARGV: p, id, kind, field, value pairs. A log line or progress of an existing job: the progress is also

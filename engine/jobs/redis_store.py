@@ -9,7 +9,12 @@ after the lease (XAUTOCLAIM): at-least-once execution. A result is recorded only
 only from the worker holding the job, so completion and its charge happen once. Every change that
 must happen whole is a Lua script (redis_scripts); the key layout is in redis_layout.
 
-Listing (`list_jobs`, `forget`) reads every job's hash and filters here: correct before fast.
+Listing (`list_jobs`, `forget`) reads only the jobs its indexes hold for the query: the key's own jobs
+(`owned:{key}`), narrowed to the unfinished or the finished ones when only those are asked for, or just
+the ids asked for; it filters and sorts those here as the SQLite store's WHERE and ORDER BY would. When
+the indexes hold exactly the jobs the query selects and the order is theirs (creation), the page is cut
+from them first and only its jobs are read. A fleet polling ComfyUI's /queue so reads its few unfinished
+jobs, not every job kept for the retention period.
 
 A Redis server that cannot be reached, or refuses writes for memory, raises `StoreUnavailable`.
 """
@@ -85,6 +90,41 @@ def _result_fields(
         "report": json.dumps(report.to_json()) if report is not None else None,
     }
     return [item for name, value in fields.items() if value is not None for item in (name, value)]
+
+
+UNFINISHED = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING})
+FINISHED = frozenset(JobStatus) - UNFINISHED
+DROP_BATCH = 500
+"""Jobs deleted by one script at most, so that forgetting thousands never holds Redis for long."""
+
+
+def _indexes(query: JobQuery) -> tuple[str, str | None]:
+    """The index that holds every job the query may select (a sorted set scored by seq: the owner's jobs,
+    or every job), and the one of unfinished or finished jobs it must also be in when the query asks for
+    only such statuses."""
+    narrow = None
+    if query.statuses is not None and query.statuses <= UNFINISHED:
+        narrow = "unfinished"
+    elif query.statuses is not None and query.statuses <= FINISHED:
+        narrow = "finished"
+    if query.owner is not None:
+        return f"owned:{query.owner}", narrow
+    if narrow == "unfinished":
+        return "unfinished", None
+    return "jobs", narrow
+
+
+def _exactly_indexed(query: JobQuery) -> bool:
+    """Whether the indexes `_indexes` names hold exactly the jobs the query selects, in its order (seq is
+    the order of creation: the submit script keeps created_at from going backwards), so a page can be
+    cut from them before any job is read."""
+    if query.order != "created" or query.ids is not None:
+        return False
+    if query.api is not None or query.workflow_id is not None:
+        return False
+    if query.statuses not in (None, UNFINISHED, FINISHED, UNFINISHED | FINISHED):
+        return False
+    return query.dequeued or (query.statuses is not None and JobStatus.CANCELLED not in query.statuses)
 
 
 def _sort_key(job: Job, order: str) -> tuple[Any, ...]:
@@ -170,8 +210,13 @@ class RedisStore:
                 "WEBHOOK_ATTEMPTED",
                 "CLAIM_ONCE",
                 "RATE_LIMIT",
+                "DROP",
+                "PAGE",
+                "BACKFILL",
             )
         }
+        self._indexed = False
+        """Whether this process has made sure the listing indexes exist (BACKFILL, once per store)."""
 
     async def _script(self, name: str, *args: str | int | float) -> Any:
         return await self._call(cast(Awaitable[Any], self._scripts[name](args=[self.prefix, *args])))
@@ -253,40 +298,54 @@ class RedisStore:
         return {endpoint: int(count) for endpoint, count in zip(endpoints, counts, strict=True) if count}
 
     async def list_jobs(self, query: JobQuery) -> tuple[list[Job], int]:
+        if not self._indexed:
+            await self._script("BACKFILL")
+            self._indexed = True
         if query.ids is not None:
             candidates = sorted(query.ids)
+        elif _exactly_indexed(query):
+            return await self._page(query)
         else:
-            candidates = await self._call(self.redis.zrange(self._key("jobs"), 0, -1))
+            candidates = await self._candidates(query)
         selected = [job for job in await self._jobs(candidates) if _selected(job, query)]
         selected.sort(key=lambda job: _sort_key(job, query.order), reverse=query.descending)
         end = None if query.limit is None else query.offset + query.limit
         return selected[query.offset : end], len(selected)
 
+    async def _candidates(self, query: JobQuery) -> list[str]:
+        """The ids of every job the query may select: its indexes' (intersected in Redis, which walks
+        the smaller set)."""
+        source, narrow = _indexes(query)
+        if narrow is None:
+            return cast(list[str], await self._call(self.redis.zrange(self._key(source), 0, -1)))
+        return cast(list[str], await self._call(self.redis.zinter([self._key(source), self._key(narrow)])))
+
+    async def _page(self, query: JobQuery) -> tuple[list[Job], int]:
+        """The page cut from the indexes that hold exactly the query's jobs, then its jobs read. One that
+        changed in between (finished, in a listing of unfinished ones) is left out, as a listing a moment
+        later would leave it out."""
+        source, narrow = _indexes(query)
+        reply = await self._script(
+            "PAGE",
+            source,
+            narrow or "",
+            query.offset,
+            query.limit if query.limit is not None else -1,
+            "1" if query.descending else "0",
+        )
+        jobs = await self._jobs([str(job_id) for job_id in reply[1:]])
+        return [job for job in jobs if _selected(job, query)], int(reply[0])
+
     async def forget(self, query: JobQuery) -> int:
         jobs, _ = await self.list_jobs(JobQuery(**{**query.__dict__, "offset": 0, "limit": None}))
-        finished = [job for job in jobs if job.finished_at is not None]
-        await self._delete(finished)
+        finished = [job.id for job in jobs if job.finished_at is not None]
+        await self._drop(finished)
         return len(finished)
 
-    async def _delete(self, jobs: list[Job]) -> None:
-        """Delete finished jobs with their logs, webhook records and idempotency key."""
-        if not jobs:
-            return
-        pipe = self.redis.pipeline(transaction=True)
-        for job in jobs:
-            pipe.delete(
-                self._key("job", job.id),
-                self._key("log", job.id),
-                self._key("deliveries", job.id),
-                self._key("outbox", job.id),
-            )
-            if job.idempotency_key is not None:
-                pipe.delete(self._key("idem", job.key_id or "", job.idempotency_key))
-        ids = [job.id for job in jobs]
-        pipe.zrem(self._key("outbox"), *ids)
-        pipe.zrem(self._key("jobs"), *ids)
-        pipe.zrem(self._key("finished"), *ids)
-        await self._call(pipe.execute())
+    async def _drop(self, job_ids: list[str]) -> None:
+        """Delete finished jobs with their logs, webhook records, idempotency key and index entries."""
+        for start in range(0, len(job_ids), DROP_BATCH):
+            await self._script("DROP", *job_ids[start : start + DROP_BATCH])
 
     async def claim(
         self,
@@ -386,11 +445,7 @@ class RedisStore:
             self.redis.zrangebyscore(self._key("finished"), "-inf", f"({finished_before!r}")
         )
         jobs = await self._jobs(ids)
-        await self._delete(jobs)
-        if len(jobs) < len(ids):  # dropped by Redis already (their TTL ran out): only the indexes remain
-            gone = set(ids) - {job.id for job in jobs}
-            await self._call(self.redis.zrem(self._key("jobs"), *gone))
-            await self._call(self.redis.zrem(self._key("finished"), *gone))
+        await self._drop(ids)  # with those Redis dropped already (their TTL ran out): their index entries
         return jobs
 
     # -- webhooks --------------------------------------------------------------------------------------

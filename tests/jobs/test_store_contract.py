@@ -348,6 +348,125 @@ def test_listing_filters_orders_pages_and_counts(stores: Stores) -> None:
     run(stores, body)
 
 
+UNFINISHED = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING})
+FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+async def listed(store: JobStore, **query: object) -> tuple[list[str], int]:
+    """The ids of a listing's page, and its total."""
+    page, total = await store.list_jobs(JobQuery(**query))  # type: ignore[arg-type]
+    return [job.id for job in page], total
+
+
+async def two_keys_jobs(store: JobStore, a: str, b: str) -> dict[str, str]:
+    """Eight jobs of keys a and b and of no key, submitted as a0 b0 a1 n0 a2 a3 b1 a4 and left as: a0 and
+    b0 completed, a1 running, n0 failed, a2 cancelled before it ran, a3 b1 a4 queued. Their ids by name."""
+    ids = {}
+    for name in ("a0", "b0", "a1", "n0", "a2", "a3", "b1", "a4"):
+        key_id = {"a": a, "b": b, "n": None}[name[0]]
+        ids[name] = (await store.submit(new_job(cost=0, key_id=key_id)))[0].id
+    for name in ("a0", "b0", "a1", "n0"):
+        claimed = await store.claim()
+        assert claimed is not None and claimed.id == ids[name]
+    await store.complete(ids["a0"], [], {})
+    await store.complete(ids["b0"], [], {})
+    await store.fail(ids["n0"], "boom")
+    await store.cancel(ids["a2"])
+    return ids
+
+
+def test_listing_a_keys_jobs_and_the_unfinished_ones_pages_in_both_orders(stores: Stores) -> None:
+    a, _ = stores.keys.add_key("a", credits=0, rate_per_minute=60)
+    b, _ = stores.keys.add_key("b", credits=0, rate_per_minute=60)
+
+    async def body(store: JobStore) -> None:
+        ids = await two_keys_jobs(store, a.id, b.id)
+
+        def named(*names: str) -> list[str]:
+            return [ids[name] for name in names]
+
+        assert await listed(store, owner=a.id) == (named("a0", "a1", "a2", "a3", "a4"), 5)
+        assert await listed(store, owner=a.id, offset=1, limit=3) == (named("a1", "a2", "a3"), 5)
+        assert await listed(store, owner=a.id, descending=True, offset=1, limit=2) == (named("a3", "a2"), 5)
+        assert await listed(store, owner=a.id, offset=4, limit=5) == (named("a4"), 5)
+        assert await listed(store, owner=a.id, offset=9, limit=5) == ([], 5)
+        assert await listed(store, owner=a.id, limit=0) == ([], 5)
+        assert await listed(store, owner=a.id, statuses=UNFINISHED) == (named("a1", "a3", "a4"), 3)
+        assert await listed(store, owner=a.id, statuses=UNFINISHED, descending=True, offset=1, limit=1) == (
+            named("a3"),
+            3,
+        )
+        assert await listed(store, owner=a.id, statuses=frozenset({JobStatus.QUEUED})) == (
+            named("a3", "a4"),
+            2,
+        )
+        assert await listed(store, owner=a.id, statuses=UNFINISHED, order="queue", descending=True) == (
+            named("a4", "a3", "a1"),
+            3,
+        )
+        assert await listed(store, owner=a.id, statuses=FINISHED) == (named("a0", "a2"), 2)
+        assert await listed(store, owner=a.id, statuses=FINISHED, dequeued=False) == (named("a0"), 1)
+        assert await listed(store, owner=b.id, statuses=UNFINISHED) == (named("b1"), 1)
+        assert await listed(store, statuses=UNFINISHED) == (named("a1", "a3", "b1", "a4"), 4)
+        assert await listed(store, statuses=UNFINISHED, descending=True, limit=2) == (named("a4", "b1"), 4)
+        assert await listed(store, statuses=FINISHED, order="finished") == (named("a0", "b0", "n0", "a2"), 4)
+        assert await listed(store, statuses=FINISHED, offset=1, limit=2) == (named("b0", "n0"), 4)
+        assert await listed(store, offset=2, limit=3) == (named("a1", "n0", "a2"), 8)
+        assert await listed(store, descending=True, offset=2, limit=3) == (named("a3", "a2", "n0"), 8)
+        assert await listed(store, owner=a.id, ids=frozenset(named("a1", "b1"))) == (named("a1"), 1)
+        assert await listed(store, owner="key_nobody") == ([], 0)
+
+    run(stores, body)
+
+
+def test_listings_follow_jobs_that_finish_are_cancelled_forgotten_and_expire(stores: Stores) -> None:
+    a, _ = stores.keys.add_key("a", credits=0, rate_per_minute=60)
+    b, _ = stores.keys.add_key("b", credits=0, rate_per_minute=60)
+
+    async def body(store: JobStore) -> None:
+        ids = await two_keys_jobs(store, a.id, b.id)
+
+        def named(*names: str) -> list[str]:
+            return [ids[name] for name in names]
+
+        await store.complete(ids["a1"], [], {})
+        assert await listed(store, owner=a.id, statuses=UNFINISHED) == (named("a3", "a4"), 2)
+        assert await listed(store, owner=a.id, statuses=FINISHED) == (named("a0", "a1", "a2"), 3)
+        running = await store.claim()
+        assert running is not None and running.id == ids["a3"]
+        await store.cancel(ids["a3"])
+        assert await listed(store, owner=a.id, statuses=UNFINISHED) == (
+            named("a3", "a4"),
+            2,
+        )  # until it stops
+        await store.mark_cancelled(ids["a3"])
+        assert await listed(store, owner=a.id, statuses=UNFINISHED) == (named("a4"), 1)
+        assert await listed(store, owner=a.id, statuses=FINISHED, dequeued=False) == (
+            named("a0", "a1", "a3"),
+            3,
+        )
+        assert await listed(store, statuses=UNFINISHED) == (named("b1", "a4"), 2)
+
+        assert await store.forget(JobQuery(owner=a.id)) == 4  # its finished jobs; a4 is still queued
+        assert await listed(store, owner=a.id) == (named("a4"), 1)
+        assert await listed(store, owner=a.id, statuses=FINISHED) == ([], 0)
+        assert await listed(store) == (named("b0", "n0", "b1", "a4"), 4)
+        assert await listed(store, descending=True, offset=1, limit=2) == (named("b1", "n0"), 4)
+        assert await listed(store, statuses=FINISHED) == (named("b0", "n0"), 2)
+
+        failed = await store.get(ids["n0"])
+        assert failed is not None and failed.finished_at is not None
+        expired = await store.expire(finished_before=failed.finished_at + 1)
+        assert sorted(job.id for job in expired) == sorted(named("b0", "n0"))
+        assert await listed(store) == (named("b1", "a4"), 2)
+        assert await listed(store, owner=b.id) == (named("b1"), 1)
+        assert await listed(store, statuses=FINISHED) == ([], 0)
+        assert await listed(store, statuses=FINISHED, order="finished", descending=True) == ([], 0)
+        assert await listed(store, statuses=UNFINISHED, descending=True) == (named("a4", "b1"), 2)
+
+    run(stores, body)
+
+
 def test_forget_deletes_only_finished_jobs_of_the_query(stores: Stores) -> None:
     key, _ = stores.keys.add_key("k", credits=0, rate_per_minute=60)
 
