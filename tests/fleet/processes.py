@@ -12,9 +12,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -26,6 +27,15 @@ TEST_NODES = REPO / "tests" / "api" / "custom_nodes"
 TEST_GRAPHS = REPO / "tests" / "api" / "graphs"
 START_SECONDS = 300.0
 """Starting imports torch and loads every node package: seconds alone, minutes on a busy small machine."""
+
+
+def until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    """Poll `condition` until it gives something true, which is returned; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return found
 
 
 def prepare_graphs(directory: Path) -> Path:

@@ -15,7 +15,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from engine.jobs.redis_store import RedisStore
 from engine.jobs.types import Job, JobStatus
 from tests.api.comfy_client import ComfyClient
 from tests.api.test_comfy_queue import slow
-from tests.fleet.processes import REPO, Fleet, fleet
+from tests.fleet.processes import REPO, Fleet, fleet, until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -62,14 +62,6 @@ def running(tmp_path_factory: pytest.TempPathFactory, redis_session: RedisServer
         yield Running(started, [url for _, url in started.apis], redis_session.url, secret)
 
 
-def _until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
-
-
 def _status(url: str, request_id: str, key: str) -> dict[str, Any]:
     return httpx.get(f"{url}/v2/requests/{request_id}/status", headers={"x-api-key": key}, timeout=30).json()
 
@@ -86,10 +78,10 @@ def test_two_workers_run_two_jobs_at_once(running: Running) -> None:
         statuses = [_status(url, i, key)["status"] for i in ids]
         return busy if len(busy) == 2 and statuses == ["PROCESSING"] * 2 else None
 
-    busy = _until(both_running, "both jobs running at once")
+    busy = until(both_running, "both jobs running at once")
     assert {w.current_job for w in busy} == set(ids)  # one job on each worker
     assert len({w.id for w in busy}) == 2 and all(w.device == "cpu" for w in busy)
-    _until(lambda: all(_status(url, i, key)["status"] == "COMPLETED" for i in ids), "both results")
+    until(lambda: all(_status(url, i, key)["status"] == "COMPLETED" for i in ids), "both results")
 
 
 def _events(url: str, request_id: str, auth: dict[str, str], into: list[tuple[str, dict[str, Any]]]) -> None:
@@ -141,7 +133,7 @@ def test_credits_hold_under_500_concurrent_submits_through_two_api_processes(run
     codes = [answer.status_code for answer in answers]
     assert codes.count(200) == 37 and codes.count(406) == 500 - 37, sorted(set(codes))
     accepted = [answer.json()["request_id"] for answer in answers if answer.status_code == 200]
-    _until(
+    until(
         lambda: all(_status(urls[0], i, secret)["status"] == "COMPLETED" for i in accepted),
         "every accepted job to finish",
         timeout=120,
@@ -186,7 +178,7 @@ def test_fleet_status_and_metrics_show_workers_jobs_and_queues(running: Running)
         httpx.post(f"{url}/v2/slow", json={"seconds": 4}, headers=running.auth).json()["request_id"]
         for _ in range(2)
     ]
-    _until(lambda: {w.current_job for w in running.fleet.alive_workers()} == set(busy), "both workers busy")
+    until(lambda: {w.current_job for w in running.fleet.alive_workers()} == set(busy), "both workers busy")
     waiting = [
         httpx.post(f"{url}/v2/slow", json={"seconds": 0}, headers=running.auth).json()["request_id"]
         for _ in range(3)
@@ -201,7 +193,7 @@ def test_fleet_status_and_metrics_show_workers_jobs_and_queues(running: Running)
         assert gauges[("engine_fleet_queue_depth", (("endpoint", "slow"),))] == 3
         assert gauges[("engine_fleet_workers_alive", ())] == 2
         assert gauges[("engine_queue_depth", ())] == 3
-    _until(
+    until(
         lambda: all(_status(url, i, running.secret)["status"] == "COMPLETED" for i in busy + waiting),
         "the jobs to finish",
     )
@@ -219,11 +211,11 @@ def test_a_cancellation_through_one_api_process_stops_the_job_on_its_worker(runn
     request_id = httpx.post(f"{second}/v2/slow", json={"seconds": 30}, headers=running.auth).json()[
         "request_id"
     ]
-    _until(lambda: any(w.current_job == request_id for w in running.fleet.alive_workers()), "the job running")
+    until(lambda: any(w.current_job == request_id for w in running.fleet.alive_workers()), "the job running")
     asked = time.monotonic()
     answer = httpx.post(f"{first}/v2/requests/{request_id}/cancel", headers=running.auth)
     assert answer.status_code == 200 and answer.json()["cancel_requested"] is True
-    _until(
+    until(
         lambda: _status(first, request_id, running.secret)["status"] == "FAILED",  # Segmind's "cancelled"
         "the job to stop",
         timeout=30,
@@ -231,7 +223,7 @@ def test_a_cancellation_through_one_api_process_stops_the_job_on_its_worker(runn
     assert time.monotonic() - asked < 10  # interrupted, not run to its end 30 s later
     job = asyncio.run(_job(running.broker, request_id))
     assert job.status == JobStatus.CANCELLED
-    _until(lambda: all(w.current_job != request_id for w in running.fleet.alive_workers()), "the worker free")
+    until(lambda: all(w.current_job != request_id for w in running.fleet.alive_workers()), "the worker free")
 
 
 def test_comfyui_interrupt_through_one_api_process_stops_a_prompt_running_on_a_worker(
@@ -241,7 +233,7 @@ def test_comfyui_interrupt_through_one_api_process_stops_a_prompt_running_on_a_w
     queued = httpx.post(f"{second}/prompt", json={"prompt": slow(30)}, headers=running.auth)
     assert queued.status_code == 200, queued.text
     prompt_id = queued.json()["prompt_id"]
-    _until(
+    until(
         lambda: any(w.current_job == prompt_id for w in running.fleet.alive_workers()), "the prompt running"
     )
     asked = time.monotonic()
@@ -249,7 +241,7 @@ def test_comfyui_interrupt_through_one_api_process_stops_a_prompt_running_on_a_w
         httpx.post(f"{first}/interrupt", json={"prompt_id": prompt_id}, headers=running.auth).status_code
         == 200
     )
-    _until(
+    until(
         lambda: asyncio.run(_job(running.broker, prompt_id)).status.terminal, "the prompt to stop", timeout=30
     )
     assert time.monotonic() - asked < 10  # interrupted, not run to its end
@@ -257,7 +249,7 @@ def test_comfyui_interrupt_through_one_api_process_stops_a_prompt_running_on_a_w
     history = httpx.get(f"{first}/history/{prompt_id}", headers=running.auth).json()[prompt_id]
     assert history["status"]["status_str"] == "error"  # as ComfyUI reports an interrupted prompt
     assert "execution_interrupted" in [kind for kind, _ in history["status"]["messages"]]
-    _until(lambda: all(w.current_job != prompt_id for w in running.fleet.alive_workers()), "the worker free")
+    until(lambda: all(w.current_job != prompt_id for w in running.fleet.alive_workers()), "the worker free")
 
 
 async def _job(broker: str, job_id: str) -> Job:
@@ -288,20 +280,20 @@ def test_a_job_whose_worker_is_killed_completes_on_another_once_and_is_charged_o
     url, auth = running.urls[0], {"x-api-key": secret}
     done_before = {w.pid: w.jobs_done for w in running.fleet.alive_workers()}
     request_id = httpx.post(f"{url}/v2/slow", json={"seconds": 4}, headers=auth).json()["request_id"]
-    holder = _until(
+    holder = until(
         lambda: next((w for w in running.fleet.alive_workers() if w.current_job == request_id), None),
         "a worker running the job",
     )
     victim = next(p for p in running.fleet.workers if p.popen.pid == holder.pid)
     victim.kill()
     assert _status(url, request_id, secret)["status"] == "PROCESSING"  # its lease has not run out yet
-    done = _until(
+    done = until(
         lambda: (body := _status(url, request_id, secret))["status"] in ("COMPLETED", "FAILED") and body,
         "the job finished by the other worker",
         timeout=90,
     )
     assert done["status"] == "COMPLETED", done
-    survivor = _until(
+    survivor = until(
         lambda: next(
             (w for w in running.fleet.alive_workers() if w.pid != holder.pid and w.current_job is None), None
         ),

@@ -14,14 +14,14 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from engine.jobs.fleet import WorkerInfo, WorkerRegistry, failed_everywhere
-from tests.fleet.processes import REPO, Fleet, fleet
+from tests.fleet.processes import REPO, Fleet, fleet, until
 from tests.redis_server import RedisServer
 
 WHY = "this node fails on purpose"
@@ -67,14 +67,6 @@ def test_a_worker_entry_carries_its_failed_warm_ups_through_redis(redis_url: str
     assert read["v"].warmup_failed == {} and read["v"].warming_up is True
 
 
-def _until(condition: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return found
-
-
 @pytest.fixture(scope="module")
 def failing(tmp_path_factory: pytest.TempPathFactory, redis_session: RedisServer) -> Iterator[Fleet]:
     """One API process and one worker that warms up `broken` (and fails)."""
@@ -91,7 +83,7 @@ def _listed(url: str) -> dict[str, dict[str, Any]]:
 @pytest.mark.slow
 def test_an_api_process_refuses_an_endpoint_whose_warm_up_failed_on_every_worker(failing: Fleet) -> None:
     url = failing.apis[0][1]
-    ready = _until(
+    ready = until(
         lambda: (body := httpx.get(f"{url}/ready", timeout=30).json())["warmup_failed"] and body,
         "the API process to hear of the worker's failed warm-up",
     )
@@ -114,11 +106,11 @@ def test_an_api_process_refuses_an_endpoint_whose_warm_up_failed_on_every_worker
     assert WHY in entry["warmup_failed"]["broken"]
 
     fixed = failing.start_worker()  # warms up nothing, so nothing failed on it
-    _until(lambda: _listed(url)["broken"]["available"], "the endpoint served again", timeout=300)
+    until(lambda: _listed(url)["broken"]["available"], "the endpoint served again", timeout=300)
     assert httpx.get(f"{url}/ready", timeout=30).json()["warmup_failed"] == {}
     accepted = httpx.post(f"{url}/v2/broken", json={}, timeout=30)
     assert accepted.status_code == 200 and accepted.json()["status"] == "QUEUED"
 
     fixed.stop()  # it leaves the registry: the failing worker is the only one again
     failing.workers.remove(fixed)
-    _until(lambda: not _listed(url)["broken"]["available"], "the endpoint refused again")
+    until(lambda: not _listed(url)["broken"]["available"], "the endpoint refused again")
