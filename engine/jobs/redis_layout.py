@@ -4,10 +4,11 @@ Every name starts with a prefix (default `engine:`), so one Redis server can hol
 tests) apart. Shared by the async store the services use (redis_store) and the synchronous key admin
 the command line uses (redis_keys).
 
-A job enters `jobs`, `unfinished` and its key's `owned:` set when it is submitted, moves from
-`unfinished` to `finished` when it finishes (completed, failed or cancelled, by its worker, by a client
-or by the take-over of a job whose workers keep dying), and leaves every set when it is forgotten or
-expired (the DROP script); all in the scripts that change it, so the indexes never disagree with it.
+A job enters `jobs`, `unfinished`, its API's `api:` set and its key's `owned:` set when it is
+submitted, moves from `unfinished` to `finished` when it finishes (completed, failed or cancelled, by its
+worker, by a client or by the take-over of a job whose workers keep dying), and leaves every set when it
+is forgotten or expired (the DROP script); all in the scripts that change it, so the indexes never
+disagree with it.
 A job of no key is in no `owned:` set: a listing without an owner lists every key's jobs, and none asks
 for only the keyless ones.
 
@@ -20,8 +21,12 @@ for only the keyless ones.
     {p}owned:{key}          sorted set: the ids of the API key's jobs by seq (listing a key's jobs)
     {p}jobowner             hash: job id -> its API key's id, for a job of a key (which `owned:` set to
                             leave once Redis dropped the job's hash at its TTL, before the expiry sweep)
-    {p}indexes              string: "1" once the listing indexes above cover every job (built once for
-                            a store written before they existed)
+    {p}api:{api}            sorted set: the ids of the jobs an API accepted ("comfy", "segmind"...) by seq
+                            (ComfyUI's /history and /api/jobs read only ComfyUI's jobs)
+    {p}apis                 set: every API that has had a job (whose `api:` sets a dropped job leaves)
+    {p}indexes              string: the version of the listing indexes above ("2": with `api:`) once
+                            they cover every job (built once for a store written before them, or before
+                            some of them: "1" had no `api:` sets)
     {p}queued               sorted set: queued jobs by `number`, member "{seq:015}:{id}" (position, depth)
     {p}queue:{endpoint}     the same, per endpoint (what a worker claims from)
     {p}run:{endpoint}       stream of running jobs, consumer group "workers": the pending entry of a

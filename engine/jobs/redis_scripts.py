@@ -21,6 +21,12 @@ local function job_key(id) return p .. 'job:' .. id end
 -- the sorted set of a key's jobs by seq (its listings read only it)
 local function owned_key(key_id) return p .. 'owned:' .. key_id end
 
+-- the sorted set of an API's jobs by seq (ComfyUI's listings read only ComfyUI's jobs)
+local function api_key(api) return p .. 'api:' .. api end
+
+-- the version of the listing indexes a store holds once they cover every job (BACKFILL builds them)
+local INDEXES = '2'
+
 local function hash(key)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return false end
@@ -86,7 +92,8 @@ local function finish(id, status, now, ttl_ms, fields)
 end
 
 -- delete a finished job with everything kept for it and its entries in every index; its hash may be
--- gone already (Redis dropped it at its TTL), the key it belonged to is then found in `jobowner`
+-- gone already (Redis dropped it at its TTL), the key it belonged to is then found in `jobowner`, and
+-- it leaves the set of every API (there are a few)
 local function drop(id)
   local k = job_key(id)
   local idem = redis.call('HGET', k, 'idempotency_key')
@@ -99,6 +106,7 @@ local function drop(id)
     redis.call('ZREM', owned_key(owner), id)
     redis.call('HDEL', p .. 'jobowner', id)
   end
+  for _, api in ipairs(redis.call('SMEMBERS', p .. 'apis')) do redis.call('ZREM', api_key(api), id) end
   for _, index in ipairs({'outbox', 'jobs', 'finished', 'unfinished'}) do
     redis.call('ZREM', p .. index, id)
   end
@@ -155,8 +163,11 @@ else
   redis.call('SET', p .. 'created', created)
 end
 -- the first job of a store is indexed from the start: nothing to build (BACKFILL) for it
-if redis.call('EXISTS', p .. 'jobs') == 0 then redis.call('SET', p .. 'indexes', '1') end
+if redis.call('EXISTS', p .. 'jobs') == 0 then redis.call('SET', p .. 'indexes', INDEXES) end
 redis.call('ZADD', p .. 'jobs', seq, id)
+local api = redis.call('HGET', k, 'api')
+redis.call('ZADD', api_key(api), seq, id)
+redis.call('SADD', p .. 'apis', api)
 redis.call('ZADD', p .. 'unfinished', seq, id)
 if key_id ~= '' then
   redis.call('ZADD', owned_key(key_id), seq, id)
@@ -342,15 +353,23 @@ return #ARGV - 1
 PAGE = (
     PRELUDE
     + r"""
--- ARGV: p, source (a sorted set scored by seq), narrow ('' none: a set the jobs must also be in),
--- offset, limit (-1: no limit), descending ('1'). Returns {total, id...}: the page of the jobs in both
--- sets, by seq, cut before any job is read (the caller reads them). A job whose hash Redis dropped at
--- its TTL before the expiry sweep came is dropped from the indexes here, and the page cut again.
-local source, narrow = p .. ARGV[2], ARGV[3]
-local offset, limit, descending = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1'
+-- ARGV: p, offset, limit (-1: no limit), descending ('1'), then the sets the jobs must all be in: the
+-- first scored by seq (the order of the page), the others (the key's, the API's, the unfinished or the
+-- finished jobs) narrowing it. Returns {total, id...}: the page of the jobs in every set, by seq, cut
+-- before any job is read (the caller reads them). A job whose hash Redis dropped at its TTL before the
+-- expiry sweep came is dropped from the indexes here, and the page cut again.
+local offset, limit, descending = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+local sets = {}
+for i = 5, #ARGV do sets[#sets + 1] = p .. ARGV[i] end
+local source = sets[1]
+-- ZINTER numkeys key... WEIGHTS 1 0...: the intersection scored by the first set's seq alone
+local inter = {'ZINTER', #sets}
+for _, set in ipairs(sets) do inter[#inter + 1] = set end
+inter[#inter + 1] = 'WEIGHTS'
+for i = 1, #sets do inter[#inter + 1] = (i == 1) and 1 or 0 end
 while true do
   local total, ids = 0, {}
-  if narrow == '' then
+  if #sets == 1 then
     total = redis.call('ZCARD', source)
     local stop = -1
     if limit >= 0 then stop = offset + limit - 1 end
@@ -362,7 +381,7 @@ while true do
       end
     end
   else
-    local all = redis.call('ZINTER', 2, source, p .. narrow, 'WEIGHTS', 1, 0)
+    local all = redis.call(unpack(inter))
     total = #all
     local last = total
     if limit >= 0 then last = math.min(total, offset + limit) end
@@ -386,26 +405,33 @@ end
 """
 )
 
-BACKFILL = r"""
--- ARGV: p. Build the listing indexes (`unfinished`, `owned:{key}`, `jobowner`) of a store written before
--- they existed, once: every job in `jobs` whose hash is still there.
-local p = ARGV[1]
-if redis.call('GET', p .. 'indexes') == '1' then return 0 end
+BACKFILL = (
+    PRELUDE
+    + r"""
+-- ARGV: p. Build the listing indexes (`unfinished`, `owned:{key}`, `jobowner`, `api:{api}`, `apis`) of a
+-- store written before they existed, or before some of them did (its `indexes` is an older version),
+-- once: every job in `jobs` whose hash is still there. Adding a job to an index it is in changes nothing.
+if redis.call('GET', p .. 'indexes') == INDEXES then return 0 end
 local listed = redis.call('ZRANGE', p .. 'jobs', 0, -1, 'WITHSCORES')
 for i = 1, #listed, 2 do
   local id, seq = listed[i], listed[i + 1]
-  local fields = redis.call('HMGET', p .. 'job:' .. id, 'status', 'key_id')
+  local fields = redis.call('HMGET', job_key(id), 'status', 'key_id', 'api')
   if fields[1] == 'QUEUED' or fields[1] == 'PROCESSING' then
     redis.call('ZADD', p .. 'unfinished', seq, id)
   end
   if fields[2] then
-    redis.call('ZADD', p .. 'owned:' .. fields[2], seq, id)
+    redis.call('ZADD', owned_key(fields[2]), seq, id)
     redis.call('HSET', p .. 'jobowner', id, fields[2])
   end
+  if fields[3] then
+    redis.call('ZADD', api_key(fields[3]), seq, id)
+    redis.call('SADD', p .. 'apis', fields[3])
+  end
 end
-redis.call('SET', p .. 'indexes', '1')
+redis.call('SET', p .. 'indexes', INDEXES)
 return 1
 """
+)
 
 NOTE = r"""
 -- ARGV: p, id, kind, field, value pairs. A log line or progress of an existing job: the progress is also

@@ -10,11 +10,12 @@ only from the worker holding the job, so completion and its charge happen once. 
 must happen whole is a Lua script (redis_scripts); the key layout is in redis_layout.
 
 Listing (`list_jobs`, `forget`) reads only the jobs its indexes hold for the query: the key's own jobs
-(`owned:{key}`), narrowed to the unfinished or the finished ones when only those are asked for, or just
-the ids asked for; it filters and sorts those here as the SQLite store's WHERE and ORDER BY would. When
-the indexes hold exactly the jobs the query selects and the order is theirs (creation), the page is cut
-from them first and only its jobs are read. A fleet polling ComfyUI's /queue so reads its few unfinished
-jobs, not every job kept for the retention period.
+(`owned:{key}`), the API's (`api:{api}`), both when both are asked for, narrowed to the unfinished or
+the finished ones when only those are asked for, or just the ids asked for; it filters and sorts those
+here as the SQLite store's WHERE and ORDER BY would. When the indexes hold exactly the jobs the query
+selects and the order is theirs (creation), the page is cut from them first and only its jobs are read.
+A fleet polling ComfyUI's /queue so reads its few unfinished jobs, not every job kept for the retention
+period, and ComfyUI's /history reads ComfyUI's finished jobs, not the other APIs'.
 
 A Redis server that cannot be reached, or refuses writes for memory, raises `StoreUnavailable`.
 """
@@ -98,29 +99,29 @@ DROP_BATCH = 500
 """Jobs deleted by one script at most, so that forgetting thousands never holds Redis for long."""
 
 
-def _indexes(query: JobQuery) -> tuple[str, str | None]:
-    """The index that holds every job the query may select (a sorted set scored by seq: the owner's jobs,
-    or every job), and the one of unfinished or finished jobs it must also be in when the query asks for
-    only such statuses."""
-    narrow = None
-    if query.statuses is not None and query.statuses <= UNFINISHED:
-        narrow = "unfinished"
-    elif query.statuses is not None and query.statuses <= FINISHED:
-        narrow = "finished"
+def _indexes(query: JobQuery) -> list[str]:
+    """The sorted sets every job the query may select is in, to intersect: the first scored by seq (every
+    job, the owner's, the API's or the unfinished ones), the others narrowing it to the owner's, the API's,
+    and the unfinished or finished jobs when the query asks for only such statuses."""
+    sets = []
     if query.owner is not None:
-        return f"owned:{query.owner}", narrow
-    if narrow == "unfinished":
-        return "unfinished", None
-    return "jobs", narrow
+        sets.append(f"owned:{query.owner}")
+    if query.api is not None:
+        sets.append(f"api:{query.api}")
+    if query.statuses is not None and query.statuses <= UNFINISHED:
+        sets.append("unfinished")
+    elif query.statuses is not None and query.statuses <= FINISHED:
+        sets.append("finished")
+    if not sets or sets[0] == "finished":
+        sets.insert(0, "jobs")
+    return sets
 
 
 def _exactly_indexed(query: JobQuery) -> bool:
     """Whether the indexes `_indexes` names hold exactly the jobs the query selects, in its order (seq is
     the order of creation: the submit script keeps created_at from going backwards), so a page can be
     cut from them before any job is read."""
-    if query.order != "created" or query.ids is not None:
-        return False
-    if query.api is not None or query.workflow_id is not None:
+    if query.order != "created" or query.ids is not None or query.workflow_id is not None:
         return False
     if query.statuses not in (None, UNFINISHED, FINISHED, UNFINISHED | FINISHED):
         return False
@@ -315,23 +316,21 @@ class RedisStore:
     async def _candidates(self, query: JobQuery) -> list[str]:
         """The ids of every job the query may select: its indexes' (intersected in Redis, which walks
         the smaller set)."""
-        source, narrow = _indexes(query)
-        if narrow is None:
-            return cast(list[str], await self._call(self.redis.zrange(self._key(source), 0, -1)))
-        return cast(list[str], await self._call(self.redis.zinter([self._key(source), self._key(narrow)])))
+        sets = [self._key(name) for name in _indexes(query)]
+        if len(sets) == 1:
+            return cast(list[str], await self._call(self.redis.zrange(sets[0], 0, -1)))
+        return cast(list[str], await self._call(self.redis.zinter(sets)))
 
     async def _page(self, query: JobQuery) -> tuple[list[Job], int]:
         """The page cut from the indexes that hold exactly the query's jobs, then its jobs read. One that
         changed in between (finished, in a listing of unfinished ones) is left out, as a listing a moment
         later would leave it out."""
-        source, narrow = _indexes(query)
         reply = await self._script(
             "PAGE",
-            source,
-            narrow or "",
             query.offset,
             query.limit if query.limit is not None else -1,
             "1" if query.descending else "0",
+            *_indexes(query),
         )
         jobs = await self._jobs([str(job_id) for job_id in reply[1:]])
         return [job for job in jobs if _selected(job, query)], int(reply[0])

@@ -419,6 +419,71 @@ def test_listing_a_keys_jobs_and_the_unfinished_ones_pages_in_both_orders(stores
     run(stores, body)
 
 
+def test_listing_one_apis_jobs_of_every_key_or_of_one_pages_in_both_orders(stores: Stores) -> None:
+    """ComfyUI's routes list only ComfyUI's jobs, of one key or (open access) of every key, with the jobs of
+    the other APIs in between: c0 s0 c1 c2 s1 c3 s2 c4 (c: comfy, s: segmind), of keys a a b - b a a a,
+    left as c0 s0 completed, c1 failed, c2 cancelled before it ran, s1 c3 running, s2 c4 queued."""
+    a, _ = stores.keys.add_key("a", credits=0, rate_per_minute=60)
+    b, _ = stores.keys.add_key("b", credits=0, rate_per_minute=60)
+
+    async def body(store: JobStore) -> None:
+        ids = {}
+        owners = {"a": a.id, "b": b.id, "-": None}
+        for name, owner in zip(("c0", "s0", "c1", "c2", "s1", "c3", "s2", "c4"), "aab-baaa", strict=True):
+            key_id = owners[owner]
+            api = "comfy" if name[0] == "c" else "segmind"
+            ids[name] = (await store.submit(new_job(cost=0, key_id=key_id, api=api)))[0].id
+        await store.cancel(ids["c2"])
+        for name in ("c0", "s0", "c1", "s1", "c3"):
+            claimed = await store.claim()
+            assert claimed is not None and claimed.id == ids[name]
+        await store.complete(ids["c0"], [], {})
+        await store.complete(ids["s0"], [], {})
+        await store.fail(ids["c1"], "boom")
+
+        def named(*names: str) -> list[str]:
+            return [ids[name] for name in names]
+
+        comfy = {"api": "comfy"}
+        assert await listed(store, **comfy) == (named("c0", "c1", "c2", "c3", "c4"), 5)
+        assert await listed(store, **comfy, descending=True, offset=1, limit=2) == (named("c3", "c2"), 5)
+        assert await listed(store, **comfy, offset=3, limit=5) == (named("c3", "c4"), 5)
+        assert await listed(store, **comfy, dequeued=False) == (named("c0", "c1", "c3", "c4"), 4)
+        assert await listed(store, **comfy, owner=a.id) == (named("c0", "c3", "c4"), 3)
+        assert await listed(store, **comfy, owner=a.id, descending=True, limit=2) == (named("c4", "c3"), 3)
+        assert await listed(store, **comfy, owner=a.id, offset=1, limit=1) == (named("c3"), 3)
+        assert await listed(store, **comfy, owner=b.id) == (named("c1"), 1)
+        assert await listed(store, api="segmind", owner=a.id) == (named("s0", "s2"), 2)
+        assert await listed(store, api="segmind", owner=a.id, descending=True, offset=1) == (named("s0"), 2)
+        assert await listed(store, api="segmind", descending=True) == (named("s2", "s1", "s0"), 3)
+        assert await listed(store, **comfy, statuses=FINISHED) == (named("c0", "c1", "c2"), 3)
+        assert await listed(store, **comfy, statuses=FINISHED, descending=True, offset=1, limit=1) == (
+            named("c1"),
+            3,
+        )
+        history = {**comfy, "statuses": FINISHED, "dequeued": False, "order": "finished", "descending": True}
+        assert await listed(store, **history) == (named("c1", "c0"), 2)
+        assert await listed(store, **history, limit=1) == (named("c1"), 2)
+        assert await listed(store, **history, offset=1, limit=1) == (named("c0"), 2)
+        assert await listed(store, **history, owner=a.id) == (named("c0"), 1)
+        assert await listed(store, **history, owner=b.id) == (named("c1"), 1)
+        assert await listed(store, **comfy, statuses=UNFINISHED) == (named("c3", "c4"), 2)
+        assert await listed(store, **comfy, statuses=UNFINISHED, descending=True, limit=1) == (named("c4"), 2)
+        assert await listed(store, **comfy, statuses=UNFINISHED, owner=b.id) == ([], 0)
+        assert await listed(store, api="segmind", statuses=UNFINISHED, owner=b.id) == (named("s1"), 1)
+        assert await listed(store, **comfy, owner=a.id, statuses=frozenset({JobStatus.QUEUED})) == (
+            named("c4"),
+            1,
+        )
+        assert await listed(store, api="fal") == ([], 0)
+
+        assert await store.forget(JobQuery(api="comfy", owner=a.id)) == 1  # c0; s0 is another API's
+        assert await listed(store, **comfy) == (named("c1", "c2", "c3", "c4"), 4)
+        assert await listed(store, api="segmind", statuses=FINISHED) == (named("s0"), 1)
+
+    run(stores, body)
+
+
 def test_listings_follow_jobs_that_finish_are_cancelled_forgotten_and_expire(stores: Stores) -> None:
     a, _ = stores.keys.add_key("a", credits=0, rate_per_minute=60)
     b, _ = stores.keys.add_key("b", credits=0, rate_per_minute=60)
