@@ -1,5 +1,6 @@
 """What the Redis store's listing indexes buy and keep up, on a real redis-server: a key's unfinished
-jobs are listed by reading those jobs alone (counted by Redis itself, in INFO commandstats), a job hash
+jobs, and one API's finished jobs, are listed by reading those jobs alone (counted by Redis itself, in
+INFO commandstats), a job hash
 Redis dropped at its TTL leaves no id behind in any index, a store written before the indexes gets
 them, and the order of creation is the order of arrival whatever the API processes' clocks say."""
 
@@ -68,6 +69,55 @@ def test_a_keys_unfinished_jobs_are_listed_without_reading_anyone_elses(redis_ur
     asyncio.run(main())
 
 
+def test_comfyuis_history_reads_only_comfyuis_jobs(redis_url: str) -> None:
+    """1,000 finished Segmind jobs and 5 finished ComfyUI jobs of one key: ComfyUI's /history (finished,
+    latest first) and /api/jobs (every status, by creation) read the 5 ComfyUI jobs, with open access
+    (no owner) and for the key; a page by creation that shows dequeued jobs too is cut from the indexes
+    and reads only its jobs."""
+    key, _ = RedisKeyAdmin(redis_url).add_key("k", credits=0, rate_per_minute=60)
+
+    async def main() -> None:
+        store = RedisStore(redis_url)
+        comfy = []
+        for round_ in range(10):
+            batch = [new_job(cost=0, key_id=key.id) for _ in range(100)]
+            if round_ % 2 == 0:
+                batch.append(new_job(cost=0, key_id=key.id, api="comfy"))
+                comfy.append(batch[-1].id)
+            await asyncio.gather(*(store.submit(job) for job in batch))
+            claimed = await asyncio.gather(*(store.claim() for _ in batch))
+            await asyncio.gather(*(store.complete(job.id, [], {}) for job in claimed if job is not None))
+        await store.list_jobs(JobQuery(limit=0))  # the one-time index check, outside the count
+
+        latest = [comfy[4], comfy[3]]
+        for owner in (None, key.id):
+            history = JobQuery(
+                api="comfy",
+                owner=owner,
+                statuses=FINISHED,
+                dequeued=False,
+                order="finished",
+                descending=True,
+                limit=2,
+            )
+            before = await hgetall_calls(store)
+            page, total = await store.list_jobs(history)
+            assert await hgetall_calls(store) - before == 5
+            assert [job.id for job in page] == latest and total == 5
+            jobs = JobQuery(api="comfy", owner=owner, dequeued=False, descending=True, limit=2)
+            before = await hgetall_calls(store)
+            page, total = await store.list_jobs(jobs)
+            assert await hgetall_calls(store) - before == 5
+            assert [job.id for job in page] == latest and total == 5
+            before = await hgetall_calls(store)
+            page, total = await store.list_jobs(JobQuery(api="comfy", owner=owner, descending=True, limit=2))
+            assert await hgetall_calls(store) - before == 2  # the page, cut before any job was read
+            assert [job.id for job in page] == latest and total == 5
+        await store.close()
+
+    asyncio.run(main())
+
+
 async def wait_gone(store: RedisStore, key: str) -> None:
     """Wait until Redis has dropped the key at the end of its TTL."""
     deadline = time.monotonic() + 5
@@ -77,10 +127,11 @@ async def wait_gone(store: RedisStore, key: str) -> None:
 
 
 async def indexed_anywhere(store: RedisStore, job_id: str, key_id: str) -> list[str]:
-    """The listing indexes that still hold the job id."""
+    """The listing indexes that still hold the job id (every API's included)."""
+    apis = sorted(await store.redis.smembers("engine:apis"))
     held = [
         name
-        for name in ("jobs", "finished", "unfinished", f"owned:{key_id}")
+        for name in ("jobs", "finished", "unfinished", f"owned:{key_id}", *(f"api:{api}" for api in apis))
         if await store.redis.zscore(f"engine:{name}", job_id) is not None
     ]
     if await store.redis.hexists("engine:jobowner", job_id):
@@ -90,7 +141,8 @@ async def indexed_anywhere(store: RedisStore, job_id: str, key_id: str) -> list[
 
 def test_a_job_dropped_at_its_ttl_leaves_no_id_in_any_index(redis_url: str) -> None:
     """Redis drops a finished job's hash at its TTL even if no process swept it: listings skip it (the
-    page is cut again without it) and the sweep clears every index of it, the key's own included."""
+    page is cut again without it) and the sweep clears every index of it, the key's and the API's
+    included."""
     key, _ = RedisKeyAdmin(redis_url).add_key("k", credits=0, rate_per_minute=60)
 
     async def main() -> None:
@@ -100,13 +152,16 @@ def test_a_job_dropped_at_its_ttl_leaves_no_id_in_any_index(redis_url: str) -> N
             await store.claim()
             await store.complete(job.id, [], {})
         first, second = jobs[0].id, jobs[1].id
-        for job_id in (first, second):
-            await store.redis.pexpire(f"engine:job:{job_id}", 1)
-            await wait_gone(store, f"engine:job:{job_id}")
+        await store.redis.pexpire(f"engine:job:{first}", 1)
+        await wait_gone(store, f"engine:job:{first}")
+        page, total = await store.list_jobs(JobQuery(api="segmind", owner=key.id, limit=2))
+        assert [job.id for job in page] == [jobs[1].id, jobs[2].id] and total == 3
+        assert await indexed_anywhere(store, first, key.id) == []  # dropped by the listing itself
 
+        await store.redis.pexpire(f"engine:job:{second}", 1)
+        await wait_gone(store, f"engine:job:{second}")
         page, total = await store.list_jobs(JobQuery(owner=key.id, limit=2))
         assert [job.id for job in page] == [jobs[2].id, jobs[3].id] and total == 2
-        assert await indexed_anywhere(store, first, key.id) == []  # dropped by the listing itself
         assert await indexed_anywhere(store, second, key.id) == []
         page, total = await store.list_jobs(JobQuery(owner=key.id, statuses=FINISHED, dequeued=False))
         assert [job.id for job in page] == [jobs[2].id] and total == 1
@@ -118,6 +173,7 @@ def test_a_job_dropped_at_its_ttl_leaves_no_id_in_any_index(redis_url: str) -> N
             "jobs",
             "finished",
             f"owned:{key.id}",
+            "api:segmind",
             "jobowner",
         ]
         assert await store.expire(finished_before=time.time() + 1) == []  # nothing left to return...
@@ -132,24 +188,40 @@ async def listed_ids(store: RedisStore, query: JobQuery) -> list[str]:
     return [job.id for job in (await store.list_jobs(query))[0]]
 
 
-def test_a_store_written_before_the_indexes_gets_them(redis_url: str) -> None:
+@pytest.mark.parametrize("written", ["before any index", "before the API indexes"])
+def test_a_store_written_before_the_indexes_gets_them(redis_url: str, written: str) -> None:
+    """A store written before the listing indexes (no marker), or before the API ones (marker "1", every
+    other index there), has the missing ones built by the first listing of a store of this version."""
     key, _ = RedisKeyAdmin(redis_url).add_key("k", credits=0, rate_per_minute=60)
 
     async def main() -> None:
         old = RedisStore(redis_url)
-        jobs = [(await old.submit(new_job(cost=0, key_id=key.id)))[0] for _ in range(3)]
+        jobs = [
+            (await old.submit(new_job(cost=0, key_id=key.id, api=api)))[0]
+            for api in ("comfy", "segmind", "comfy")
+        ]
         await old.claim()
         await old.complete(jobs[0].id, [], {})
         await old.close()
         probe = RedisStore(redis_url)
-        await probe.redis.delete(
-            "engine:unfinished", f"engine:owned:{key.id}", "engine:jobowner", "engine:indexes"
-        )
+        await probe.redis.delete("engine:api:comfy", "engine:api:segmind", "engine:apis")
+        if written == "before any index":
+            await probe.redis.delete(
+                "engine:unfinished", f"engine:owned:{key.id}", "engine:jobowner", "engine:indexes"
+            )
+        else:
+            await probe.redis.set("engine:indexes", "1")
 
         store = RedisStore(redis_url)
         assert await listed_ids(store, JobQuery(owner=key.id)) == [job.id for job in jobs]
         assert await listed_ids(store, JobQuery(statuses=UNFINISHED)) == [jobs[1].id, jobs[2].id]
-        assert await store.forget(JobQuery(owner=key.id)) == 1
+        assert await listed_ids(store, JobQuery(api="comfy")) == [jobs[0].id, jobs[2].id]
+        assert await listed_ids(store, JobQuery(api="comfy", owner=key.id, statuses=UNFINISHED)) == [
+            jobs[2].id
+        ]
+        assert await listed_ids(store, JobQuery(api="segmind", owner=key.id)) == [jobs[1].id]
+        assert await store.redis.smembers("engine:apis") == {"comfy", "segmind"}
+        assert await store.forget(JobQuery(api="comfy", owner=key.id)) == 1
         assert await indexed_anywhere(store, jobs[0].id, key.id) == []
         await probe.close()
         await store.close()
