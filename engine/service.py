@@ -204,6 +204,7 @@ class Service:
             self._tasks.append(asyncio.create_task(self._expire_forever(), name="expiry"))
             self._tasks.append(asyncio.create_task(self.webhooks.run_forever(), name="webhooks"))
         if self.runs_worker:
+            overlaps = self.settings.performance.overlaps(self.models.device.type)
             self.worker = Worker(
                 self.store,
                 self.executor,
@@ -213,7 +214,7 @@ class Service:
                 worker_id=self.worker_id if broker is not None else LOCAL_WORKER,
                 preferred=self._loaded_endpoints,
                 recorder=OutputAssets(self.assets, folders.get_output_directory()),
-                overlap=self.device_thread if self._overlaps() else None,
+                overlap=self.device_thread if overlaps else None,
             )
             self.broadcast.on_cancel(self.worker.cancel)
             self._tasks.append(asyncio.create_task(self._warm_up_then_work(), name="warm-up"))
@@ -224,9 +225,6 @@ class Service:
             self.readiness.reason = API_READY
             assert self.registry_of_workers is not None
             self._tasks.append(asyncio.create_task(self._watch_fleet_forever(), name="fleet-watch"))
-
-    def _overlaps(self) -> bool:
-        return self.settings.performance.overlaps(self.models.device.type)
 
     async def stop(self) -> None:
         await cancel_all(self._tasks)

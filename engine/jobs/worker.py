@@ -242,8 +242,8 @@ class Worker:
                 if self._stopping:  # claimed while stopping: the next start runs it
                     await self._stored(partial(self.store.requeue, job.id, worker=self.worker_id))
                     break
-                self._running[job.id] = _Running(job)  # before the task starts: the next check counts it
-                task = asyncio.create_task(self._run_guarded(job), name=f"job-{job.id}")
+                running = self._running[job.id] = _Running(job)  # the next check counts it already
+                task = asyncio.create_task(self._run_guarded(running), name=f"job-{job.id}")
                 self._job_tasks.add(task)
                 task.add_done_callback(self._job_tasks.discard)
         finally:
@@ -259,9 +259,10 @@ class Worker:
             and all(running.sampled for running in self._running.values())
         )
 
-    async def _run_guarded(self, job: Job) -> None:
+    async def _run_guarded(self, running: _Running) -> None:
+        job = running.job
         try:
-            await self.run(job)
+            await self._run(running)
         except Exception:  # the loop must survive anything a job does
             log.exception("job %s crashed while running", job.id)
             await self._finished(
@@ -304,8 +305,8 @@ class Worker:
         except StoreUnavailable as exc:
             log.warning("a log or progress update was not stored: %s", exc)
 
-    async def run(self, job: Job) -> None:
-        running = self._running.setdefault(job.id, _Running(job))
+    async def _run(self, running: _Running) -> None:
+        job = running.job
         try:
             self.broadcast.publish(JobUpdate(job.id, "status", {"status": JobStatus.PROCESSING}))
             await self._noted(self.store.add_log(job.id, "started"))

@@ -43,8 +43,10 @@ class DeviceThread:
     nodes as the `device_thread` resource)."""
 
     def __init__(self, name: str) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"sampling-{name}")
         self._thread: threading.Thread | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"sampling-{name}", initializer=self._started
+        )
 
     def run(self, function: Callable[[], T]) -> T:
         """`function()` on the device's thread, after the runs handed over before it, with the caller's
@@ -52,7 +54,7 @@ class DeviceThread:
         out of the line."""
         if threading.current_thread() is self._thread:  # a sampler inside a sampler: already here
             return function()
-        future = self._pool.submit(contextvars.copy_context().run, self._on_thread, function)
+        future = self._pool.submit(contextvars.copy_context().run, function)
         try:
             while True:
                 try:
@@ -68,9 +70,8 @@ class DeviceThread:
             if watched is not None and watched[0] is self:
                 watched[1]()
 
-    def _on_thread(self, function: Callable[[], T]) -> T:
+    def _started(self) -> None:
         self._thread = threading.current_thread()
-        return function()
 
     @contextmanager
     def watching(self, on_run_over: Callable[[], None]) -> Iterator[None]:
